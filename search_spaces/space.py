@@ -1,0 +1,295 @@
+"""The search space: the domain of every gene and how an Optuna trial samples an architecture.
+
+Sampling is define-by-run: conditional genes are asked for only where they apply to the sampled
+attention (``compact`` for mechanisms with Q, K, V; ``mask_ratio_<i>`` per head for MaiT; ``qna_window``
+for QnA; ``refiner_expansion`` for Refiner), so every sampled architecture obeys the rules of
+:mod:`search_spaces.genes`. The position encoding is asked as ``pos_encoding`` where RoPE applies and as
+``pos_encoding_no_rope`` (the same domain without RoPE) where it does not, because an Optuna parameter
+keeps one distribution for the whole study.
+
+A space can be narrowed (or widened within each gene's universe) from a YAML or TOML file whose
+top-level keys are gene names and whose values are lists::
+
+    attention: [mhsa, mait, qna]
+    embed_dim: [32, 64]
+    qna_window: [3, 5]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .genes import (
+    ATTENTIONS, MASK_LAYERS, MASK_RATIO_CHOICES, POS_ENCODINGS, QKV_ATTENTIONS, QNA_WINDOWS,
+    REFINER_EXPANSIONS, ROPE_ATTENTIONS, ROPE_ENCODINGS, STEMS, Architecture,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+__all__ = ["SearchSpace", "SpaceError"]
+
+
+class SpaceError(ValueError):
+    """A search-space domain that is malformed, outside a gene's universe or internally inconsistent."""
+
+
+_CATEGORICAL_UNIVERSE: dict[str, tuple[Any, ...]] = {
+    "attention": ATTENTIONS,
+    "pos_encoding": POS_ENCODINGS,
+    "stem": STEMS,
+    "compact": (False, True),
+    "mask_ratios": MASK_RATIO_CHOICES,
+    "mask_layers": MASK_LAYERS,
+    "qna_window": QNA_WINDOWS,
+    "refiner_expansion": REFINER_EXPANSIONS,
+}
+_INT_GENES = ("embed_dim", "depth", "num_heads", "patch_size")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Domains of the genes (tuples of allowed values). Defaults suit the proxy task on small images.
+
+    Construction checks every domain; :class:`SpaceError` (a ``ValueError``) names the gene and what is
+    allowed. Every combination of ``embed_dim`` x ``num_heads`` must be valid for every position
+    encoding in the domain (so sampling never produces an invalid architecture).
+    """
+
+    attention: tuple[str, ...] = ATTENTIONS
+    embed_dim: tuple[int, ...] = (32, 48, 64, 96)
+    depth: tuple[int, ...] = (2, 3, 4, 6)
+    num_heads: tuple[int, ...] = (2, 4)
+    mlp_ratio: tuple[float, ...] = (2.0, 4.0)
+    patch_size: tuple[int, ...] = (2, 4)
+    pos_encoding: tuple[str, ...] = POS_ENCODINGS
+    stem: tuple[str, ...] = STEMS
+    compact: tuple[bool, ...] = (False, True)
+    mask_ratios: tuple[float, ...] = MASK_RATIO_CHOICES
+    mask_layers: tuple[str, ...] = ("all", "paper")
+    qna_window: tuple[int, ...] = QNA_WINDOWS
+    refiner_expansion: tuple[int, ...] = REFINER_EXPANSIONS
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                raise SpaceError(f"{f.name}: expected a list of values, got {value!r}")
+            if not value:
+                raise SpaceError(f"{f.name}: the domain is empty; give at least one value")
+            value = tuple(dict.fromkeys(value))  # drop duplicates, keep order
+            if f.name in _CATEGORICAL_UNIVERSE:
+                universe = _CATEGORICAL_UNIVERSE[f.name]
+                for v in value:
+                    if isinstance(v, bool) != isinstance(universe[0], bool) or v not in universe:
+                        allowed = ", ".join(json.dumps(u) for u in universe)
+                        raise SpaceError(f"{f.name}: {v!r} is not allowed; allowed: {allowed}")
+                if f.name == "mask_ratios":
+                    value = tuple(float(v) for v in value)
+            elif f.name in _INT_GENES:
+                for v in value:
+                    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 4096:
+                        raise SpaceError(f"{f.name}: {v!r} is not allowed; values are integers in [1, 4096]")
+            else:  # mlp_ratio
+                for v in value:
+                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= 16:
+                        raise SpaceError(f"mlp_ratio: {v!r} is not allowed; values are numbers in (0, 16]")
+                value = tuple(float(v) for v in value)
+            object.__setattr__(self, f.name, value)
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        for c in self.embed_dim:
+            for h in self.num_heads:
+                if c % h:
+                    raise SpaceError(
+                        f"num_heads: {h} does not divide embed_dim {c}; every num_heads must divide every embed_dim"
+                    )
+                d = c // h
+                if "rope1d" in self.pos_encoding and d % 2:
+                    raise SpaceError(f"pos_encoding: rope1d needs an even head_dim, but embed_dim {c} / num_heads {h} = {d}")
+                if "rope2d" in self.pos_encoding and d % 4:
+                    raise SpaceError(f"pos_encoding: rope2d needs head_dim divisible by 4, but embed_dim {c} / num_heads {h} = {d}")
+            if "sincos2d" in self.pos_encoding and c % 4:
+                raise SpaceError(f"pos_encoding: sincos2d needs embed_dim divisible by 4, got {c}")
+        if "conv_bn" in self.stem:
+            for p in self.patch_size:
+                if p & (p - 1):
+                    raise SpaceError(f"stem: conv_bn needs power-of-two patch sizes, got patch_size {p}")
+        if not (set(self.attention) & set(ROPE_ATTENTIONS)) and not (set(self.pos_encoding) - set(ROPE_ENCODINGS)):
+            raise SpaceError("pos_encoding: only RoPE allowed, but no attention in the domain has queries and keys")
+        if not set(self.pos_encoding) - set(ROPE_ENCODINGS) and set(self.attention) - set(ROPE_ATTENTIONS):
+            bad = sorted(set(self.attention) - set(ROPE_ATTENTIONS))
+            raise SpaceError(f"pos_encoding: only RoPE allowed, which {', '.join(bad)} cannot use; add learned, sincos2d or none")
+
+    # ------------------------------------------------------------------ construction from files
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "SearchSpace":
+        """Domains from a mapping of gene name -> list of values; missing genes keep their defaults.
+
+        Raises:
+            SpaceError: not a mapping, an unknown gene, or a value outside the gene's universe.
+        """
+        if not isinstance(data, Mapping):
+            raise SpaceError(f"config: expected a mapping of gene -> list of values, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in names:
+                raise SpaceError(f"{key}: unknown gene in config; known genes: {', '.join(names)}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "SearchSpace":
+        """Domains from a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file.
+
+        Raises:
+            SpaceError: the file is missing, unreadable, not YAML/TOML, or holds invalid domains.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpaceError(f"config: cannot read {str(path)!r} ({exc.__class__.__name__}: {exc})") from None
+        suffix = path.suffix.lower()
+        try:
+            if suffix == ".toml":
+                data = tomllib.loads(text)
+            elif suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                raise SpaceError(f"config: {str(path)!r} must end in .yaml, .yml or .toml")
+        except SpaceError:
+            raise
+        except Exception as exc:  # yaml.YAMLError, tomllib.TOMLDecodeError, recursion in hostile YAML...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise SpaceError(f"config: {str(path)!r} is not valid {suffix[1:].upper()}: {first}") from None
+        if data is None:
+            data = {}
+        return cls.from_mapping(data)
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """JSON-able form (lists)."""
+        return {f.name: list(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    # ------------------------------------------------------------------ image-size restriction
+    def for_image(self, img_size: int) -> "SearchSpace":
+        """The space restricted to patch sizes that divide ``img_size``.
+
+        Raises:
+            SpaceError: no patch size in the domain divides ``img_size``.
+        """
+        sizes = tuple(p for p in self.patch_size if img_size % p == 0)
+        if not sizes:
+            raise SpaceError(
+                f"patch_size: none of {list(self.patch_size)} divides the image size {img_size}; "
+                "choose patch sizes that divide it"
+            )
+        return dataclasses.replace(self, patch_size=sizes)
+
+    # ------------------------------------------------------------------ sampling
+    def suggest(self, trial: "optuna.trial.BaseTrial") -> Architecture:
+        """Sample an architecture through ``trial`` (define-by-run; conditional genes where they apply)."""
+        attention = trial.suggest_categorical("attention", list(self.attention))
+        genes: dict[str, Any] = {
+            "attention": attention,
+            "embed_dim": trial.suggest_categorical("embed_dim", list(self.embed_dim)),
+            "depth": trial.suggest_categorical("depth", list(self.depth)),
+            "num_heads": trial.suggest_categorical("num_heads", list(self.num_heads)),
+            "mlp_ratio": trial.suggest_categorical("mlp_ratio", list(self.mlp_ratio)),
+            "patch_size": trial.suggest_categorical("patch_size", list(self.patch_size)),
+            "stem": trial.suggest_categorical("stem", list(self.stem)),
+        }
+        genes["pos_encoding"] = trial.suggest_categorical(*self._pos_param(attention))
+        if attention in QKV_ATTENTIONS:
+            genes["compact"] = trial.suggest_categorical("compact", list(self.compact))
+        if attention == "mait":
+            genes["mask_ratios"] = tuple(
+                trial.suggest_categorical(f"mask_ratio_{i}", list(self.mask_ratios)) for i in range(genes["num_heads"])
+            )
+            genes["mask_layers"] = trial.suggest_categorical("mask_layers", list(self.mask_layers))
+        if attention == "qna":
+            genes["qna_window"] = trial.suggest_categorical("qna_window", list(self.qna_window))
+        if attention == "refiner":
+            genes["refiner_expansion"] = trial.suggest_categorical("refiner_expansion", list(self.refiner_expansion))
+        return Architecture(**genes)
+
+    def _pos_param(self, attention: str) -> tuple[str, list[str]]:
+        if attention in ROPE_ATTENTIONS:
+            return "pos_encoding", list(self.pos_encoding)
+        return "pos_encoding_no_rope", [p for p in self.pos_encoding if p not in ROPE_ENCODINGS]
+
+    def to_params(self, arch: Architecture) -> dict[str, Any]:
+        """The Optuna parameters :meth:`suggest` would ask for to produce ``arch`` (for enqueueing).
+
+        Raises:
+            SpaceError: a gene of ``arch`` lies outside this space's domain.
+        """
+        if not self.contains(arch):
+            raise SpaceError(f"arch: {arch.describe()} lies outside the search space ({self.why_outside(arch)})")
+        params: dict[str, Any] = {
+            "attention": arch.attention, "embed_dim": arch.embed_dim, "depth": arch.depth,
+            "num_heads": arch.num_heads, "mlp_ratio": arch.mlp_ratio, "patch_size": arch.patch_size,
+            "stem": arch.stem,
+        }
+        params[self._pos_param(arch.attention)[0]] = arch.pos_encoding
+        if arch.attention in QKV_ATTENTIONS:
+            params["compact"] = arch.compact
+        if arch.attention == "mait":
+            params.update({f"mask_ratio_{i}": r for i, r in enumerate(arch.mask_ratios)})
+            params["mask_layers"] = arch.mask_layers
+        if arch.attention == "qna":
+            params["qna_window"] = arch.qna_window
+        if arch.attention == "refiner":
+            params["refiner_expansion"] = arch.refiner_expansion
+        return params
+
+    def why_outside(self, arch: Architecture) -> str:
+        """Empty string when ``arch`` is inside the space, else the first gene that is not."""
+        checks: list[tuple[str, Any]] = [
+            ("attention", arch.attention), ("embed_dim", arch.embed_dim), ("depth", arch.depth),
+            ("num_heads", arch.num_heads), ("mlp_ratio", arch.mlp_ratio), ("patch_size", arch.patch_size),
+            ("pos_encoding", arch.pos_encoding), ("stem", arch.stem),
+        ]
+        if arch.attention in QKV_ATTENTIONS:
+            checks.append(("compact", arch.compact))
+        if arch.attention == "mait":
+            checks += [("mask_ratios", r) for r in arch.mask_ratios] + [("mask_layers", arch.mask_layers)]
+        if arch.attention == "qna":
+            checks.append(("qna_window", arch.qna_window))
+        if arch.attention == "refiner":
+            checks.append(("refiner_expansion", arch.refiner_expansion))
+        for name, value in checks:
+            if value not in getattr(self, name):
+                return f"{name}={value!r} not in {list(getattr(self, name))}"
+        return ""
+
+    def contains(self, arch: Architecture) -> bool:
+        """Whether every gene of ``arch`` lies in this space's domain."""
+        return not self.why_outside(arch)
+
+    def size(self) -> int:
+        """Number of distinct architectures in the space."""
+        macro = len(self.embed_dim) * len(self.depth) * len(self.mlp_ratio) * len(self.patch_size) * len(self.stem)
+        no_rope = len([p for p in self.pos_encoding if p not in ROPE_ENCODINGS])
+        total = 0
+        for h in self.num_heads:
+            for a in self.attention:
+                n = len(self.pos_encoding) if a in ROPE_ATTENTIONS else no_rope
+                if a in QKV_ATTENTIONS:
+                    n *= len(self.compact)
+                if a == "qna":
+                    n *= len(self.qna_window)
+                if a == "refiner":
+                    n *= len(self.refiner_expansion)
+                if a == "mait":
+                    n *= len(self.mask_ratios) ** h * len(self.mask_layers)
+                total += n
+        return macro * total
