@@ -132,7 +132,9 @@ class NasViT(nn.Module):
             nn.init.normal_(self.cls_token, std=1e-6)
         for name, module in self.named_modules():
             init_weights_vit_timm(module, name)
-            # Mechanism-specific parameters (e.g. QnA queries, Refiner kernels) reset after the generic init.
+        # Mechanism-specific parameters (QnA queries, Refiner kernels, ...) in a second pass, so the generic
+        # init above never overwrites them.
+        for module in self.modules():
             if module is not self and hasattr(module, "reset_parameters_extra"):
                 module.reset_parameters_extra()
 
@@ -189,8 +191,14 @@ def nas_vit(pretrained: bool = False, **kwargs: Any) -> NasViT:
     """timm entry point: ``timm.create_model("nas_vit", arch={...}, img_size=..., in_chans=..., num_classes=...)``.
 
     ``arch`` is a mapping of genes (see :class:`~search_spaces.genes.Architecture`), an Architecture,
-    or a preset name. No pretrained weights exist; load trained ones with ``local-dir:`` exports.
+    or a preset name. There are no hub weights; a ``local-dir:`` export (``vitnas export``) always comes
+    with its trained weights, so ``timm.create_model("local-dir:DIR")`` loads them without
+    ``pretrained=True``.
     """
+    cfg = kwargs.get("pretrained_cfg")
+    source = cfg.get("source") if isinstance(cfg, dict) else getattr(cfg, "source", None)
+    if source == "local-dir":
+        pretrained = True
     return build_model_with_cfg(NasViT, "nas_vit", pretrained, feature_cfg=None, **kwargs)
 
 

@@ -1,0 +1,6 @@
+"""``python -m nas`` is ``vitnas``."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

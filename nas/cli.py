@@ -1,0 +1,208 @@
+"""``vitnas``: the command line, a thin layer over :mod:`nas`, :mod:`search_spaces` and :mod:`dashboards`.
+
+Every error a user can cause (bad option values, genes, config files, storage, study or trial) is one
+line on stderr and exit status 2; nothing already stored is changed by a refused command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .study import DEFAULT_STORAGE
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="vitnas: multi-objective architecture search for efficient vision transformers.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _guard(fn, *args, **kwargs):
+    """Run ``fn``; a ValueError (every vitnas input error is one) becomes one line and exit 2."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as exc:
+        _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__)
+
+
+def _fmt_int(v: Any) -> str:
+    return f"{int(v):,}" if v is not None else "-"
+
+
+def _front_table(records: list[dict[str, Any]], title: str) -> Table:
+    from .study import describe_arch
+
+    table = Table(title=title, title_justify="left")
+    for name, justify in (("trial", "right"), ("preset", "left"), ("accuracy", "right"), ("params", "right"),
+                          ("throughput img/s", "right"), ("FLOPs", "right"), ("genes", "left")):
+        table.add_column(name, justify=justify)
+    for r in records:
+        table.add_row(str(r["trial"]), r.get("preset") or "", f"{r['accuracy']:.4f}", _fmt_int(r["params"]),
+                      f"{r['throughput']:.0f}", _fmt_int(r.get("flops")), describe_arch({"arch": r.get("arch")}))
+    return table
+
+
+@app.command()
+def search(
+    study: str = typer.Option("digits", help="Study name (continues the study if it exists)."),
+    trials: int = typer.Option(12, help="Target number of complete trials in the study."),
+    epochs: int = typer.Option(6, help="Proxy-training epochs per trial."),
+    dataset: str = typer.Option("digits", help="digits, mnist, fashion_mnist, cifar10, cifar100 or imagefolder:PATH."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder of the torchvision data sets."),
+    download: bool = typer.Option(False, help="Let torchvision download a missing data set."),
+    train_subset: Optional[int] = typer.Option(None, help="Training images used by the proxy (default: all)."),
+    val_subset: Optional[int] = typer.Option(None, help="Validation images used by the proxy (default: all)."),
+    storage: str = typer.Option(DEFAULT_STORAGE, help="SQLAlchemy URL of the Optuna storage."),
+    sampler: str = typer.Option("nsga2", help="nsga2, tpe or random."),
+    population_size: Optional[int] = typer.Option(None, help="NSGA-II population (default: sized to --trials)."),
+    seed: int = typer.Option(0, help="Seed of the sampler and of every trial."),
+    config: Optional[str] = typer.Option(None, help="YAML or TOML file narrowing the gene domains."),
+    presets: bool = typer.Option(True, help="Enqueue the paper presets as the first trials."),
+    cpus_per_trial: float = typer.Option(1.0, help="CPUs per trial (Ray resources)."),
+    gpus_per_trial: float = typer.Option(0.0, help="GPUs per trial; fractions share a GPU."),
+    max_concurrent: int = typer.Option(0, help="Trials at once (0: one per GPU share, or 1 on CPU)."),
+    address: Optional[str] = typer.Option(None, help="Join a Ray cluster ('auto' or host:port)."),
+    run_dir: str = typer.Option("runs", help="Folder for weights and Ray results."),
+    timeout: Optional[float] = typer.Option(None, help="Wall-clock budget in seconds."),
+) -> None:
+    """Run (or continue) a multi-objective search and print the Pareto front."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .search import SearchConfig, TrialEvent, run_search
+    from .study import front_records, load_study
+
+    cfg = SearchConfig(study=study, trials=trials, epochs=epochs, dataset=dataset, data_dir=data_dir,
+                       download=download, train_subset=train_subset, val_subset=val_subset, storage=storage,
+                       sampler=sampler, population_size=population_size, seed=seed, config=config,
+                       presets=presets, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                       max_concurrent=max_concurrent, address=address, run_dir=run_dir, timeout=timeout)
+    _guard(cfg.validate)
+    console.print(f"[bold]vitnas search[/] study [cyan]{study}[/] on [cyan]{dataset}[/] -> {storage}")
+    progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=False)
+    task = progress.add_task("trials", total=trials)
+
+    def done_count() -> int:
+        from optuna.trial import TrialState
+
+        try:
+            return len(load_study(storage, study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        except ValueError:
+            return 0
+
+    def on_event(ev: TrialEvent) -> None:
+        if ev.kind == "start":
+            progress.update(task, description=f"trial {ev.number}: {ev.arch}")
+        elif ev.kind == "epoch":
+            progress.update(task, description=f"trial {ev.number} epoch {ev.metrics.get('epoch')}: "
+                                              f"val acc {ev.metrics.get('val_accuracy', 0):.3f}")
+        elif ev.kind == "complete":
+            m = ev.metrics
+            reused = f" (reused trial {m['reused_from']})" if m.get("reused_from") is not None else ""
+            progress.console.print(
+                f"  [green]trial {ev.number:>3}[/] acc {m['accuracy']:.4f}  params {_fmt_int(m['params']):>9}  "
+                f"{m['throughput']:>8.0f} img/s  {ev.arch}{reused}", highlight=False)
+            progress.update(task, completed=done_count())
+        elif ev.kind == "fail":
+            reason = ev.reason
+            if not reason:
+                try:
+                    st = load_study(storage, study)
+                    reason = next((t.user_attrs.get("fail_reason", "") for t in st.get_trials(deepcopy=False)
+                                   if t.number == ev.number), "")
+                except ValueError:
+                    reason = ""
+            progress.console.print(f"  [red]trial {ev.number:>3} failed[/]: {reason or 'see the Ray logs'}  {ev.arch}",
+                                   highlight=False)
+
+    with progress:
+        progress.update(task, completed=done_count())
+        result = _guard(run_search, cfg, progress=on_event)
+        progress.update(task, completed=done_count(), description="done")
+    records = front_records(result)
+    console.print(_front_table(records, f"Pareto front of {study} ({len(records)} of "
+                                        f"{len(result.get_trials(deepcopy=False))} trials)"))
+
+
+@app.command()
+def pareto(
+    study: str = typer.Option(..., help="Study name."),
+    storage: str = typer.Option(DEFAULT_STORAGE, help="SQLAlchemy URL of the Optuna storage."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+) -> None:
+    """Print the Pareto front of a study (accuracy, params, throughput)."""
+    from .study import front_records, load_study
+
+    st = _guard(load_study, storage, study)
+    records = front_records(st)
+    if as_json:
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        return
+    console.print(_front_table(records, f"Pareto front of {study} ({len(records)} of {len(st.get_trials(deepcopy=False))} trials)"))
+
+
+@app.command()
+def export(
+    study: str = typer.Option(..., help="Study name."),
+    trial: int = typer.Option(..., help="Trial number to export."),
+    out: str = typer.Option(..., help="New folder for the timm model."),
+    storage: str = typer.Option(DEFAULT_STORAGE, help="SQLAlchemy URL of the Optuna storage."),
+) -> None:
+    """Export a trained trial as a timm model folder (timm.create_model('local-dir:OUT'))."""
+    from .export import export_trial
+
+    path = _guard(export_trial, storage, study, trial, out)
+    console.print(f"exported trial {trial} of {study} to [cyan]{path}[/]: "
+                  f"import search_spaces, timm; timm.create_model('local-dir:{path}')", highlight=False)
+
+
+@app.command()
+def space(
+    config: Optional[str] = typer.Option(None, help="YAML or TOML file narrowing the gene domains."),
+    as_json: bool = typer.Option(False, "--json", help="Print the domains as JSON."),
+) -> None:
+    """Print the genes, their domains and the rules that tie them to attention types."""
+    from search_spaces import SearchSpace
+    from search_spaces.genes import RULES, applicable_genes
+
+    sp = _guard(SearchSpace.from_file, config) if config else SearchSpace()
+    if as_json:
+        sys.stdout.write(json.dumps({"domains": sp.to_dict(), "rules": dict(RULES), "size": sp.size()}, indent=2) + "\n")
+        return
+    table = Table(title=f"Genes ({sp.size():,} architectures)", title_justify="left")
+    table.add_column("gene")
+    table.add_column("domain")
+    table.add_column("applies to")
+    specific = {g: [a for a in sp.attention if g in applicable_genes(a)]
+                for g in ("compact", "mask_ratios", "mask_layers", "qna_window", "refiner_expansion")}
+    for name, values in sp.to_dict().items():
+        where = ", ".join(specific[name]) if name in specific else "all"
+        if name == "mask_ratios":
+            where += " (one ratio per head)"
+        table.add_row(name, ", ".join(json.dumps(v) for v in values), where or "-")
+    console.print(table)
+    rules = Table(title="Rules", title_justify="left")
+    rules.add_column("gene")
+    rules.add_column("rule")
+    for gene, rule in RULES:
+        rules.add_row(gene, rule)
+    console.print(rules)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,140 @@
+"""Export a trained trial as a timm model folder.
+
+The folder holds ``config.json`` (architecture ``nas_vit``, the genes and image settings as
+``model_args``, the data config), ``model.safetensors`` (written by ``timm.models.save_for_hf``) and a
+``README.md`` model card. After ``import search_spaces``, ``timm.create_model("local-dir:DIR")``
+rebuilds the model with its trained weights; the export checks that the reloaded model gives identical
+logits before it puts the folder in place.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search_spaces import Architecture, build_model
+
+from .study import OBJECTIVES, get_trial, load_study, pareto_front
+
+__all__ = ["ExportError", "export_trial", "load_trial_model"]
+
+
+class ExportError(ValueError):
+    """The export target exists, the trial has no stored weights, or the reloaded model differs."""
+
+
+def load_trial_model(storage_url: str, study_name: str, number: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained model of a complete trial (weights read as safetensors) and its study attributes.
+
+    Raises:
+        StudyError: unknown study or trial, or a trial that did not complete.
+        ExportError: the trial's weights file is missing.
+    """
+    from safetensors.torch import load_model
+
+    study = load_study(storage_url, study_name)
+    trial = get_trial(study, number, finished=True)
+    arch = Architecture.from_dict(trial.user_attrs["arch"])
+    info = dict(study.user_attrs)
+    model = build_model(arch, img_size=info["img_size"], in_chans=info["in_chans"], num_classes=info["num_classes"])
+    weights = trial.user_attrs.get("weights")
+    if not weights or not Path(weights).is_file():
+        raise ExportError(f"trial: the weights of trial {number} are missing ({weights or 'not recorded'})")
+    load_model(model, weights, strict=True)
+    model.eval()
+    info.update(trial=trial, study=study, arch=arch)
+    return model, info
+
+
+def _model_card(info: dict[str, Any]) -> str:
+    trial = info["trial"]
+    arch: Architecture = info["arch"]
+    values = dict(zip(OBJECTIVES, trial.values))
+    front = [t.number for t in pareto_front(info["study"])]
+    on_front = "on the Pareto front" if trial.number in front else "not on the Pareto front"
+    genes = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in arch.to_dict().items())
+    attrs = trial.user_attrs
+    curve = ", ".join(f"{c['val_accuracy']:.3f}" for c in attrs.get("curve", []))
+    preset = f" (paper preset `{attrs['preset']}`)" if attrs.get("preset") else ""
+    return f"""---
+library_name: timm
+tags: [image-classification, timm, vitnas, nas_vit]
+---
+# vitnas `{info['study'].study_name}` trial {trial.number}{preset}
+
+A vision transformer found by vitnas' multi-objective search, {on_front} of study
+`{info['study'].study_name}` ({len(front)} front members). Proxy-trained only: train it fully with your
+usual timm recipe before relying on it.
+
+```python
+import search_spaces, timm  # importing search_spaces registers nas_vit with timm
+model = timm.create_model("local-dir:PATH_TO_THIS_FOLDER")
+```
+
+## Genes
+
+`{arch.describe()}`
+
+| gene | value |
+|---|---|
+{genes}
+
+## Measured (proxy task)
+
+| objective | value |
+|---|---|
+| accuracy (validation top-1) | {values['accuracy']:.4f} |
+| params | {int(values['params']):,} |
+| throughput (img/s, {attrs.get('device', '?')}) | {values['throughput']:.1f} |
+| FLOPs (multiply-adds per image) | {attrs.get('flops', 0):,} |
+| peak memory (bytes, inference batch 64) | {attrs.get('peak_memory', 0):,} |
+
+Data set: `{info['dataset']}`, {info['img_size']}x{info['img_size']} px, {info['in_chans']} channel(s),
+{info['num_classes']} classes; {info.get('epochs', '?')} proxy epochs. Validation accuracy per epoch: {curve}.
+"""
+
+
+def export_trial(storage_url: str, study_name: str, number: int, out: str | Path) -> Path:
+    """Write trial ``number`` of ``study_name`` as a timm model folder at ``out``.
+
+    Raises:
+        ExportError: ``out`` exists and is not an empty folder, the weights are missing, or the reloaded
+            model's logits differ from the trained model's.
+        StudyError: unknown study or trial, or a trial that did not complete.
+    """
+    import timm
+    from timm.models import save_for_hf
+
+    out = Path(out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"out: {str(out)!r} already exists and is not an empty folder; choose a new --out")
+    model, info = load_trial_model(storage_url, study_name, number)
+    arch: Architecture = info["arch"]
+    model_args = {"arch": arch.to_dict(), "img_size": info["img_size"], "in_chans": info["in_chans"],
+                  "num_classes": info["num_classes"]}
+    data_config = info.get("data_config") or {}
+    data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_for_hf(model, str(tmp), model_args=model_args, safe_serialization=True, data_config=data_config)
+        (tmp / "README.md").write_text(_model_card(info), encoding="utf-8")
+        reloaded = timm.create_model(f"local-dir:{tmp}")
+        reloaded.eval()
+        x = torch.randn(4, info["in_chans"], info["img_size"], info["img_size"], generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            if not torch.equal(model(x), reloaded(x)):
+                raise ExportError(f"export: the reloaded model of trial {number} gives different logits")
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+

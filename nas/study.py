@@ -1,0 +1,213 @@
+"""The Optuna study: the single source of truth of a search.
+
+Objectives (in this order): ``accuracy`` (maximise, validation top-1 fraction), ``params`` (minimise,
+trainable parameters), ``throughput`` (maximise, inference images/s). Metric names are set on the study
+so ``optuna-dashboard`` and ``optuna.visualization`` read it too. Everything else a trial produces is a
+user attribute of its Optuna trial (see :data:`TRIAL_ATTRS`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search_spaces import Architecture
+
+__all__ = [
+    "OBJECTIVES", "DIRECTIONS", "DEFAULT_STORAGE", "StudyError", "open_storage", "create_or_load_study",
+    "load_study", "get_trial", "pareto_front", "front_records", "trial_record", "mark_interrupted",
+    "hypervolume", "reference_point",
+]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+OBJECTIVES: tuple[str, ...] = ("accuracy", "params", "throughput")
+DIRECTIONS: tuple[str, ...] = ("maximize", "minimize", "maximize")
+DEFAULT_STORAGE = "sqlite:///runs/vitnas.db"
+
+#: User attributes of a trial: arch (genes dict), arch_key, preset, flops, peak_memory, curve (per-epoch
+#: history), device, train_seconds, wall_seconds, weights (safetensors path), fail_reason, reused_from.
+TRIAL_ATTRS = ("arch", "arch_key", "preset", "flops", "peak_memory", "curve", "device", "train_seconds",
+               "wall_seconds", "weights", "fail_reason", "reused_from")
+
+
+class StudyError(ValueError):
+    """Unreadable storage, an unknown study or trial, or a study that does not fit the request."""
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage for the SQLAlchemy ``url`` (``sqlite:///path.db``, ``postgresql://...``).
+
+    For SQLite the parent folder is created, and a busy timeout lets concurrent writers wait instead of
+    failing on a locked file.
+
+    Raises:
+        StorageError-like :class:`StudyError`: the URL is malformed or the database cannot be opened.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise StudyError(f"storage: {url!r} is not an SQLAlchemy URL; use sqlite:///path.db or postgresql://user@host/db")
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            try:
+                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StudyError(f"storage: cannot create the folder for {path!r} ({exc.strerror})") from None
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as exc:  # sqlalchemy ArgumentError/OperationalError, missing drivers, corrupt files
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise StudyError(f"storage: cannot open {url!r}: {detail[:200]}") from None
+
+
+def create_or_load_study(storage: optuna.storages.BaseStorage, name: str,
+                         sampler: optuna.samplers.BaseSampler | None = None,
+                         attrs: dict[str, Any] | None = None) -> optuna.Study:
+    """Create the study ``name`` with the three objectives, or load it if it exists.
+
+    ``attrs`` (data set, image size, ...) are stored as study user attributes on creation; when the study
+    exists, each given attribute that the study already holds must match.
+
+    Raises:
+        StudyError: the existing study has other objectives or other settings in ``attrs``.
+    """
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    if name in existing:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        if len(study.directions) != 3 or [d.name.lower() for d in study.directions] != list(DIRECTIONS):
+            raise StudyError(f"study: {name!r} exists with other objectives; choose another --study")
+        for key, value in (attrs or {}).items():
+            stored = study.user_attrs.get(key)
+            if stored is not None and stored != value:
+                raise StudyError(
+                    f"study: {name!r} was created with {key}={stored!r}, not {value!r}; use the same settings or another --study"
+                )
+        return study
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=list(DIRECTIONS))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(OBJECTIVES))
+    for key, value in (attrs or {}).items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def load_study(storage_url: str, name: str) -> optuna.Study:
+    """Load an existing study.
+
+    Raises:
+        StudyError: unreadable storage or no study called ``name`` (the message lists the studies).
+    """
+    storage = open_storage(storage_url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if name not in names:
+        known = ", ".join(names) if names else "none"
+        raise StudyError(f"study: no study {name!r} in {storage_url}; studies there: {known}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def get_trial(study: optuna.Study, number: int, *, finished: bool = False) -> FrozenTrial:
+    """Trial ``number`` of ``study``.
+
+    Raises:
+        StudyError: no such trial, or (with ``finished``) the trial did not complete.
+    """
+    trials = study.get_trials(deepcopy=False)
+    match = [t for t in trials if t.number == number]
+    if not match:
+        last = trials[-1].number if trials else None
+        allowed = f"0..{last}" if last is not None else "none yet"
+        raise StudyError(f"trial: study {study.study_name!r} has no trial {number}; trials: {allowed}")
+    trial = match[0]
+    if finished and trial.state != TrialState.COMPLETE:
+        reason = trial.user_attrs.get("fail_reason")
+        extra = f" ({reason})" if reason else ""
+        raise StudyError(f"trial: trial {number} is {trial.state.name.lower()}{extra}; choose a complete trial")
+    return trial
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """The Pareto-optimal complete trials (Optuna's ``best_trials``), by trial number."""
+    return sorted(study.best_trials, key=lambda t: t.number)
+
+
+def trial_record(trial: FrozenTrial) -> dict[str, Any]:
+    """One JSON-able record of a trial: number, state, objectives, FLOPs, genes and its other attributes."""
+    values = trial.values or [None, None, None]
+    attrs = trial.user_attrs
+    return {
+        "trial": trial.number,
+        "state": trial.state.name,
+        "accuracy": values[0],
+        "params": int(values[1]) if values[1] is not None else None,
+        "throughput": values[2],
+        "flops": attrs.get("flops"),
+        "peak_memory": attrs.get("peak_memory"),
+        "preset": attrs.get("preset"),
+        "arch": attrs.get("arch"),
+        "device": attrs.get("device"),
+        "wall_seconds": attrs.get("wall_seconds"),
+        "fail_reason": attrs.get("fail_reason"),
+        "reused_from": attrs.get("reused_from"),
+    }
+
+
+def front_records(study: optuna.Study) -> list[dict[str, Any]]:
+    """:func:`trial_record` of every Pareto-front member, sorted by accuracy (best first)."""
+    return sorted((trial_record(t) for t in pareto_front(study)), key=lambda r: -r["accuracy"])
+
+
+def describe_arch(attrs: dict[str, Any]) -> str:
+    """Short description of a trial's genes from its ``arch`` user attribute."""
+    arch = attrs.get("arch")
+    try:
+        return Architecture.from_dict(arch).describe() if arch else "?"
+    except ValueError:
+        return "?"
+
+
+def mark_interrupted(study: optuna.Study) -> list[int]:
+    """Fail every trial left RUNNING by a dead search process, with ``fail_reason = "interrupted"``.
+
+    Call it only when no other process is running trials of this study. Returns the trial numbers.
+    """
+    storage = study._storage
+    numbers = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted")
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        numbers.append(t.number)
+    return numbers
+
+
+def reference_point(params_max: float = 5e6, throughput_min: float = 0.0) -> list[float]:
+    """Fixed reference point for hypervolume, in minimisation form: (-accuracy, params, -throughput).
+
+    Accuracy 0, ``params_max`` parameters, ``throughput_min`` images/s.
+    """
+    return [0.0, float(params_max), -float(throughput_min)]
+
+
+def hypervolume(trials: list[FrozenTrial], ref: list[float] | None = None) -> float:
+    """Hypervolume dominated by the complete ``trials`` w.r.t. ``ref`` (Optuna's implementation).
+
+    The objectives are turned into minimisation form (-accuracy, params, -throughput); points that do not
+    dominate ``ref`` add nothing. Units: accuracy x params x images/s.
+    """
+    import numpy as np
+    from optuna._hypervolume import compute_hypervolume
+
+    ref = ref or reference_point()
+    pts = [[-t.values[0], t.values[1], -t.values[2]] for t in trials
+           if t.state == TrialState.COMPLETE and t.values and all(math.isfinite(v) for v in t.values)]
+    pts = [p for p in pts if all(a < b for a, b in zip(p, ref))]
+    if not pts:
+        return 0.0
+    return float(compute_hypervolume(np.asarray(pts, dtype=float), np.asarray(ref, dtype=float)))

@@ -1,0 +1,82 @@
+"""Linformer attention: keys and values projected along the token axis (Wang et al., arXiv 2006.04768)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import QKV, TokenLayout, merge_heads
+
+__all__ = ["LinformerAttention"]
+
+
+class LinformerAttention(nn.Module):
+    """Linformer self-attention (Wang et al., arXiv 2006.04768, eq. 7), as Vision Xformers uses it.
+
+    Per head::
+
+        head_h = softmax(Q_h (E K_h)^T / sqrt(d)) (E V_h)
+
+    where ``E`` (k x N, the parameter ``token_proj``) projects the N keys and the N values of every head
+    onto k rows. The paper's eq. 7 allows separate E (keys) and F (values); here keys and values share
+    one matrix (the paper's "key-value sharing", section 4, as Vision Xformers, arXiv 2107.02239, uses
+    it), shared by all heads and not by layers. The softmax part runs through
+    ``torch.nn.functional.scaled_dot_product_attention``. Cost O(N k) per head instead of O(N^2).
+
+    ``E`` is tied to the token count N the layer was built for (prefix tokens included); a different N
+    at forward raises ``ValueError``. Initialised N(0, 1/N) so that ``E K`` keeps the scale of the keys
+    (the paper does not say how E is initialised).
+
+    Args:
+        dim: C. num_heads: H. num_tokens: N.
+        k: projected length; clamped to ``min(k, N)`` (64 in Vision Xformers).
+        compact: Armour compact Q/K/V projections (see :class:`~.common.QKV`). qkv_bias: Q/K/V bias.
+
+    Shapes: ``x`` (B, N, C) -> (B, N, C).
+
+    Parameters: 4C^2 + 4C + kN (``qkv``, ``proj`` with the names of :class:`~.mhsa.MHSA`, and
+    ``token_proj``); 2C^2 + 2C + kN with ``compact``.
+
+    Multiply-adds per image: ``4 N C^2 + 4 N k C`` (``2 N C^2 + 4 N k C`` compact) — projections, E K and
+    E V (N k C each), scores and weighted values (N k C each). See :meth:`macs`.
+    """
+
+    def __init__(self, dim: int, num_heads: int, num_tokens: int, k: int = 64, compact: bool = False,
+                 qkv_bias: bool = True):
+        super().__init__()
+        if num_tokens < 1 or k < 1:
+            raise ValueError(f"linformer: num_tokens and k must be positive, got {num_tokens}, {k}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.num_tokens = num_tokens
+        self.k = min(k, num_tokens)
+        self.qkv = QKV(dim, num_heads, compact=compact, qkv_bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.token_proj = nn.Parameter(torch.empty(self.k, num_tokens))
+        self.reset_parameters_extra()
+
+    def reset_parameters_extra(self) -> None:
+        """Initialise ``token_proj`` (E) as N(0, 1/N); the model builder calls this after its own init."""
+        nn.init.normal_(self.token_proj, std=1.0 / math.sqrt(self.num_tokens))
+
+    def macs(self, num_tokens: int | None = None) -> int:
+        """Analytic multiply-adds per image (see the class docstring); N is the built token count."""
+        n, c, k = self.num_tokens, self.dim, self.k
+        return (2 if self.qkv.compact else 4) * n * c * c + 4 * n * k * c
+
+    def forward(self, x: torch.Tensor, layout: TokenLayout | None = None) -> torch.Tensor:
+        n = x.shape[1]
+        if n != self.num_tokens:
+            raise ValueError(
+                f"linformer: built for {self.num_tokens} tokens, got {n}; its token projection is tied to "
+                "the image size (and patch size) the model was built for"
+            )
+        q, k, v = self.qkv(x, layout)
+        e_t = self.token_proj.t().to(k.dtype)  # (N, k); the batched operand goes first (fvcore counts it)
+        k = torch.matmul(k.transpose(-2, -1), e_t).transpose(-2, -1)  # (B, H, k, d)
+        v = torch.matmul(v.transpose(-2, -1), e_t).transpose(-2, -1)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(merge_heads(out))

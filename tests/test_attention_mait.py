@@ -1,0 +1,157 @@
+"""MaiT attention (arXiv 2207.03006): multiplicative local masks, class token, equivalence with MHSA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from search_spaces import Architecture, build_model
+from search_spaces.attention.common import Rotary, TokenLayout
+from search_spaces.attention.mait import MaiTAttention, local_window_mask
+from search_spaces.attention.mhsa import MHSA
+from search_spaces.genes import mait_window_for_ratio
+
+
+def _pair(ratios, dim=16, heads=4, compact=False, seed=0):
+    torch.manual_seed(seed)
+    mhsa = MHSA(dim, heads, compact=compact)
+    mait = MaiTAttention(dim, heads, mask_ratios=ratios, compact=compact)
+    mait.load_state_dict(mhsa.state_dict())          # same parameter names: interchangeable
+    return mhsa.eval(), mait.eval()
+
+
+@pytest.mark.parametrize("compact", [False, True])
+@pytest.mark.parametrize("prefix", [0, 1])
+def test_all_global_equals_mhsa(compact, prefix):
+    mhsa, mait = _pair((0, 0, 0, 0), compact=compact)
+    layout = TokenLayout(grid=(3, 4), num_prefix_tokens=prefix)
+    x = torch.randn(2, layout.num_tokens, 16)
+    torch.testing.assert_close(mait(x, layout), mhsa(x, layout), rtol=0, atol=0)
+    assert set(mait.state_dict()) == set(mhsa.state_dict())
+
+
+def test_all_global_equals_mhsa_with_rotary():
+    mhsa, mait = _pair((0, 0, 0, 0))
+    layout = TokenLayout(grid=(4, 4), num_prefix_tokens=1, rotary=Rotary("rope2d", 4, (4, 4)))
+    x = torch.randn(2, 17, 16)
+    torch.testing.assert_close(mait(x, layout), mhsa(x, layout), rtol=0, atol=0)
+
+
+def test_scores_zero_outside_window_and_unchanged_inside():
+    torch.manual_seed(0)
+    grid, ratios = (6, 6), (0.9, 0.0, 0.75, 0.5)
+    m = MaiTAttention(16, 4, mask_ratios=ratios).eval()
+    layout = TokenLayout(grid=grid, num_prefix_tokens=1)
+    x = torch.randn(2, 37, 16)
+    s = m.attention_scores(x, layout)
+    q, k, _ = m.qkv(x, layout)
+    raw = q @ k.transpose(-2, -1) / 4 ** 0.5
+    wins = m.windows(grid)
+    assert wins == tuple(mait_window_for_ratio(r, grid) for r in ratios) == (1, None, 3, 5)
+    for h, w in enumerate(wins):
+        for i in range(36):
+            ri, ci = divmod(i, 6)
+            for j in range(36):
+                rj, cj = divmod(j, 6)
+                inside = w is None or (abs(ri - rj) <= w // 2 and abs(ci - cj) <= w // 2)
+                got, want = s[:, h, 1 + i, 1 + j], raw[:, h, 1 + i, 1 + j]
+                if inside:
+                    torch.testing.assert_close(got, want)
+                else:
+                    assert torch.all(got == 0)
+    # Class-token row and column stay unmasked in every head.
+    torch.testing.assert_close(s[:, :, 0, :], raw[:, :, 0, :])
+    torch.testing.assert_close(s[:, :, :, 0], raw[:, :, :, 0])
+
+
+def test_forward_is_softmax_of_masked_scores():
+    """Explicit path: output = proj(softmax(S * M) V), with the mask built independently here."""
+    torch.manual_seed(0)
+    grid = (4, 5)
+    m = MaiTAttention(16, 4, mask_ratios=(0.75, 0.5, 0.0, 0.9)).eval()
+    layout = TokenLayout(grid=grid, num_prefix_tokens=1)
+    x = torch.randn(2, 21, 16)
+    q, k, v = m.qkv(x, layout)
+    mask = torch.ones(4, 21, 21)
+    for h, r in enumerate(m.mask_ratios):
+        w = mait_window_for_ratio(r, grid)
+        if w is None:
+            continue
+        for i in range(20):
+            for j in range(20):
+                if abs(i // 5 - j // 5) > w // 2 or abs(i % 5 - j % 5) > w // 2:
+                    mask[h, 1 + i, 1 + j] = 0
+    attn = ((q @ k.transpose(-2, -1)) / 2.0 * mask).softmax(-1)
+    want = m.proj((attn @ v).transpose(1, 2).reshape(2, 21, 16))
+    torch.testing.assert_close(m(x, layout), want)
+    # The global head of a mixed layer agrees with plain attention for that head.
+    plain = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close((m.attention_scores(x, layout).softmax(-1) @ v)[:, 2], plain[:, 2])
+
+
+def test_multiplicative_mask_semantics():
+    """A far token does not change a masked row's scores, but its value still counts (logit 0, weight > 0)."""
+    torch.manual_seed(0)
+    m = MaiTAttention(8, 1, mask_ratios=(0.9,)).eval()   # 5x5 grid -> window 1 (only itself)
+    layout = TokenLayout(grid=(5, 5), num_prefix_tokens=0)
+    assert m.windows((5, 5)) == (1,)
+    x = torch.randn(1, 25, 8)
+    x2 = x.clone()
+    x2[0, 24] += 3.0
+    s1, s2 = m.attention_scores(x, layout), m.attention_scores(x2, layout)
+    torch.testing.assert_close(s1[0, 0, 0], s2[0, 0, 0], rtol=0, atol=0)       # row of patch 0
+    w = s1[0, 0, 0].softmax(-1)
+    assert torch.allclose(w[1:], w[1].expand(24)) and w[24] > 0                # hidden: equal weight exp(0)
+    assert not torch.allclose(m(x, layout)[0, 0], m(x2, layout)[0, 0])
+
+
+def test_local_window_mask_and_cache():
+    mask = local_window_mask((3, 3), 3, num_prefix_tokens=1)
+    assert mask.shape == (10, 10)
+    assert torch.all(mask[0] == 1) and torch.all(mask[:, 0] == 1)
+    assert mask[1 + 0, 1 + 8] == 0 and mask[1 + 4].sum() == 10                 # corner vs centre patch
+    assert mask[1 + 0, 1:].sum() == 4                                           # corner sees 2x2 patches
+    m = MaiTAttention(8, 2, mask_ratios=(0.5, 0.0))
+    layout = TokenLayout(grid=(4, 4), num_prefix_tokens=1)
+    m(torch.randn(1, 17, 8), layout)
+    m(torch.randn(1, 17, 8), layout)
+    assert len(m._masks) == 1
+    m(torch.randn(1, 10, 8), TokenLayout(grid=(3, 3), num_prefix_tokens=1))
+    assert len(m._masks) == 2
+    assert not any("mask" in k for k in m.state_dict())
+    with pytest.raises(ValueError):
+        MaiTAttention(8, 2, mask_ratios=(0.5,))
+
+
+def test_macs_match_flop_counter():
+    m = MaiTAttention(16, 4, mask_ratios=(0.5, 0.0, 0.0, 0.9))
+    layout = TokenLayout(grid=(4, 4), num_prefix_tokens=1)
+    with FlopCounterMode(display=False) as fc:
+        m(torch.randn(1, 17, 16), layout)
+    assert fc.get_total_flops() == 2 * m.macs(layout)
+    g = MaiTAttention(16, 4, mask_ratios=(0, 0, 0, 0), compact=True)
+    with FlopCounterMode(display=False) as fc:
+        g(torch.randn(1, 17, 16), layout)
+    assert fc.get_total_flops() == 2 * g.macs(layout)
+
+
+def test_gradients_flow():
+    m = MaiTAttention(16, 4, mask_ratios=(0.9, 0.75, 0.5, 0.0))
+    x = torch.randn(2, 17, 16, requires_grad=True)
+    m(x, TokenLayout(grid=(4, 4), num_prefix_tokens=1)).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+@pytest.mark.parametrize("mask_layers", ["all", "paper"])
+def test_builds_in_full_model_forward_backward(mask_layers):
+    torch.manual_seed(0)
+    arch = Architecture(attention="mait", mask_ratios=(0.9, 0.5, 0.0, 0.75), mask_layers=mask_layers,
+                        pos_encoding="rope2d", depth=3)
+    model = build_model(arch, img_size=16, in_chans=1)
+    out = model(torch.randn(2, 1, 16, 16))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert isinstance(model.blocks[0].attn, MaiTAttention)
+    if mask_layers == "paper":
+        assert model.blocks[-1].attn.is_global
