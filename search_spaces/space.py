@@ -83,7 +83,6 @@ class SearchSpace:
                 raise SpaceError(f"{f.name}: expected a list of values, got {value!r}")
             if not value:
                 raise SpaceError(f"{f.name}: the domain is empty; give at least one value")
-            value = tuple(dict.fromkeys(value))  # drop duplicates, keep order
             if f.name in _CATEGORICAL_UNIVERSE:
                 universe = _CATEGORICAL_UNIVERSE[f.name]
                 for v in value:
@@ -101,7 +100,8 @@ class SearchSpace:
                     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= 16:
                         raise SpaceError(f"mlp_ratio: {v!r} is not allowed; values are numbers in (0, 16]")
                 value = tuple(float(v) for v in value)
-            object.__setattr__(self, f.name, value)
+            # Drop duplicates, keep order (after the type checks, so True and 1 never merge).
+            object.__setattr__(self, f.name, tuple(dict.fromkeys(value)))
         self._check_combinations()
 
     def _check_combinations(self) -> None:

@@ -41,7 +41,9 @@ class LinformerAttention(nn.Module):
     ``token_proj``); 2C^2 + 2C + kN with ``compact``.
 
     Multiply-adds per image: ``4 N C^2 + 4 N k C`` (``2 N C^2 + 4 N k C`` compact) — projections, E K and
-    E V (N k C each), scores and weighted values (N k C each). See :meth:`macs`.
+    E V (N k C each), scores and weighted values (N k C each). See :meth:`macs`. fvcore's default
+    handles do not count ``scaled_dot_product_attention`` (2 N k C here); vitnas's
+    ``trainers.measure.count_flops`` adds a handle for it and matches the formula.
     """
 
     def __init__(self, dim: int, num_heads: int, num_tokens: int, k: int = 64, compact: bool = False,

@@ -136,8 +136,8 @@ class PerformerAttention(nn.Module):
     Shapes: ``x`` (B, N, C) -> (B, N, C). Memory O(N m) per head instead of O(N^2).
 
     Parameters: 4C^2 + 4C (``qkv`` and ``proj``, the same names as :class:`~.mhsa.MHSA`), 2C^2 + 2C
-    with ``compact`` (C^2 + C with ``qkv_bias=False`` less). The projection matrix is a buffer, not a
-    parameter.
+    with ``compact`` (3C fewer, C fewer when compact, with ``qkv_bias=False``). The projection matrix is
+    a buffer, not a parameter.
 
     Multiply-adds per image (matrix products only, as fvcore counts them):
     ``4 N C^2 + 4 N m C + N m H`` (``2 N C^2 + 4 N m C + N m H`` compact) — projections, the feature maps
