@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = [
-    "count_params", "count_flops", "measure_throughput", "peak_memory", "PeakMemoryTracker", "resolve_device",
+    "count_params", "count_flops", "count_module_flops", "measure_throughput", "peak_memory", "PeakMemoryTracker", "resolve_device",
 ]
 
 
@@ -78,6 +78,29 @@ _EXTRA_HANDLES: dict[str, Callable] = {
 }
 
 
+def count_module_flops(module: nn.Module, *inputs: Any) -> int:
+    """Multiply-adds of ``module(*inputs)`` by fvcore, with vitnas's extra op handles.
+
+    The handles are the ones :func:`count_flops` uses (``scaled_dot_product_attention``, 2-D FFTs);
+    element-wise operations are not counted. The module is traced in eval mode under ``no_grad`` and its
+    training flag restored afterwards. Inputs may be any values ``torch.jit.trace`` accepts (tensors or
+    tuples of tensors); wrap a module whose forward takes other arguments (a layout, say) in a small
+    ``nn.Module`` that supplies them.
+    """
+    from fvcore.nn import FlopCountAnalysis
+
+    was_training = module.training
+    module.eval()
+    try:
+        analysis = FlopCountAnalysis(module, inputs if len(inputs) != 1 else inputs[0])
+        analysis.set_op_handle(**_EXTRA_HANDLES)
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        with torch.no_grad():
+            return int(analysis.total())
+    finally:
+        module.train(was_training)
+
+
 def count_flops(model: nn.Module, input_shape: tuple[int, int, int], device: str | torch.device = "cpu") -> int:
     """Multiply-adds of one forward pass on one image of shape ``input_shape`` (C, H, W), by fvcore.
 
@@ -85,18 +108,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, int, int], device: str
     ``scaled_dot_product_attention`` (B H N M (d + d_v)) and 2-D FFTs (n log2 n per transform of size n).
     Element-wise operations (softmax, GELU, additions) are not counted, as fvcore does not count them.
     """
-    from fvcore.nn import FlopCountAnalysis
-
-    was_training = model.training
-    model.eval()
-    try:
-        x = torch.zeros(1, *input_shape, device=device)
-        analysis = FlopCountAnalysis(model, x).set_op_handle(**_EXTRA_HANDLES)
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-        with torch.no_grad():
-            return int(analysis.total())
-    finally:
-        model.train(was_training)
+    return count_module_flops(model, torch.zeros(1, *input_shape, device=device))
 
 
 # ---------------------------------------------------------------------- throughput

@@ -1,0 +1,157 @@
+"""End to end: a real two-trial search through Ray Tune into a temporary SQLite study, then the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from nas.cli import app
+
+runner = CliRunner()
+
+
+def vitnas(*args, cwd=None, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("search")
+    storage = f"sqlite:///{tmp / 'study.db'}"
+    proc = vitnas("search", "--study", "tiny", "--trials", "2", "--epochs", "1", "--storage", storage,
+                  "--run-dir", str(tmp / "runs"), "--seed", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return tmp, storage, proc
+
+
+def test_search_stores_two_complete_trials_with_everything(searched):
+    tmp, storage, proc = searched
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert study.metric_names == ["accuracy", "params", "throughput"]
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 2
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    for t in complete:
+        accuracy, params, throughput = t.values
+        assert 0.0 <= accuracy <= 1.0 and params > 1000 and throughput > 0
+        attrs = t.user_attrs
+        assert attrs["flops"] > 0 and attrs["peak_memory"] > 0 and attrs["device"] == "cpu"
+        assert [c["epoch"] for c in attrs["curve"]] == [1]
+        assert attrs["curve"][-1]["val_accuracy"] == accuracy
+        assert os.path.isfile(attrs["weights"]) and attrs["weights"].endswith(".safetensors")
+        assert attrs["wall_seconds"] > 0
+    # The paper presets are the first trials (enqueued), and the front is printed.
+    assert complete[0].user_attrs.get("preset")
+    assert "Pareto front of tiny" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_pareto_json_lists_the_front(searched):
+    tmp, storage, _ = searched
+    result = runner.invoke(app, ["pareto", "--study", "tiny", "--storage", storage, "--json"])
+    assert result.exit_code == 0, result.output
+    front = json.loads(result.stdout)
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert sorted(r["trial"] for r in front) == sorted(t.number for t in study.best_trials)
+    for r in front:
+        assert {"trial", "accuracy", "params", "throughput", "flops", "arch"} <= set(r)
+        assert r["arch"]["attention"]
+
+
+def test_export_reloads_with_identical_logits(searched):
+    import timm
+    from safetensors.torch import load_model
+
+    import search_spaces  # noqa: F401  (registers nas_vit)
+    from search_spaces import Architecture, build_model
+
+    tmp, storage, _ = searched
+    out = tmp / "exported"
+    result = runner.invoke(app, ["export", "--study", "tiny", "--trial", "0", "--out", str(out), "--storage", storage])
+    assert result.exit_code == 0, result.output
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in out.iterdir()}
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "nas_vit"
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    trial = study.trials[0]
+    assert config["model_args"]["arch"] == trial.user_attrs["arch"]
+    card = (out / "README.md").read_text()
+    assert "Genes" in card and f"{trial.values[0]:.4f}" in card
+
+    trained = build_model(Architecture.from_dict(trial.user_attrs["arch"]), img_size=16, in_chans=1, num_classes=10)
+    load_model(trained, trial.user_attrs["weights"])
+    trained.eval()
+    reloaded = timm.create_model(f"local-dir:{out}")
+    reloaded.eval()
+    x = torch.randn(3, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(trained(x), reloaded(x))
+
+    # Exporting onto an existing folder is refused and leaves it untouched.
+    before = (out / "model.safetensors").read_bytes()
+    again = runner.invoke(app, ["export", "--study", "tiny", "--trial", "1", "--out", str(out), "--storage", storage])
+    assert again.exit_code == 2 and "already exists" in again.output
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_rerun_with_reached_target_trains_nothing_and_changes_nothing(searched):
+    tmp, storage, _ = searched
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    before = [(t.number, t.state, t.values) for t in study.trials]
+    proc = vitnas("search", "--study", "tiny", "--trials", "2", "--epochs", "1", "--storage", storage,
+                  "--run-dir", str(tmp / "runs"))
+    assert proc.returncode == 0, proc.stderr
+    after = [(t.number, t.state, t.values) for t in optuna.load_study(study_name="tiny", storage=storage).trials]
+    assert after == before
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["search", "--trials", "0"], "trials: must be an integer >= 1"),
+    (["search", "--dataset", "imagenet"], "dataset: unknown name 'imagenet'"),
+    (["search", "--sampler", "cmaes"], "sampler: unknown value 'cmaes'"),
+    (["search", "--storage", "nonsense"], "storage: 'nonsense' is not an SQLAlchemy URL"),
+    (["search", "--storage", "foo://x/y"], "storage: cannot open 'foo://x/y'"),
+    (["pareto", "--study", "nope"], "study: no study 'nope'"),
+    (["export", "--study", "nope", "--trial", "0", "--out", "x"], "study: no study 'nope'"),
+    (["export", "--study", "tiny", "--trial", "99", "--out", "x"], "trial: study 'tiny' has no trial 99"),
+    (["space", "--config", "missing.yaml"], "config: cannot read 'missing.yaml'"),
+])
+def test_bad_input_is_one_line_and_exit_2(searched, tmp_path, args, needle):
+    _, storage, _ = searched
+    if args[0] in ("pareto", "export", "search") and "--storage" not in args:
+        args = [*args, "--storage", storage]
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    before = [(t.number, t.state, t.values, t.user_attrs) for t in study.trials]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert "Traceback" not in result.output
+    after = [(t.number, t.state, t.values, t.user_attrs) for t in optuna.load_study(study_name="tiny", storage=storage).trials]
+    assert after == before
+
+
+def test_exporting_a_failed_trial_is_refused(searched, tmp_path):
+    _, storage, _ = searched
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    failed = study.ask()
+    study.tell(failed, state=TrialState.FAIL)
+    result = runner.invoke(app, ["export", "--study", "tiny", "--trial", str(failed.number), "--out",
+                                 str(tmp_path / "x"), "--storage", storage])
+    assert result.exit_code == 2 and "is fail" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_subprocess_bad_input_has_no_traceback(tmp_path):
+    proc = vitnas("search", "--trials", "0", "--storage", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["error: trials: must be an integer >= 1, got 0"]
+    assert not (tmp_path / "x.db").exists()

@@ -1,0 +1,139 @@
+import math
+
+import pytest
+import torch
+
+from search_spaces import Architecture, build_model
+from trainers import (
+    DataError, NonFiniteLossError, ProxyConfig, count_flops, count_params, evaluate_architecture, load_dataset,
+    measure_throughput, peak_memory, train_proxy,
+)
+from trainers.measure import PeakMemoryTracker
+
+
+def test_digits_split_is_fixed_and_disjoint(digits):
+    again = load_dataset("digits")
+    assert torch.equal(digits.x_train, again.x_train) and torch.equal(digits.y_val, again.y_val)
+    assert digits.x_train.shape[1:] == (1, 16, 16) and digits.x_train.dtype == torch.uint8
+    assert len(digits.y_train) + len(digits.y_val) == 1797
+    assert len(digits.y_val) == 360 and digits.num_classes == 10
+    # Stratified: every class is in both splits.
+    assert set(digits.y_train.tolist()) == set(range(10)) == set(digits.y_val.tolist())
+    x = digits.normalize(digits.x_train[:256])
+    assert abs(x.mean().item()) < 0.5 and 0.5 < x.std().item() < 2.0
+
+
+def test_subsets_are_seeded(digits):
+    a = load_dataset("digits", train_subset=100, val_subset=50)
+    b = load_dataset("digits", train_subset=100, val_subset=50)
+    assert len(a.y_train) == 100 and len(a.y_val) == 50
+    assert torch.equal(a.x_train, b.x_train)
+    with pytest.raises(DataError, match="^train_subset:"):
+        load_dataset("digits", train_subset=0)
+
+
+@pytest.mark.parametrize("name, data_dir, match", [
+    ("imagenet", None, "^dataset: unknown name 'imagenet'"),
+    ("cifar10", None, "^data-dir: cifar10 needs --data-dir"),
+    ("cifar10", "/nonexistent/dir", "^data-dir: '/nonexistent/dir' is not a directory"),
+    ("imagefolder:/nonexistent/x", None, "^dataset: imagefolder path"),
+])
+def test_bad_datasets_are_clear_errors(name, data_dir, match):
+    with pytest.raises(DataError, match=match):
+        load_dataset(name, data_dir)
+
+
+def test_missing_torchvision_files_are_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="^data-dir: fashion_mnist not found in .*pass --download"):
+        load_dataset("fashion_mnist", str(tmp_path))
+
+
+def test_torchvision_layout_is_read(tmp_path):
+    """A real MNIST-format folder (written here in torchvision's idx layout) loads through torchvision."""
+    import numpy as np
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("t10k", 20)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(
+            np.array([0, 0, 8, 3], dtype=np.uint8).tobytes() + np.array([n, 28, 28], dtype=">i4").tobytes() + images.tobytes())
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(
+            np.array([0, 0, 8, 1], dtype=np.uint8).tobytes() + np.array([n], dtype=">i4").tobytes() + labels.tobytes())
+    data = load_dataset("mnist", str(tmp_path))
+    assert data.img_size == 28 and data.in_chans == 1 and data.num_classes == 10
+    assert len(data.y_train) + len(data.y_val) == 60  # the test split is never used
+
+
+def test_imagefolder(tmp_path):
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (tmp_path / c).mkdir()
+        for i in range(6):
+            Image.new("RGB", (20, 12), color=(i * 40, 10, 200 if c == "cat" else 0)).save(tmp_path / c / f"{i}.png")
+    data = load_dataset(f"imagefolder:{tmp_path}", img_size=8)
+    assert data.num_classes == 2 and data.x_train.shape[1:] == (3, 8, 8)
+    assert len(data.y_train) + len(data.y_val) == 12
+
+
+def test_proxy_training_learns_and_measures(digits):
+    arch = Architecture(embed_dim=32, depth=2, num_heads=2, patch_size=4, stem="conv_bn")
+    epochs_seen = []
+    result = evaluate_architecture(arch, digits, ProxyConfig(epochs=3, seed=0),
+                                   report=lambda e, rec: epochs_seen.append((e, rec["val_accuracy"])))
+    assert [e for e, _ in epochs_seen] == [1, 2, 3]
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.accuracy > 0.5  # far above chance (0.1) after three epochs
+    model = build_model(arch, img_size=16, in_chans=1, num_classes=10)
+    assert result.params == count_params(model) == sum(p.numel() for p in model.parameters())
+    assert result.flops > 0 and result.throughput > 0 and result.peak_memory > 0
+    # Seeded: the same run gives the same weights.
+    again = evaluate_architecture(arch, digits, ProxyConfig(epochs=3, seed=0))
+    assert again.accuracy == result.accuracy
+    for a, b in zip(result.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_nan_loss_raises(digits):
+    arch = Architecture(embed_dim=32, depth=1, num_heads=2, patch_size=4)
+    model = build_model(arch, img_size=16, in_chans=1, num_classes=10)
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="loss is nan at epoch 1, step 1"):
+        train_proxy(model, digits, ProxyConfig(epochs=1))
+
+
+def test_flops_of_mhsa_match_the_analytic_count():
+    C, L, H, p, img, mlp = 32, 2, 2, 4, 16, 2.0
+    arch = Architecture(embed_dim=C, depth=L, num_heads=H, patch_size=p, mlp_ratio=mlp, pos_encoding="none")
+    model = build_model(arch, img_size=img, in_chans=1, num_classes=10)
+    n = (img // p) ** 2 + 1
+    per_block = 4 * n * C * C + 2 * n * n * C + 2 * n * C * int(C * mlp)
+    stem = (img // p) ** 2 * C * p * p  # patchify convolution, 1 input channel
+    # fvcore also counts LayerNorm (5 per element: 2 per block + the final one) over every token.
+    norms = 5 * n * C * (2 * L + 1)
+    expected = stem + L * per_block + norms + C * 10
+    assert count_flops(model, (1, img, img)) == expected
+
+
+def test_throughput_and_memory_behave():
+    small = build_model(Architecture(embed_dim=32, depth=1, num_heads=2, patch_size=4), img_size=16, in_chans=1)
+    big = build_model(Architecture(embed_dim=96, depth=6, num_heads=4, patch_size=2), img_size=16, in_chans=1)
+    assert measure_throughput(small, (1, 16, 16), batch_size=16, runs=3) > 0
+    assert peak_memory(big, (1, 16, 16), batch_size=16) > peak_memory(small, (1, 16, 16), batch_size=16)
+    # Training keeps activations alive for backward: more memory than inference.
+    assert peak_memory(big, (1, 16, 16), batch_size=16, train=True) > peak_memory(big, (1, 16, 16), batch_size=16)
+
+
+def test_peak_memory_tracker_counts_live_tensors():
+    with PeakMemoryTracker() as tracker:
+        a = torch.ones(1000)  # 4000 bytes
+        b = torch.ones(1000)
+        del a, b
+        c = torch.ones(500)
+    assert tracker.peak == 8000
+    assert tracker.current == 2000
+    assert math.isfinite(c.sum().item())
