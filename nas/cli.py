@@ -113,6 +113,8 @@ def search(
                 f"  [green]trial {ev.number:>3}[/] acc {m['accuracy']:.4f}  params {_fmt_int(m['params']):>9}  "
                 f"{m['throughput']:>8.0f} img/s  {ev.arch}{reused}", highlight=False)
             progress.update(task, completed=done_count())
+        elif ev.kind == "stalled":
+            progress.console.print(f"  [yellow]stopped:[/] {ev.reason}", highlight=False)
         elif ev.kind == "fail":
             reason = ev.reason
             if not reason:
@@ -164,6 +166,29 @@ def export(
     path = _guard(export_trial, storage, study, trial, out)
     console.print(f"exported trial {trial} of {study} to [cyan]{path}[/]: "
                   f"import search_spaces, timm; timm.create_model('local-dir:{path}')", highlight=False)
+
+
+@app.command()
+def status(
+    study: str = typer.Option(..., help="Study name."),
+    storage: str = typer.Option(DEFAULT_STORAGE, help="SQLAlchemy URL of the Optuna storage."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show complete, running, failed and queued trials, the front size and the hypervolume."""
+    from .study import load_study, study_status
+
+    info = study_status(_guard(load_study, storage, study))
+    if as_json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return
+    table = Table(title=f"Study {study} ({info['dataset']})", title_justify="left", show_header=False)
+    for key in ("complete", "running", "failed", "queued", "pruned", "front_size"):
+        table.add_row(key.replace("_", " "), str(info[key]))
+    table.add_row("hypervolume", f"{info['hypervolume']:.4g} accuracy x M params x k img/s (reference: "
+                                 f"accuracy 0, {info['reference_point'][1]:g} M params, 0 img/s)")
+    for reason, n in sorted(info["fail_reasons"].items(), key=lambda kv: -kv[1]):
+        table.add_row("failed because", f"{n} x {reason}")
+    console.print(table)
 
 
 @app.command()

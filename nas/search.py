@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from .study import (
     DEFAULT_STORAGE, OBJECTIVES, create_or_load_study, mark_interrupted, open_storage,
 )
 
-__all__ = ["SAMPLERS", "SearchConfig", "SearchError", "run_search", "make_sampler", "TrialEvent"]
+__all__ = ["SAMPLERS", "SearchConfig", "SearchError", "RepeatedFailure", "run_search", "make_sampler", "TrialEvent"]
 
 SAMPLERS: tuple[str, ...] = ("nsga2", "tpe", "random")
 
@@ -71,6 +72,10 @@ class SearchConfig:
         run_dir: folder for run data (weights, Ray results); default ``runs``.
         timeout: wall-clock budget in seconds for this invocation (None: none).
         batch_size, lr: proxy-training batch size and peak learning rate.
+        max_failures_per_arch: genes that failed this many times are failed at once when proposed again
+            (with the earlier reason) instead of being trained again.
+        inject_faults: for testing the failure handling: trial number -> ``"nan"`` (the model's head is
+            filled with NaN so the real training loop meets a NaN loss) or ``"raise"`` (the trial raises).
     """
 
     study: str = "digits"
@@ -96,6 +101,8 @@ class SearchConfig:
     timeout: float | None = None
     batch_size: int = 32
     lr: float = 3e-3
+    max_failures_per_arch: int = 2
+    inject_faults: dict[int, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise :class:`SearchError` naming the first setting outside its allowed values."""
@@ -126,6 +133,10 @@ class SearchConfig:
             raise SearchError(f"timeout: must be a positive number of seconds, got {self.timeout!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise SearchError(f"lr: must be a positive number, got {self.lr!r}")
+        positive_int("max_failures_per_arch", self.max_failures_per_arch)
+        for number, kind in self.inject_faults.items():
+            if kind not in ("nan", "raise"):
+                raise SearchError(f"inject_faults: trial {number}: unknown fault {kind!r}; allowed: nan, raise")
 
     def resolved_max_concurrent(self) -> int:
         if self.max_concurrent:
@@ -183,6 +194,16 @@ def _load_data(settings: dict[str, Any]):
     return _DATA_CACHE[key]
 
 
+class RepeatedFailure(RuntimeError):
+    """Genes that already failed ``max_failures_per_arch`` times are not trained again."""
+
+
+def _failed_before(storage: optuna.storages.BaseStorage, study_id: int, arch_key: str, own_id: int) -> list:
+    return [t for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.FAIL,))
+            if t._trial_id != own_id and t.user_attrs.get("arch_key") == arch_key
+            and t.user_attrs.get("fail_reason", "").split(":")[0] not in ("interrupted", "stopped")]
+
+
 def _reusable(storage: optuna.storages.BaseStorage, study_id: int, arch_key: str, own_id: int):
     for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,)):
         if t._trial_id != own_id and t.user_attrs.get("arch_key") == arch_key and "reused_from" not in t.user_attrs:
@@ -217,6 +238,14 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], report: Callable
             final = {**values, "flops": previous.user_attrs.get("flops"), "reused_from": previous.number}
             report(final)
             return final
+        failures = _failed_before(storage, settings["study_id"], arch.key(), trial_id)
+        if len(failures) >= settings["max_failures_per_arch"]:
+            last = failures[-1]
+            raise RepeatedFailure(f"these genes failed {len(failures)} times (last: trial {last.number}, "
+                                  f"{last.user_attrs.get('fail_reason', '?')}); not retried")
+        fault = settings.get("inject_faults", {}).get(number)
+        if fault == "raise":
+            raise RuntimeError(f"injected fault in trial {number}")
         threads = max(1, int(settings["cpus_per_trial"]))
         torch.set_num_threads(threads)
         data = _load_data(settings)
@@ -228,7 +257,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], report: Callable
             curve.append(record)
             report({"epoch": epoch, "val_accuracy": record["val_accuracy"], "train_loss": record["train_loss"]})
 
-        result = evaluate_architecture(arch, data, proxy, report=on_epoch)
+        result = evaluate_architecture(arch, data, proxy, report=on_epoch,
+                                       prepare=_poison if fault == "nan" else None)
         weights_dir = Path(settings["run_dir"]) / settings["study"] / "weights"
         weights_dir.mkdir(parents=True, exist_ok=True)
         weights = (weights_dir / f"trial_{number:05d}.safetensors").resolve()
@@ -249,6 +279,14 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], report: Callable
     finally:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _poison(model) -> None:
+    """Fault injection: fill the classifier with NaN so training meets a real NaN loss."""
+    import torch
+
+    with torch.no_grad():
+        model.get_classifier().weight.fill_(float("nan"))
 
 
 def _ray_trainable(config: dict[str, Any], settings: dict[str, Any]) -> None:
@@ -284,7 +322,7 @@ def _quiet_ray() -> None:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
     for name in ("ray", "ray.tune", "ray.train", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -329,18 +367,42 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
             progress(TrialEvent("fail", n, reason="interrupted"))
     if config.presets:
         _enqueue_presets(study, space)
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    remaining = config.trials - done
-    if remaining <= 0:
+    complete = lambda: len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))  # noqa: E731
+    if complete() >= config.trials:
         return study
-    _run_tuner(config, space, study, storage, remaining, progress)
+    _quiet_ray()
+    import ray
+
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR, configure_logging=True)
+        started_ray = True
+        _quiet_ray()  # ray.init reconfigures its loggers
+    deadline = time.monotonic() + config.timeout if config.timeout else None
+    try:
+        stalled = 0
+        # Failed trials do not count: run rounds until the target of complete trials is reached, the
+        # time budget is spent, or two rounds in a row complete nothing (every proposal failing).
+        while (remaining := config.trials - complete()) > 0:
+            budget = None if deadline is None else deadline - time.monotonic()
+            if budget is not None and budget <= 0:
+                break
+            before = complete()
+            _run_tuner(config, space, study, storage, remaining, budget, progress)
+            stalled = stalled + 1 if complete() == before else 0
+            if stalled >= 2:
+                if progress:
+                    progress(TrialEvent("stalled", -1, reason="two rounds in a row completed no trial; stopping"))
+                break
+    finally:
+        if started_ray:
+            ray.shutdown()
     return study
 
 
 def _run_tuner(config: SearchConfig, space: SearchSpace, study: optuna.Study, storage, remaining: int,
-               progress: Callable[[TrialEvent], None] | None) -> None:
-    _quiet_ray()
-    import ray
+               budget: float | None, progress: Callable[[TrialEvent], None] | None) -> None:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -353,41 +415,31 @@ def _run_tuner(config: SearchConfig, space: SearchSpace, study: optuna.Study, st
         "data_dir": config.data_dir, "download": False, "train_subset": config.train_subset,
         "val_subset": config.val_subset, "epochs": config.epochs, "seed": config.seed,
         "batch_size": config.batch_size, "lr": config.lr, "cpus_per_trial": config.cpus_per_trial,
-        "run_dir": str(Path(config.run_dir).resolve()),
+        "run_dir": str(Path(config.run_dir).resolve()), "max_failures_per_arch": config.max_failures_per_arch,
+        "inject_faults": dict(config.inject_faults),
     }
     # Relative SQLite paths must resolve the same way inside Ray workers (their cwd differs).
     if settings["storage"].startswith("sqlite:///") and not settings["storage"].startswith("sqlite:////"):
         settings["storage"] = "sqlite:///" + str(Path(settings["storage"][len("sqlite:///"):]).resolve())
-    started_ray = False
-    if not ray.is_initialized():
-        init_kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                                           configure_logging=True)
-        if config.address:
-            ray.init(address=config.address, **init_kwargs)
-        else:
-            ray.init(**init_kwargs)
-        started_ray = True
     try:
         trainable = tune.with_resources(tune.with_parameters(_ray_trainable, settings=settings),
                                         {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=limiter, num_samples=remaining,
-                                        time_budget_s=config.timeout),
+            tune_config=tune.TuneConfig(search_alg=limiter, num_samples=remaining, time_budget_s=budget),
             run_config=tune.RunConfig(
-                name=config.study, storage_path=str(Path(config.run_dir, "ray").resolve()), verbose=0,
+                name=f"{config.study}-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(Path(config.run_dir, "ray").resolve()), verbose=0,
                 callbacks=[_progress_callback(progress)] if progress else [],
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
         tuner.fit()
     finally:
-        # Trials Ray stopped (timeout) or lost are not left RUNNING.
+        # Trials Ray stopped (time budget) or lost are not left RUNNING.
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            storage.set_trial_user_attr(t._trial_id, "fail_reason", "stopped: search ended (timeout or interrupt)")
+            storage.set_trial_user_attr(t._trial_id, "fail_reason", "stopped: the search ended before the trial finished")
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        if started_ray:
-            ray.shutdown()
 
 
 #: Progress handlers by key: Ray pickles its callbacks, and a handler (holding a rich console) cannot be.

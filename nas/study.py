@@ -188,26 +188,48 @@ def mark_interrupted(study: optuna.Study) -> list[int]:
 
 
 def reference_point(params_max: float = 5e6, throughput_min: float = 0.0) -> list[float]:
-    """Fixed reference point for hypervolume, in minimisation form: (-accuracy, params, -throughput).
+    """Fixed reference point for hypervolume in its minimisation form and units:
+    (-accuracy, params in millions, -throughput in thousands of images/s).
 
-    Accuracy 0, ``params_max`` parameters, ``throughput_min`` images/s.
+    Defaults: accuracy 0, 5 M parameters, 0 images/s.
     """
-    return [0.0, float(params_max), -float(throughput_min)]
+    return [0.0, float(params_max) / 1e6, -float(throughput_min) / 1e3]
 
 
 def hypervolume(trials: list[FrozenTrial], ref: list[float] | None = None) -> float:
     """Hypervolume dominated by the complete ``trials`` w.r.t. ``ref`` (Optuna's implementation).
 
-    The objectives are turned into minimisation form (-accuracy, params, -throughput); points that do not
-    dominate ``ref`` add nothing. Units: accuracy x params x images/s.
+    Objectives are taken in minimisation form and readable units: (-accuracy, params / 1e6,
+    -throughput / 1e3); points that do not dominate ``ref`` add nothing. Units: accuracy x M params x
+    k img/s. With the default reference a model with accuracy 1, no parameters and 1,000 img/s scores 5.
     """
     import numpy as np
     from optuna._hypervolume import compute_hypervolume
 
     ref = ref or reference_point()
-    pts = [[-t.values[0], t.values[1], -t.values[2]] for t in trials
+    pts = [[-t.values[0], t.values[1] / 1e6, -t.values[2] / 1e3] for t in trials
            if t.state == TrialState.COMPLETE and t.values and all(math.isfinite(v) for v in t.values)]
     pts = [p for p in pts if all(a < b for a, b in zip(p, ref))]
     if not pts:
         return 0.0
     return float(compute_hypervolume(np.asarray(pts, dtype=float), np.asarray(ref, dtype=float)))
+
+
+def study_status(study: optuna.Study) -> dict[str, Any]:
+    """Counts of trials by state (complete, running, failed, queued, pruned), the front size, the current
+    hypervolume (w.r.t. :func:`reference_point`) and the failure reasons by count."""
+    trials = study.get_trials(deepcopy=False)
+    count = lambda state: sum(1 for t in trials if t.state == state)  # noqa: E731
+    reasons: dict[str, int] = {}
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            r = t.user_attrs.get("fail_reason", "unknown")
+            reasons[r] = reasons.get(r, 0) + 1
+    front = pareto_front(study) if count(TrialState.COMPLETE) else []
+    return {
+        "study": study.study_name,
+        "complete": count(TrialState.COMPLETE), "running": count(TrialState.RUNNING),
+        "failed": count(TrialState.FAIL), "queued": count(TrialState.WAITING), "pruned": count(TrialState.PRUNED),
+        "front_size": len(front), "hypervolume": hypervolume(front), "reference_point": reference_point(),
+        "fail_reasons": reasons, "dataset": study.user_attrs.get("dataset"),
+    }

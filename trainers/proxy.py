@@ -171,8 +171,11 @@ def train_proxy(model: nn.Module, data: ImageData, config: ProxyConfig, report: 
 
 
 def evaluate_architecture(arch: Architecture, data: ImageData, config: ProxyConfig = ProxyConfig(),
-                          report: ReportFn | None = None) -> TrialResult:
+                          report: ReportFn | None = None,
+                          prepare: Callable[[nn.Module], None] | None = None) -> TrialResult:
     """Build, proxy-train and measure ``arch`` on ``data``.
+
+    ``prepare(model)``, if given, runs on the built model before training (e.g. fault injection in tests).
 
     Raises:
         GeneError: invalid genes or genes that do not fit the image size.
@@ -183,6 +186,8 @@ def evaluate_architecture(arch: Architecture, data: ImageData, config: ProxyConf
     seed_everything(config.seed)
     model = build_model(arch, img_size=data.img_size, in_chans=data.in_chans, num_classes=data.num_classes)
     model.to(device)
+    if prepare is not None:
+        prepare(model)
     train_start = time.perf_counter()
     history = train_proxy(model, data, config, report=report, device=device)
     train_seconds = time.perf_counter() - train_start

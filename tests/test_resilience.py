@@ -1,0 +1,53 @@
+"""Failures stay contained: NaN losses and exceptions fail their trial with a reason; the search goes on
+to the target of complete trials; genes that keep failing are not retried forever."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas import SearchConfig, run_search
+from nas.study import study_status
+from search_spaces import SearchSpace
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("faults")
+    space = SearchSpace(attention=("mhsa", "fnet", "mixer"), embed_dim=(32,), depth=(1,), num_heads=(2,),
+                        patch_size=(4,), mlp_ratio=(2.0,))
+    config = SearchConfig(study="faulty", trials=3, epochs=1, storage=f"sqlite:///{tmp / 'f.db'}",
+                          run_dir=str(tmp / "runs"), space=space, presets=False, seed=3,
+                          inject_faults={0: "nan", 1: "raise"})
+    events = []
+    study = run_search(config, progress=events.append)
+    return study, events
+
+
+def test_nan_and_exception_fail_with_reasons_and_others_finish(faulty):
+    study, events = faulty
+    by_number = {t.number: t for t in study.get_trials()}
+    assert by_number[0].state == TrialState.FAIL
+    assert by_number[0].user_attrs["fail_reason"].startswith("NonFiniteLossError: loss is nan at epoch 1")
+    assert by_number[1].state == TrialState.FAIL
+    assert by_number[1].user_attrs["fail_reason"] == "RuntimeError: injected fault in trial 1"
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 3  # the failures did not count towards the target
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert {e.number for e in events if e.kind == "fail"} == {0, 1}
+    status = study_status(study)
+    assert status["complete"] == 3 and status["failed"] == 2 and status["running"] == 0
+    assert status["hypervolume"] > 0
+
+
+def test_identical_genes_reuse_the_stored_result(faulty):
+    study, _ = faulty
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    keys = [t.user_attrs["arch_key"] for t in complete]
+    trained = [t for t in complete if "reused_from" not in t.user_attrs]
+    # Every distinct genes were trained once at most.
+    assert len({t.user_attrs["arch_key"] for t in trained}) == len(trained)
+    for t in complete:
+        if "reused_from" in t.user_attrs:
+            source = study.trials[t.user_attrs["reused_from"]]
+            assert source.user_attrs["arch_key"] == t.user_attrs["arch_key"] and source.values == t.values
+    assert len(keys) == 3
