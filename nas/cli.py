@@ -224,6 +224,37 @@ def space(
     console.print(rules)
 
 
+@app.command()
+def dashboard(
+    study: str = typer.Option(..., help="Study name."),
+    storage: str = typer.Option(DEFAULT_STORAGE, help="SQLAlchemy URL of the Optuna storage."),
+    out: str = typer.Option("report.html", help="HTML file to write (self-contained, opens offline)."),
+    serve: bool = typer.Option(False, "--serve", help="Serve a live view that redraws as trials finish."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind with --serve."),
+    port: int = typer.Option(8050, help="Port to listen on with --serve."),
+    refresh: float = typer.Option(5.0, help="Seconds between checks for finished trials with --serve."),
+) -> None:
+    """Write the HTML dashboard of a study (Pareto front, hypervolume, genes, curves), or serve it live."""
+    import dashboards
+
+    from .study import load_study
+
+    if serve:
+        server = _guard(dashboards.make_server, storage, study, host=host, port=port, refresh=refresh)
+        console.print(f"live dashboard of {study} at [cyan]{server.url}[/] (Ctrl-C stops)", highlight=False)
+        try:
+            server.serve_forever(poll_interval=0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+        return
+    st = _guard(load_study, storage, study)
+    path = _guard(dashboards.build_report, st, out, source=storage)
+    console.print(f"dashboard of {study} ({len(st.get_trials(deepcopy=False))} trials) written to [cyan]{path}[/]",
+                  highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -326,6 +326,36 @@ def _quiet_ray() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def _start_ray(config: SearchConfig) -> bool:
+    """Start a local Ray, or join ``config.address``; True if this call initialised Ray.
+
+    Raises:
+        SearchError: the cluster at ``config.address`` cannot be reached.
+    """
+    _quiet_ray()
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                                  configure_logging=True)
+    if config.address:
+        host = config.address.split("://")[-1].rsplit(":", 1)[0]
+        if host in ("127.0.0.1", "localhost"):
+            # A loopback head: Ray would rewrite 127.0.0.1 to the machine's outward address; stay on loopback.
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+            kwargs["_node_ip_address"] = "127.0.0.1"
+        try:
+            ray.init(address=config.address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise SearchError(f"address: cannot join the Ray cluster at {config.address!r} ({first})") from None
+    else:
+        ray.init(_node_ip_address="127.0.0.1", **kwargs)  # a local Ray talks over loopback only
+    _quiet_ray()  # ray.init reconfigures its loggers
+    return True
+
+
 def _enqueue_presets(study: optuna.Study, space: SearchSpace) -> list[str]:
     """Enqueue the presets inside ``space`` that the study has not seen yet; returns their names."""
     seen = {t.user_attrs.get("preset") for t in study.get_trials(deepcopy=False)}
@@ -354,6 +384,8 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
                         val_subset=config.val_subset, download=config.download)
     space = space.for_image(data.img_size)
     storage = open_storage(config.storage)
+    # Join a cluster before touching the study, so a wrong --address changes nothing stored.
+    ray_started = _start_ray(config) if config.address else False
     sampler = make_sampler(config.sampler, config.seed, config.trials, config.population_size)
     attrs = {"dataset": config.dataset, "img_size": data.img_size, "in_chans": data.in_chans,
              "num_classes": data.num_classes, "epochs": config.epochs}
@@ -369,16 +401,14 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
         _enqueue_presets(study, space)
     complete = lambda: len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))  # noqa: E731
     if complete() >= config.trials:
+        if ray_started:
+            import ray
+
+            ray.shutdown()
         return study
-    _quiet_ray()
     import ray
 
-    started_ray = False
-    if not ray.is_initialized():
-        ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR, configure_logging=True)
-        started_ray = True
-        _quiet_ray()  # ray.init reconfigures its loggers
+    started_ray = ray_started or _start_ray(config)
     deadline = time.monotonic() + config.timeout if config.timeout else None
     try:
         stalled = 0

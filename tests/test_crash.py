@@ -1,0 +1,62 @@
+"""A real `vitnas search` killed with SIGKILL (process group: driver, Ray and its workers, as a reboot
+would) continues when the same command is run again, and loses or duplicates nothing."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+
+def _trials(storage):
+    try:
+        return optuna.load_study(study_name="crash", storage=storage).get_trials()
+    except Exception:  # noqa: BLE001 - the study may not exist yet
+        return []
+
+
+def test_sigkill_then_rerun_reaches_the_target(tmp_path):
+    (tmp_path / "space.yaml").write_text(
+        "attention: [mhsa, fnet, mixer]\nembed_dim: [32]\ndepth: [1, 2]\nnum_heads: [2]\npatch_size: [4]\n")
+    storage = f"sqlite:///{tmp_path / 'crash.db'}"
+    cmd = [sys.executable, "-m", "nas", "search", "--study", "crash", "--trials", "4", "--epochs", "3",
+           "--config", str(tmp_path / "space.yaml"), "--no-presets", "--storage", storage,
+           "--run-dir", str(tmp_path / "runs")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            trials = _trials(storage)
+            states = [t.state for t in trials]
+            if states.count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in states:
+                break
+            assert first.poll() is None, "the search ended before it could be killed"
+            time.sleep(0.5)
+        else:
+            raise AssertionError("no trial finished in time")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    before = {t.number: t for t in _trials(storage) if t.state == TrialState.COMPLETE}
+    running = [t.number for t in _trials(storage) if t.state == TrialState.RUNNING]
+    assert before and running
+
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
+    assert second.returncode == 0, second.stderr[-2000:]
+    trials = _trials(storage)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4  # exactly the target
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    for number in running:
+        assert trials[number].state == TrialState.FAIL
+        assert trials[number].user_attrs["fail_reason"] == "interrupted"
+    for number, old in before.items():  # finished work is kept as it was, with its weights
+        new = trials[number]
+        assert new.state == TrialState.COMPLETE and new.values == old.values
+        assert new.user_attrs == old.user_attrs
+        assert os.path.isfile(new.user_attrs["weights"])
+    assert len({t.number for t in trials}) == len(trials)
