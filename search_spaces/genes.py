@@ -264,9 +264,9 @@ class Architecture:
         if not isinstance(data, Mapping):
             raise GeneError(f"arch: expected a mapping of genes, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted((k for k in data if k not in names), key=str)
         if unknown:
-            raise GeneError(f"{unknown[0]}: unknown gene; known genes: {', '.join(sorted(names))}")
+            raise GeneError(f"arch: unknown gene {str(unknown[0])[:40]!r}; known genes: {', '.join(sorted(names))}")
         kwargs = dict(data)
         if "mask_ratios" in kwargs:
             ratios = kwargs["mask_ratios"]

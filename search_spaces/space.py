@@ -141,7 +141,7 @@ class SearchSpace:
         names = [f.name for f in dataclasses.fields(cls)]
         for key in data:
             if key not in names:
-                raise SpaceError(f"{key}: unknown gene in config; known genes: {', '.join(names)}")
+                raise SpaceError(f"config: unknown gene {str(key)[:40]!r}; known genes: {', '.join(names)}")
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
 
     @classmethod

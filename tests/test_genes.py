@@ -36,7 +36,7 @@ def test_json_round_trip_is_exact():
     ({"attention": "mhsa", "mask_ratios": [0.5, 0, 0, 0]}, "mask_ratios"),
     ({"embed_dim": 36, "num_heads": 6, "pos_encoding": "rope2d"}, "pos_encoding"),
     ({"stem": "conv_bn", "patch_size": 3}, "stem"),
-    ({"width": 3}, "width"),
+    ({"width": 3}, "arch"),
 ])
 def test_invalid_genes_name_the_field(genes, field):
     with pytest.raises(GeneError) as err:
@@ -110,7 +110,7 @@ def test_space_narrowed_from_yaml_and_toml(tmp_path):
     ("attention: [transformer]\n", "attention"),
     ("embed_dim: [30]\nnum_heads: [4]\n", "num_heads"),
     ("depth: []\n", "depth"),
-    ("widths: [3]\n", "widths"),
+    ("widths: [3]\n", "config"),
     ("depth: 3\n", "depth"),
     ("- a\n- b\n", "config"),
     ("attention: [mhsa\n", "config"),
