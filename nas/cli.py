@@ -43,11 +43,12 @@ def _front_table(records: list[dict[str, Any]], title: str) -> Table:
     from .study import describe_arch
 
     table = Table(title=title, title_justify="left")
-    for name, justify in (("trial", "right"), ("preset", "left"), ("accuracy", "right"), ("params", "right"),
+    for name, justify in (("trial", "right"), ("preset / note", "left"), ("accuracy", "right"), ("params", "right"),
                           ("throughput img/s", "right"), ("FLOPs", "right"), ("genes", "left")):
         table.add_column(name, justify=justify)
     for r in records:
-        table.add_row(str(r["trial"]), r.get("preset") or "", f"{r['accuracy']:.4f}", _fmt_int(r["params"]),
+        note = r.get("preset") or (f"= trial {r['reused_from']}" if r.get("reused_from") is not None else "")
+        table.add_row(str(r["trial"]), note, f"{r['accuracy']:.4f}", _fmt_int(r["params"]),
                       f"{r['throughput']:.0f}", _fmt_int(r.get("flops")), describe_arch({"arch": r.get("arch")}))
     return table
 

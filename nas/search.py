@@ -201,7 +201,7 @@ class RepeatedFailure(RuntimeError):
 def _failed_before(storage: optuna.storages.BaseStorage, study_id: int, arch_key: str, own_id: int) -> list:
     return [t for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.FAIL,))
             if t._trial_id != own_id and t.user_attrs.get("arch_key") == arch_key
-            and t.user_attrs.get("fail_reason", "").split(":")[0] not in ("interrupted", "stopped")]
+            and t.user_attrs.get("fail_reason", "").split(":")[0] not in ("interrupted", "stopped", "RepeatedFailure")]
 
 
 def _reusable(storage: optuna.storages.BaseStorage, study_id: int, arch_key: str, own_id: int):

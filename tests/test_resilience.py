@@ -51,3 +51,21 @@ def test_identical_genes_reuse_the_stored_result(faulty):
             source = study.trials[t.user_attrs["reused_from"]]
             assert source.user_attrs["arch_key"] == t.user_attrs["arch_key"] and source.values == t.values
     assert len(keys) == 3
+
+
+def test_genes_that_keep_failing_are_not_retried_forever(tmp_path):
+    # A space with exactly one architecture: every proposal is the same genes.
+    space = SearchSpace(attention=("fnet",), embed_dim=(32,), depth=(1,), num_heads=(2,), patch_size=(4,),
+                        mlp_ratio=(2.0,), pos_encoding=("none",), stem=("patch",))
+    config = SearchConfig(study="stuck", trials=2, epochs=1, storage=f"sqlite:///{tmp_path / 's.db'}",
+                          run_dir=str(tmp_path / "runs"), space=space, presets=False,
+                          inject_faults={0: "raise", 1: "raise"}, max_failures_per_arch=2)
+    events = []
+    study = run_search(config, progress=events.append)  # returns instead of looping forever
+    trials = study.get_trials()
+    assert all(t.state == TrialState.FAIL for t in trials)
+    assert [t.user_attrs["fail_reason"] for t in trials[:2]] == ["RuntimeError: injected fault in trial 1".replace("1", str(i)) for i in range(2)]
+    later = trials[2:]
+    assert later and all(t.user_attrs["fail_reason"].startswith("RepeatedFailure: these genes failed 2 times") for t in later)
+    assert len(trials) <= 6
+    assert any(e.kind == "stalled" for e in events)
