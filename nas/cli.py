@@ -29,10 +29,15 @@ def _fail(message: str) -> None:
 
 def _guard(fn, *args, **kwargs):
     """Run ``fn``; a ValueError (every vitnas input error is one) becomes one line and exit 2."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         return fn(*args, **kwargs)
     except ValueError as exc:
         _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__)
+    except SQLAlchemyError as exc:  # locked, corrupted or vanished storage while reading or writing
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        _fail(f"storage: {detail} (nothing was changed)")
 
 
 def _fmt_int(v: Any) -> str:
@@ -146,8 +151,7 @@ def pareto(
     """Print the Pareto front of a study (accuracy, params, throughput)."""
     from .study import front_records, load_study
 
-    st = _guard(load_study, storage, study)
-    records = front_records(st)
+    st, records = _guard(lambda: (lambda s: (s, front_records(s)))(load_study(storage, study)))
     if as_json:
         sys.stdout.write(json.dumps(records, indent=2) + "\n")
         return
@@ -178,7 +182,7 @@ def status(
     """Show complete, running, failed and queued trials, the front size and the hypervolume."""
     from .study import load_study, study_status
 
-    info = study_status(_guard(load_study, storage, study))
+    info = _guard(lambda: study_status(load_study(storage, study)))
     if as_json:
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
         return

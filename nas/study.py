@@ -59,7 +59,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StudyError(f"storage: cannot create the folder for {path!r} ({exc.strerror})") from None
-        engine_kwargs["connect_args"] = {"timeout": 60}
+        if "timeout=" not in url:  # sqlite:///x.db?timeout=5 sets it explicitly
+            engine_kwargs["connect_args"] = {"timeout": 60}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except Exception as exc:  # sqlalchemy ArgumentError/OperationalError, missing drivers, corrupt files

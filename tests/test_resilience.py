@@ -1,6 +1,8 @@
 """Failures stay contained: NaN losses and exceptions fail their trial with a reason; the search goes on
 to the target of complete trials; genes that keep failing are not retried forever."""
 
+import os
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -69,3 +71,50 @@ def test_genes_that_keep_failing_are_not_retried_forever(tmp_path):
     assert later and all(t.user_attrs["fail_reason"].startswith("RepeatedFailure: these genes failed 2 times") for t in later)
     assert len(trials) <= 6
     assert any(e.kind == "stalled" for e in events)
+
+
+def test_timeout_stops_cleanly_with_a_consistent_study(tmp_path):
+    space = SearchSpace(attention=("mhsa",), embed_dim=(32,), depth=(1,), num_heads=(2,), patch_size=(2,),
+                        mlp_ratio=(2.0, 4.0), pos_encoding=("learned", "none"), stem=("patch", "conv"))
+    config = SearchConfig(study="budget", trials=50, epochs=8, storage=f"sqlite:///{tmp_path / 't.db'}",
+                          run_dir=str(tmp_path / "runs"), space=space, presets=False, timeout=25)
+    study = run_search(config)
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) < 50
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            assert t.user_attrs["fail_reason"].startswith("stopped")
+        else:
+            assert len(t.values) == 3 and os.path.isfile(t.user_attrs["weights"])
+
+
+def test_locked_and_corrupted_storage_are_one_line_errors(tmp_path):
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+
+    runner = CliRunner()
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    before = corrupt.read_bytes()
+    result = runner.invoke(app, ["pareto", "--study", "x", "--storage", f"sqlite:///{corrupt}"])
+    assert result.exit_code == 2 and result.output.startswith("error: storage:"), result.output
+    assert corrupt.read_bytes() == before
+
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    study = optuna.create_study(study_name="locked", storage=url, directions=["maximize", "minimize", "maximize"])
+    t = study.ask()
+    study.tell(t, [0.5, 100, 10])
+    holder = sqlite3.connect(tmp_path / "locked.db")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = runner.invoke(app, ["status", "--study", "locked", "--storage", url + "?timeout=1"])
+        assert result.exit_code == 2 and "database is locked" in result.output, result.output
+    finally:
+        holder.rollback()
+        holder.close()
+    assert optuna.load_study(study_name="locked", storage=url).trials[0].values == [0.5, 100, 10]

@@ -1,0 +1,264 @@
+"""One read of a study's storage, shaped for the figures: :class:`StudyData`.
+
+Every figure function of :mod:`dashboards` accepts an ``optuna.Study`` or a :class:`StudyData`;
+:func:`build_report` reads the storage once (``study.get_trials``) and hands the snapshot to every figure,
+so a report is consistent even while a search keeps writing to the storage.
+
+Objectives are vitnas' three (:data:`nas.study.OBJECTIVES`): ``accuracy`` (max, validation top-1
+fraction), ``params`` (min, trainable parameters), ``throughput`` (max, images/s).
+
+Constraint violations: vitnas has no constraints yet. A trial counts as violating when its user
+attribute ``constraint`` is a number > 0 (the amount by which it breaks a budget, in the budget's unit),
+or when Optuna's own constraint record (system attribute ``constraints``, written by samplers given a
+``constraints_func``) has a value > 0. Failed trials have no objectives; they appear in the table (with
+their ``fail_reason``), in the counts and, where they left a partial curve, on the learning curves.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.study import OBJECTIVES, hypervolume, reference_point
+from search_spaces.genes import ATTENTIONS, Architecture, GeneError
+
+__all__ = ["StudyData", "load_data", "is_violating", "describe_genes", "gene_features", "ATTENTION_COLORS",
+           "hypervolume_series", "preset_comparison"]
+
+#: One colour per attention type, the same in every figure.
+ATTENTION_COLORS: dict[str, str] = dict(zip(
+    ATTENTIONS + ("other",),
+    ("#1f77b4", "#d62728", "#9467bd", "#2ca02c", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"),
+))
+
+
+def is_violating(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` breaks a constraint: user attribute ``constraint`` > 0 or an Optuna constraint > 0."""
+    c = trial.user_attrs.get("constraint")
+    if isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0:
+        return True
+    cons = trial.system_attrs.get("constraints")
+    if isinstance(cons, (list, tuple)):
+        return any(isinstance(v, (int, float)) and v > 0 for v in cons)
+    return False
+
+
+def _arch(trial: FrozenTrial) -> Architecture | None:
+    arch = trial.user_attrs.get("arch")
+    if not isinstance(arch, dict):
+        return None
+    try:
+        return Architecture.from_dict(arch)
+    except (GeneError, ValueError, TypeError):
+        return None
+
+
+def describe_genes(trial: FrozenTrial) -> str:
+    """One line of genes (``Architecture.describe``), or the Optuna params when ``arch`` is missing."""
+    arch = _arch(trial)
+    if arch is not None:
+        return arch.describe()
+    if trial.params:
+        return " ".join(f"{k}={v}" for k, v in trial.params.items())
+    return "?"
+
+
+def gene_features(trial: FrozenTrial) -> dict[str, Any]:
+    """Genes of ``trial`` as flat scalar features (for importance and parallel coordinates).
+
+    ``mask_ratios`` becomes ``mask_ratio_mean`` (0 for every attention but mait); genes that do not apply
+    keep their neutral value (``qna_window`` and ``refiner_expansion``: ``None``). Falls back to the
+    Optuna params when the trial has no valid ``arch`` user attribute.
+    """
+    arch = _arch(trial)
+    if arch is None:
+        return {k: v for k, v in trial.params.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    d = arch.to_dict()
+    ratios = d.pop("mask_ratios")
+    d["mask_ratio_mean"] = round(float(np.mean(ratios)), 4) if ratios else 0.0
+    return d
+
+
+def _finite_values(trial: FrozenTrial) -> bool:
+    return (trial.state == TrialState.COMPLETE and trial.values is not None and len(trial.values) == 3
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in trial.values))
+
+
+@dataclass
+class StudyData:
+    """A snapshot of a study: every trial, and arrays over the complete ones (in trial-number order).
+
+    Attributes:
+        study_name: the study's name.
+        directions: Optuna directions of the objectives.
+        trials: every trial (any state), by number.
+        complete: complete trials with three finite objective values, by number.
+        values: ``(n, 3)`` float array of (accuracy, params, throughput) of ``complete``.
+        numbers: ``(n,)`` int array of their trial numbers.
+        attention: attention type of each complete trial (``"other"`` when unknown).
+        genes: one-line genes of each complete trial.
+        front: trial numbers of the Pareto front (exactly Optuna's ``best_trials``).
+        presets: preset name by trial number (every state).
+        violating: ``(n,)`` bool array, constraint violations among ``complete``.
+        ref: hypervolume reference point (minimisation form, see :func:`nas.study.reference_point`).
+    """
+
+    study_name: str
+    directions: list[optuna.study.StudyDirection]
+    trials: list[FrozenTrial]
+    complete: list[FrozenTrial]
+    values: np.ndarray
+    numbers: np.ndarray
+    attention: list[str]
+    genes: list[str]
+    front: set[int]
+    presets: dict[int, str]
+    violating: np.ndarray
+    ref: list[float]
+    metric_names: list[str] = field(default_factory=lambda: list(OBJECTIVES))
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    loaded_at: _dt.datetime = field(default_factory=_dt.datetime.now)
+
+    @property
+    def front_mask(self) -> np.ndarray:
+        """``(n,)`` bool array: which complete trials are on the front."""
+        return np.fromiter((int(n) in self.front for n in self.numbers), dtype=bool, count=len(self.numbers))
+
+    def counts(self) -> dict[str, int]:
+        """Number of trials in each state (lower-case state names) and ``total``."""
+        out: dict[str, int] = {}
+        for t in self.trials:
+            out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
+        out["total"] = len(self.trials)
+        return out
+
+
+def _front(trials: list[FrozenTrial], directions, study: optuna.Study | None) -> list[FrozenTrial]:
+    """Optuna's ``best_trials`` computed from already-loaded trials (same function Optuna uses)."""
+    try:
+        from optuna.study._constrained_optimization import _is_constrained_optimization
+        from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
+
+        return _get_pareto_front_trials_by_trials(trials, directions,
+                                                  consider_constraint=_is_constrained_optimization(trials))
+    except (ImportError, TypeError):  # pragma: no cover - other Optuna versions
+        return study.best_trials if study is not None else []
+
+
+def load_data(study: "optuna.Study | StudyData", ref: list[float] | None = None) -> StudyData:
+    """Read ``study`` once into a :class:`StudyData` (a ``StudyData`` is returned unchanged).
+
+    Raises:
+        ValueError: the study does not have vitnas' three objectives.
+    """
+    if isinstance(study, StudyData):
+        return study
+    if len(study.directions) != len(OBJECTIVES):
+        raise ValueError(f"study: {study.study_name!r} has {len(study.directions)} objectives; "
+                         f"the dashboard needs vitnas' three ({', '.join(OBJECTIVES)})")
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    complete = [t for t in trials if _finite_values(t)]
+    values = np.array([t.values for t in complete], dtype=float).reshape(-1, 3)
+    attention, genes = [], []
+    for t in complete:
+        arch = t.user_attrs.get("arch")
+        a = arch.get("attention") if isinstance(arch, dict) else t.params.get("attention")
+        attention.append(a if a in ATTENTION_COLORS else "other")
+        genes.append(describe_genes(t))
+    comp_states = [t for t in trials if t.state == TrialState.COMPLETE]
+    front = {t.number for t in _front(comp_states, study.directions, study)}
+    names = getattr(study, "metric_names", None) or list(OBJECTIVES)
+    return StudyData(
+        study_name=study.study_name, directions=list(study.directions), trials=trials, complete=complete,
+        values=values, numbers=np.array([t.number for t in complete], dtype=int), attention=attention, genes=genes,
+        front=front, presets={t.number: str(t.user_attrs["preset"]) for t in trials if t.user_attrs.get("preset")},
+        violating=np.array([is_violating(t) for t in complete], dtype=bool), ref=list(ref or reference_point()),
+        metric_names=list(names), user_attrs=dict(study.user_attrs),
+    )
+
+
+def _order_key(t: FrozenTrial) -> tuple:
+    done = t.datetime_complete or t.datetime_start or _dt.datetime.max
+    return (done, t.number)
+
+
+def hypervolume_series(study: "optuna.Study | StudyData", ref: list[float] | None = None) -> dict[str, list]:
+    """Hypervolume of the front after each complete trial, in completion order.
+
+    Returns a dict of equal-length lists: ``trial`` (number of the trial that completed), ``completed``
+    (how many complete trials so far), ``time`` (its ``datetime_complete``), ``hours`` (since the first
+    trial started) and ``hypervolume`` (:func:`nas.study.hypervolume` of the front so far, w.r.t. ``ref``,
+    default the data's reference point, in that function's units). It is recomputed only when a trial
+    changes the front (dominance does not depend on units). The series never decreases; its last value
+    is the hypervolume of the final front.
+    """
+    data = load_data(study)
+    ref = list(ref or data.ref)
+    ordered = sorted(data.complete, key=_order_key)
+    starts = [t.datetime_start for t in data.trials if t.datetime_start is not None]
+    t0 = min(starts) if starts else None
+    out: dict[str, list] = {"trial": [], "completed": [], "time": [], "hours": [], "hypervolume": []}
+    front: list[tuple[np.ndarray, FrozenTrial]] = []
+    hv = 0.0
+    for i, t in enumerate(ordered, 1):
+        p = np.array([-t.values[0], t.values[1], -t.values[2]], dtype=float)
+        if not any(np.all(q <= p) for q, _ in front):  # p is not weakly dominated: the front changes
+            front = [(q, ft) for q, ft in front if not np.all(p <= q)] + [(p, t)]
+            hv = max(hv, hypervolume([ft for _, ft in front], ref))
+        out["trial"].append(t.number)
+        out["completed"].append(i)
+        out["time"].append(t.datetime_complete)
+        done = t.datetime_complete
+        out["hours"].append((done - t0).total_seconds() / 3600.0 if (done and t0) else None)
+        out["hypervolume"].append(hv)
+    return out
+
+
+def preset_comparison(study: "optuna.Study | StudyData") -> list[dict[str, Any]]:
+    """How the front beats each paper preset at equal or lower parameter count.
+
+    For each complete trial with a ``preset`` user attribute: the front member with the highest accuracy
+    among those with ``params`` <= the preset's (the preset itself when it is on the front and nothing
+    smaller beats it). Keys: ``preset``, ``trial``, ``accuracy``, ``params``, ``throughput``, ``best_trial``,
+    ``best_accuracy``, ``best_params``, ``best_throughput``, ``delta_accuracy`` (best minus preset,
+    fraction), ``speedup`` (best throughput / preset's), ``on_front``, ``label`` (short text for plots).
+    Presets whose trial did not complete are listed with ``trial`` and ``state`` only.
+    """
+    data = load_data(study)
+    rows: list[dict[str, Any]] = []
+    fm = data.front_mask
+    front_idx = np.flatnonzero(fm)
+    index = {int(n): i for i, n in enumerate(data.numbers)}
+    for number, name in sorted(data.presets.items(), key=lambda kv: kv[0]):
+        if number not in index:
+            state = next(t.state.name for t in data.trials if t.number == number)
+            rows.append({"preset": name, "trial": number, "state": state, "label": f"{name} ({state.lower()})",
+                         "short_label": name})
+            continue
+        i = index[number]
+        acc, params, thr = data.values[i]
+        cand = [j for j in front_idx if data.values[j, 1] <= params]
+        best = max(cand, key=lambda j: (data.values[j, 0], data.values[j, 2], -data.values[j, 1])) if cand else i
+        b_acc, b_params, b_thr = data.values[best]
+        delta = float(b_acc - acc)
+        on_front = number in data.front
+        if int(data.numbers[best]) == number or delta <= 0:
+            label = f"{name}: on the front" if on_front else f"{name}: not beaten in accuracy"
+            short = f"{name} (front)" if on_front else name
+        else:
+            label = f"{name}: +{100 * delta:.1f} pts (#{int(data.numbers[best])})"
+            short = f"{name} +{100 * delta:.1f}"
+        rows.append({
+            "preset": name, "trial": number, "state": "COMPLETE", "accuracy": float(acc), "params": int(params),
+            "throughput": float(thr), "best_trial": int(data.numbers[best]), "best_accuracy": float(b_acc),
+            "best_params": int(b_params), "best_throughput": float(b_thr), "delta_accuracy": delta,
+            "speedup": float(b_thr / thr) if thr > 0 else None, "on_front": on_front, "label": label,
+            "short_label": short,
+        })
+    return rows
