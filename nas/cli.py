@@ -245,14 +245,8 @@ def dashboard(
     from .study import load_study
 
     if serve:
-        server = _guard(dashboards.make_server, storage, study, host=host, port=port, refresh=refresh)
-        console.print(f"live dashboard of {study} at [cyan]{server.url}[/] (Ctrl-C stops)", highlight=False)
-        try:
-            server.serve_forever(poll_interval=0.5)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
+        _guard(dashboards.serve, storage, study, host=host, port=port, refresh=refresh,
+               log=lambda message: console.print(message, highlight=False))
         return
     st = _guard(load_study, storage, study)
     path = _guard(dashboards.build_report, st, out, source=storage)

@@ -23,7 +23,8 @@ class Rotary(nn.Module):
     (as Vision Xformers, arXiv 2107.02239, uses it); ``rope2d`` is axial: half of the head dimension
     rotates with the patch row, the other half with the column. Frequencies are
     ``10000^(-2i/d')`` over integer positions, built with timm's ``build_rotary_pos_embed``.
-    Prefix (class) tokens are not rotated. The score ``q_m . k_n`` after rotation depends on the
+    Prefix (class) tokens are not rotated (a deliberate difference from Vision Xformers' code, which
+    rotates the class token as position 0 of the sequence): the class token has no place on the grid. The score ``q_m . k_n`` after rotation depends on the
     positions only through ``m - n`` (per axis for ``rope2d``).
 
     Args:

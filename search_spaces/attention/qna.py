@@ -69,7 +69,8 @@ class QnAAttention(nn.Module):
     Multiply-adds per image (:meth:`macs`): L C^2 (fusing the queries into the key projection,
     independent of N) + N C L H (scores) + 2 N C^2 (values, output projection)
     + N k^2 (L C + L H) (the two convolutions) + L N C (weighting exp(s) * v); exponentials, divisions
-    and the sum over queries are not counted.
+    and the sum over queries are not counted. fvcore (``trainers.measure.count_flops``) reports
+    ``macs() - L N C``: it does not count the element-wise ``exp(s) * v`` product.
 
     Deliberate differences from the official code: biases on the value and output projections
     (official: none; pass ``qkv_bias=False`` for the value), the max subtraction and floor above (the
