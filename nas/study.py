@@ -106,6 +106,10 @@ def load_study(storage_url: str, name: str) -> optuna.Study:
     Raises:
         StudyError: unreadable storage or no study called ``name`` (the message lists the studies).
     """
+    if storage_url.startswith("sqlite:///"):
+        path = storage_url[len("sqlite:///"):].split("?")[0]
+        if path and path != ":memory:" and not Path(path).expanduser().is_file():
+            raise StudyError(f"storage: no database at {path!r}; run `vitnas search` first or pass --storage")
     storage = open_storage(storage_url)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if name not in names:

@@ -155,3 +155,24 @@ def test_cli_subprocess_bad_input_has_no_traceback(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["error: trials: must be an integer >= 1, got 0"]
     assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize("args, line", [
+    (["search", "--trials", "abc"], "error: Invalid value for '--trials': Input should be a valid integer"),
+    (["search", "--bogus"], "error: No such option: --bogus"),
+    (["serch"], "error: No such command 'serch'. Did you mean 'search'?"),
+])
+def test_usage_errors_are_one_line(tmp_path, args, line):
+    proc = vitnas(*args, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith(line), proc.stderr
+
+
+def test_read_commands_never_create_a_database(tmp_path):
+    missing = tmp_path / "none.db"
+    for args in (["pareto", "--study", "s"], ["status", "--study", "s"], ["dashboard", "--study", "s"],
+                 ["export", "--study", "s", "--trial", "0", "--out", str(tmp_path / "o")]):
+        result = runner.invoke(app, [*args, "--storage", f"sqlite:///{missing}"])
+        assert result.exit_code == 2 and "storage: no database at" in result.output, result.output
+    assert not missing.exists()
