@@ -39,7 +39,8 @@ TRIAL_SECONDS = 30.0
 def ray_overhead(args, workdir: Path) -> dict:
     import ray
 
-    from nas.search import SearchConfig, _quiet_ray, run_search, run_trial
+    from nas.search import SearchConfig, _quiet_ray, run_search, run_trial, trial_settings
+    from trainers import load_dataset
     from nas.study import OBJECTIVES, create_or_load_study, open_storage
     from search_spaces import Architecture
 
@@ -63,12 +64,10 @@ def ray_overhead(args, workdir: Path) -> dict:
     # the same genes, the same trial function, in-process
     storage = open_storage(storage_url)
     local = create_or_load_study(storage, "inprocess", sampler=None, attrs={})
-    settings = {
-        "storage": storage_url, "study": "inprocess", "study_id": local._study_id, "dataset": "digits",
-        "data_dir": None, "download": False, "train_subset": args.train_subset, "val_subset": None,
-        "epochs": args.epochs, "seed": 0, "batch_size": cfg.batch_size, "lr": cfg.lr, "cpus_per_trial": 1,
-        "run_dir": str(workdir / "runs"), "max_failures_per_arch": 2, "inject_faults": {},
-    }
+    settings = trial_settings(SearchConfig(study="inprocess", storage=storage_url, epochs=args.epochs,
+                                           train_subset=args.train_subset, run_dir=str(workdir / "runs")),
+                              local._study_id)
+    data = load_dataset("digits", train_subset=args.train_subset)
     t0 = time.perf_counter()
     per_trial = []
     for t in done:
@@ -78,7 +77,7 @@ def ray_overhead(args, workdir: Path) -> dict:
         trial.set_user_attr("arch", arch.to_dict())
         trial.set_user_attr("arch_key", arch.key())
         final = run_trial({"arch": arch.to_dict(), "optuna_trial_id": trial._trial_id,
-                           "optuna_trial_number": trial.number}, settings, lambda metrics: None)
+                           "optuna_trial_number": trial.number}, settings, lambda metrics: None, data, "cpu")
         local.tell(trial, [final[k] for k in OBJECTIVES])
         per_trial.append(time.perf_counter() - s0)
     local_wall = time.perf_counter() - t0

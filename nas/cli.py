@@ -85,7 +85,7 @@ def search(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .search import SearchConfig, TrialEvent, run_search
-    from .study import front_records, load_study
+    from .study import display_url, front_records, load_study
 
     cfg = SearchConfig(study=study, trials=trials, epochs=epochs, dataset=dataset, data_dir=data_dir,
                        download=download, train_subset=train_subset, val_subset=val_subset, storage=storage,
@@ -93,16 +93,22 @@ def search(
                        presets=presets, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                        max_concurrent=max_concurrent, address=address, run_dir=run_dir, timeout=timeout)
     _guard(cfg.validate)
-    console.print(f"[bold]vitnas search[/] study [cyan]{study}[/] on [cyan]{dataset}[/] -> {storage}")
+    console.print(f"[bold]vitnas search[/] study [cyan]{study}[/] on [cyan]{dataset}[/] -> {display_url(storage)}",
+                  highlight=False)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
     task = progress.add_task("trials", total=trials)
 
+    opened: dict[str, Any] = {}
+
     def done_count() -> int:
+        """Complete trials, read through one storage connection kept for the whole search."""
         from optuna.trial import TrialState
 
         try:
-            return len(load_study(storage, study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            if "study" not in opened:
+                opened["study"] = load_study(storage, study)
+            return len(opened["study"].get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         except ValueError:
             return 0
 
@@ -119,17 +125,16 @@ def search(
                 f"  [green]trial {ev.number:>3}[/] acc {m['accuracy']:.4f}  params {_fmt_int(m['params']):>9}  "
                 f"{m['throughput']:>8.0f} img/s  {ev.arch}{reused}", highlight=False)
             progress.update(task, completed=done_count())
+        elif ev.kind == "stopped":
+            progress.console.print(f"  [yellow]trial {ev.number:>3} stopped[/] by the time budget  {ev.arch}",
+                                   highlight=False)
         elif ev.kind == "stalled":
             progress.console.print(f"  [yellow]stopped:[/] {ev.reason}", highlight=False)
         elif ev.kind == "fail":
             reason = ev.reason
-            if not reason:
-                try:
-                    st = load_study(storage, study)
-                    reason = next((t.user_attrs.get("fail_reason", "") for t in st.get_trials(deepcopy=False)
-                                   if t.number == ev.number), "")
-                except ValueError:
-                    reason = ""
+            if not reason and done_count() >= 0 and "study" in opened:
+                reason = next((t.user_attrs.get("fail_reason", "") for t in opened["study"].get_trials(deepcopy=False)
+                               if t.number == ev.number), "")
             progress.console.print(f"  [red]trial {ev.number:>3} failed[/]: {reason or 'see the Ray logs'}  {ev.arch}",
                                    highlight=False)
 
@@ -161,13 +166,33 @@ def pareto(
 @app.command()
 def export(
     study: str = typer.Option(..., help="Study name."),
-    trial: int = typer.Option(..., help="Trial number to export."),
+    trial: Optional[int] = typer.Option(None, help="Trial number to export."),
+    pick: Optional[str] = typer.Option(None, help="Pick from the front instead: knee, accuracy, params or throughput."),
     out: str = typer.Option(..., help="New folder for the timm model."),
     storage: str = typer.Option(DEFAULT_STORAGE, help="SQLAlchemy URL of the Optuna storage."),
 ) -> None:
     """Export a trained trial as a timm model folder (timm.create_model('local-dir:OUT'))."""
     from .export import export_trial
+    from .study import knee_trial, load_study, pareto_front
 
+    if (trial is None) == (pick is None):
+        _fail("trial: give exactly one of --trial N or --pick knee|accuracy|params|throughput")
+    if pick is not None:
+        picks = {"knee": knee_trial,
+                 "accuracy": lambda s: max(pareto_front(s), key=lambda t: (t.values[0], -t.number)),
+                 "params": lambda s: min(pareto_front(s), key=lambda t: (t.values[1], t.number)),
+                 "throughput": lambda s: max(pareto_front(s), key=lambda t: (t.values[2], -t.number))}
+        if pick not in picks:
+            _fail(f"pick: unknown value {pick!r}; allowed: {', '.join(picks)}")
+
+        def choose() -> int:
+            st = load_study(storage, study)
+            if not pareto_front(st):
+                raise ValueError(f"pick: study {study!r} has no complete trial yet")
+            return picks[pick](st).number
+
+        trial = _guard(choose)
+        console.print(f"picked trial {trial} ({pick})", highlight=False)
     path = _guard(export_trial, storage, study, trial, out)
     console.print(f"exported trial {trial} of {study} to [cyan]{path}[/]: "
                   f"import search_spaces, timm; timm.create_model('local-dir:{path}')", highlight=False)

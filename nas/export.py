@@ -39,8 +39,12 @@ def load_trial_model(storage_url: str, study_name: str, number: int) -> tuple[to
 
     study = load_study(storage_url, study_name)
     trial = get_trial(study, number, finished=True)
-    arch = Architecture.from_dict(trial.user_attrs["arch"])
     info = dict(study.user_attrs)
+    missing = [k for k in ("img_size", "in_chans", "num_classes") if k not in info]
+    if missing or "arch" not in trial.user_attrs:
+        raise ExportError(f"study: {study_name!r} was not made by vitnas search (no genes or image settings stored); "
+                          "only vitnas trials can be exported")
+    arch = Architecture.from_dict(trial.user_attrs["arch"])
     model = build_model(arch, img_size=info["img_size"], in_chans=info["in_chans"], num_classes=info["num_classes"])
     weights = trial.user_attrs.get("weights")
     if not weights or not Path(weights).is_file():

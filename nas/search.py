@@ -36,7 +36,7 @@ from search_spaces import Architecture, SearchSpace
 from search_spaces.presets import PRESETS
 
 from .study import (
-    DEFAULT_STORAGE, OBJECTIVES, create_or_load_study, mark_interrupted, open_storage,
+    DEFAULT_STORAGE, OBJECTIVES, StudyError, create_or_load_study, mark_interrupted, open_storage,
 )
 
 __all__ = ["SAMPLERS", "SearchConfig", "SearchError", "RepeatedFailure", "run_search", "make_sampler", "TrialEvent"]
@@ -138,11 +138,13 @@ class SearchConfig:
             if kind not in ("nan", "raise"):
                 raise SearchError(f"inject_faults: trial {number}: unknown fault {kind!r}; allowed: nan, raise")
 
-    def resolved_max_concurrent(self) -> int:
+    def resolved_max_concurrent(self, gpus: float = 1.0) -> int:
+        """Trials at once: ``max_concurrent`` if given; else one per GPU share of the ``gpus`` GPUs in the
+        cluster when trials use GPUs; else 1 (CPU throughput is measured on an idle machine)."""
         if self.max_concurrent:
             return self.max_concurrent
         if self.gpus_per_trial > 0:
-            return max(1, int(1 / self.gpus_per_trial)) if self.gpus_per_trial < 1 else 1
+            return max(1, int(max(gpus, 1.0) / self.gpus_per_trial + 1e-9))
         return 1
 
 
@@ -162,7 +164,8 @@ def make_sampler(name: str, seed: int, trials: int, population_size: int | None 
     if name == "tpe":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=5)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                              n_startup_trials=5)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise SearchError(f"sampler: unknown value {name!r}; allowed: {', '.join(SAMPLERS)}")
@@ -180,20 +183,6 @@ class TrialEvent:
 
 
 # ---------------------------------------------------------------------- the trial (runs in a Ray worker)
-_DATA_CACHE: dict[tuple, Any] = {}
-
-
-def _load_data(settings: dict[str, Any]):
-    from trainers import load_dataset
-
-    key = (settings["dataset"], settings["data_dir"], settings["train_subset"], settings["val_subset"])
-    if key not in _DATA_CACHE:
-        _DATA_CACHE.clear()
-        _DATA_CACHE[key] = load_dataset(settings["dataset"], settings["data_dir"], train_subset=settings["train_subset"],
-                                        val_subset=settings["val_subset"], download=settings["download"])
-    return _DATA_CACHE[key]
-
-
 class RepeatedFailure(RuntimeError):
     """Genes that already failed ``max_failures_per_arch`` times are not trained again."""
 
@@ -211,8 +200,10 @@ def _reusable(storage: optuna.storages.BaseStorage, study_id: int, arch_key: str
     return None
 
 
-def run_trial(config: dict[str, Any], settings: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Evaluate the trial described by ``config`` (genes and Optuna ids) and store its attributes.
+def run_trial(config: dict[str, Any], settings: dict[str, Any], report: Callable[[dict[str, Any]], None],
+              data: Any, device: str = "cpu") -> dict[str, Any]:
+    """Evaluate the trial described by ``config`` (genes and Optuna ids) on ``data`` (an
+    :class:`trainers.ImageData`) and ``device``, and store its attributes.
 
     ``report`` receives per-epoch results and then the final objectives. Raises whatever made the
     trial fail, after storing ``fail_reason``; the caller marks the trial failed.
@@ -228,7 +219,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], report: Callable
     set_attr = lambda k, v: storage.set_trial_user_attr(trial_id, k, v)  # noqa: E731
     try:
         arch = Architecture.from_dict(config["arch"])
-        previous = _reusable(storage, settings["study_id"], arch.key(), trial_id)
+        arch_key = arch.canonical_key(data.img_size)
+        previous = _reusable(storage, settings["study_id"], arch_key, trial_id)
         if previous is not None:
             for key in ("flops", "peak_memory", "curve", "device", "train_seconds", "wall_seconds", "weights"):
                 if key in previous.user_attrs:
@@ -238,7 +230,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], report: Callable
             final = {**values, "flops": previous.user_attrs.get("flops"), "reused_from": previous.number}
             report(final)
             return final
-        failures = _failed_before(storage, settings["study_id"], arch.key(), trial_id)
+        failures = _failed_before(storage, settings["study_id"], arch_key, trial_id)
         if len(failures) >= settings["max_failures_per_arch"]:
             last = failures[-1]
             raise RepeatedFailure(f"these genes failed {len(failures)} times (last: trial {last.number}, "
@@ -248,9 +240,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], report: Callable
             raise RuntimeError(f"injected fault in trial {number}")
         threads = max(1, int(settings["cpus_per_trial"]))
         torch.set_num_threads(threads)
-        data = _load_data(settings)
         proxy = ProxyConfig(epochs=settings["epochs"], seed=settings["seed"], batch_size=settings["batch_size"],
-                            lr=settings["lr"], device="auto")
+                            lr=settings["lr"], device=device)
         curve: list[dict[str, float]] = []
 
         def on_epoch(epoch: int, record: dict[str, float]) -> None:
@@ -289,10 +280,13 @@ def _poison(model) -> None:
         model.get_classifier().weight.fill_(float("nan"))
 
 
-def _ray_trainable(config: dict[str, Any], settings: dict[str, Any]) -> None:
+def _ray_trainable(config: dict[str, Any], settings: dict[str, Any], data: Any) -> None:
+    import ray
     from ray import tune
 
-    run_trial(config, settings, lambda metrics: tune.report(metrics))
+    # The trial's own device: a trial Ray gave no GPU trains on the CPU even on a GPU machine.
+    device = "cuda" if ray.get_gpu_ids() else "cpu"
+    run_trial(config, settings, lambda metrics: tune.report(metrics), data, device)
 
 
 # ---------------------------------------------------------------------- the driver
@@ -302,14 +296,15 @@ class DefineByRun:
     A module-level class (not a closure) because Ray pickles the searcher in its experiment state.
     """
 
-    def __init__(self, space: SearchSpace) -> None:
+    def __init__(self, space: SearchSpace, img_size: int) -> None:
         self.space = space
+        self.img_size = img_size
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         arch = self.space.suggest(trial)
         real = getattr(trial, "ot_trial", trial)
         real.set_user_attr("arch", arch.to_dict())
-        real.set_user_attr("arch_key", arch.key())
+        real.set_user_attr("arch_key", arch.canonical_key(self.img_size))
         return {"arch": arch.to_dict(), "optuna_trial_id": real._trial_id, "optuna_trial_number": real.number}
 
 
@@ -324,6 +319,26 @@ def _quiet_ray() -> None:
     for name in ("ray", "ray.tune", "ray.train", "ray.data"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _check_space(storage: optuna.storages.BaseStorage, name: str, space: SearchSpace) -> None:
+    """Refuse to continue a study with another search space (Optuna keeps one distribution per gene).
+
+    Raises:
+        StudyError: the stored space differs; the message names the first gene that differs.
+    """
+    if name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        return
+    stored = optuna.load_study(study_name=name, storage=storage).user_attrs.get("space")
+    if stored is None:
+        return
+    current = space.to_dict()
+    for gene, values in current.items():
+        if stored.get(gene) != values:
+            raise StudyError(
+                f"config: study {name!r} was searched with {gene}={stored.get(gene)}, not {values}; "
+                "use the same --config or another --study"
+            )
 
 
 def _start_ray(config: SearchConfig) -> bool:
@@ -386,10 +401,14 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
     storage = open_storage(config.storage)
     # Join a cluster before touching the study, so a wrong --address changes nothing stored.
     ray_started = _start_ray(config) if config.address else False
-    sampler = make_sampler(config.sampler, config.seed, config.trials, config.population_size)
+    population = config.population_size or max(4, min(50, config.trials // 3))
     attrs = {"dataset": config.dataset, "img_size": data.img_size, "in_chans": data.in_chans,
-             "num_classes": data.num_classes, "epochs": config.epochs}
-    study = create_or_load_study(storage, config.study, sampler=sampler, attrs=attrs)
+             "num_classes": data.num_classes, "epochs": config.epochs, "train_subset": config.train_subset,
+             "val_subset": config.val_subset, "batch_size": config.batch_size, "lr": config.lr}
+    _check_space(storage, config.study, space)
+    study = create_or_load_study(storage, config.study, attrs=attrs)
+    if "population_size" not in study.user_attrs:  # kept for the study's life: NSGA-II's generations rely on it
+        study.set_user_attr("population_size", population)
     if "data_config" not in study.user_attrs:
         study.set_user_attr("data_config", {k: list(v) if isinstance(v, tuple) else v for k, v in data.data_config().items()})
         study.set_user_attr("space", space.to_dict())
@@ -419,7 +438,11 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
             if budget is not None and budget <= 0:
                 break
             before = complete()
-            _run_tuner(config, space, study, storage, remaining, budget, progress)
+            # Reseed per round from the study's size, so a continued study does not replay the
+            # proposals of its first run (NSGA-II's first generation and random sampling are seeded).
+            study.sampler = make_sampler(config.sampler, config.seed + len(study.trials), config.trials,
+                                         study.user_attrs.get("population_size"))
+            _run_tuner(config, space, study, storage, remaining, budget, progress, data)
             stalled = stalled + 1 if complete() == before else 0
             if stalled >= 2:
                 if progress:
@@ -431,32 +454,45 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
     return study
 
 
-def _run_tuner(config: SearchConfig, space: SearchSpace, study: optuna.Study, storage, remaining: int,
-               budget: float | None, progress: Callable[[TrialEvent], None] | None) -> None:
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    searcher = OptunaSearch(DefineByRun(space), metric=list(OBJECTIVES), mode=["max", "min", "max"],
-                            sampler=study.sampler, study_name=study.study_name, storage=storage)
-    limiter = ConcurrencyLimiter(searcher, max_concurrent=config.resolved_max_concurrent())
+def trial_settings(config: SearchConfig, study_id: int) -> dict[str, Any]:
+    """The plain, picklable settings :func:`run_trial` reads (storage URL made absolute for Ray workers)."""
     settings = {
-        "storage": config.storage, "study": config.study, "study_id": study._study_id, "dataset": config.dataset,
-        "data_dir": config.data_dir, "download": False, "train_subset": config.train_subset,
-        "val_subset": config.val_subset, "epochs": config.epochs, "seed": config.seed,
-        "batch_size": config.batch_size, "lr": config.lr, "cpus_per_trial": config.cpus_per_trial,
-        "run_dir": str(Path(config.run_dir).resolve()), "max_failures_per_arch": config.max_failures_per_arch,
-        "inject_faults": dict(config.inject_faults),
+        "storage": config.storage, "study": config.study, "study_id": study_id, "dataset": config.dataset,
+        "epochs": config.epochs, "seed": config.seed, "batch_size": config.batch_size, "lr": config.lr,
+        "cpus_per_trial": config.cpus_per_trial, "run_dir": str(Path(config.run_dir).resolve()),
+        "max_failures_per_arch": config.max_failures_per_arch, "inject_faults": dict(config.inject_faults),
     }
     # Relative SQLite paths must resolve the same way inside Ray workers (their cwd differs).
     if settings["storage"].startswith("sqlite:///") and not settings["storage"].startswith("sqlite:////"):
         settings["storage"] = "sqlite:///" + str(Path(settings["storage"][len("sqlite:///"):]).resolve())
+    return settings
+
+
+def _cluster_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def _run_tuner(config: SearchConfig, space: SearchSpace, study: optuna.Study, storage, remaining: int,
+               budget: float | None, progress: Callable[[TrialEvent], None] | None, data: Any) -> None:
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = OptunaSearch(DefineByRun(space, data.img_size), metric=list(OBJECTIVES), mode=["max", "min", "max"],
+                            sampler=study.sampler, study_name=study.study_name, storage=storage)
+    limiter = ConcurrencyLimiter(searcher, max_concurrent=config.resolved_max_concurrent(_cluster_gpus()))
+    settings = trial_settings(config, study._study_id)
     try:
-        trainable = tune.with_resources(tune.with_parameters(_ray_trainable, settings=settings),
+        # The data set travels once through Ray's object store; actors are reused across trials, so a
+        # trial does not pay for a new worker process (imports, data) each time.
+        trainable = tune.with_resources(tune.with_parameters(_ray_trainable, settings=settings, data=data),
                                         {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=limiter, num_samples=remaining, time_budget_s=budget),
+            tune_config=tune.TuneConfig(search_alg=limiter, num_samples=remaining, time_budget_s=budget,
+                                        reuse_actors=True),
             run_config=tune.RunConfig(
                 name=f"{config.study}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(Path(config.run_dir, "ray").resolve()), verbose=0,
@@ -505,6 +541,9 @@ def _progress_callback(progress: Callable[[TrialEvent], None]):
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             r = trial.last_result or {}
+            if r.get("accuracy") is None:  # stopped by the time budget before its final report
+                self._emit("stopped", trial)
+                return
             self._emit("complete", trial, {k: r.get(k) for k in ("accuracy", "params", "throughput", "flops", "reused_from")})
 
         def on_trial_error(self, iteration, trials, trial, **info):

@@ -40,6 +40,16 @@ class StudyError(ValueError):
     """Unreadable storage, an unknown study or trial, or a study that does not fit the request."""
 
 
+def display_url(url: str) -> str:
+    """``url`` with any password masked (for messages and progress lines)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a parseable URL: show it as given
+        return url
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for the SQLAlchemy ``url`` (``sqlite:///path.db``, ``postgresql://...``).
 
@@ -65,7 +75,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except Exception as exc:  # sqlalchemy ArgumentError/OperationalError, missing drivers, corrupt files
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise StudyError(f"storage: cannot open {url!r}: {detail[:200]}") from None
+        raise StudyError(f"storage: cannot open {display_url(url)!r}: {detail[:200]}") from None
 
 
 def create_or_load_study(storage: optuna.storages.BaseStorage, name: str,
@@ -114,7 +124,7 @@ def load_study(storage_url: str, name: str) -> optuna.Study:
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if name not in names:
         known = ", ".join(names) if names else "none"
-        raise StudyError(f"study: no study {name!r} in {storage_url}; studies there: {known}")
+        raise StudyError(f"study: no study {name!r} in {display_url(storage_url)}; studies there: {known}")
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -162,6 +172,29 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
         "fail_reason": attrs.get("fail_reason"),
         "reused_from": attrs.get("reused_from"),
     }
+
+
+def knee_trial(study: optuna.Study) -> FrozenTrial:
+    """The front member closest to the ideal point: the usual "knee" pick of a Pareto front.
+
+    Each objective is scaled to [0, 1] over the front in its better direction (params and throughput
+    on a log scale, as they span orders of magnitude); the knee is the member with the smallest
+    Euclidean distance to (1, 1, 1). Ties go to the lower trial number.
+
+    Raises:
+        StudyError: the study has no complete trial.
+    """
+    front = pareto_front(study)
+    if not front:
+        raise StudyError(f"trial: study {study.study_name!r} has no complete trial to pick from")
+    cols = [[t.values[0] for t in front], [-math.log10(max(t.values[1], 1.0)) for t in front],
+            [math.log10(max(t.values[2], 1e-9)) for t in front]]
+    scaled = []
+    for col in cols:
+        lo, hi = min(col), max(col)
+        scaled.append([(v - lo) / (hi - lo) if hi > lo else 1.0 for v in col])
+    dist = [math.dist((1.0, 1.0, 1.0), (a, p, r)) for a, p, r in zip(*scaled)]
+    return front[min(range(len(front)), key=lambda i: (dist[i], front[i].number))]
 
 
 def front_records(study: optuna.Study) -> list[dict[str, Any]]:

@@ -68,6 +68,7 @@ RULES: tuple[tuple[str, str], ...] = (
     ("refiner_expansion", "refiner only (required): 1, 2, 3, 4 or 6"),
     ("pos_encoding", "rope1d/rope2d only where there are Q and K: " + ", ".join(sorted(ROPE_ATTENTIONS))),
     ("head_dim", "embed_dim divisible by num_heads; rope1d needs an even head_dim, rope2d a multiple of 4"),
+    ("embed_dim", "sincos2d needs embed_dim divisible by 4 (a sine and a cosine per axis)"),
     ("stem", "conv_bn needs a power-of-two patch_size (one stride-2 convolution per halving)"),
     ("class token", "qna has none: the model pools by global average; all others use a class token"),
     ("token count", "linformer and mixer are tied to the token count of the image size they were built for"),
@@ -211,6 +212,8 @@ class Architecture:
                 raise GeneError(
                     f"pos_encoding: {self.pos_encoding} needs head_dim divisible by {step}, got {head_dim}"
                 )
+        if self.pos_encoding == "sincos2d" and self.embed_dim % 4:
+            raise GeneError(f"pos_encoding: sincos2d needs embed_dim divisible by 4, got {self.embed_dim}")
         if self.stem == "conv_bn" and not _is_power_of_two(self.patch_size):
             raise GeneError(f"stem: conv_bn needs a power-of-two patch_size, got {self.patch_size}")
 
@@ -253,6 +256,25 @@ class Architecture:
     def key(self) -> str:
         """A canonical string identifying these genes (used to reuse results of identical genes)."""
         return self.to_json()
+
+    def canonical_key(self, img_size: int | tuple[int, int]) -> str:
+        """Like :meth:`key`, but equal for genes that build the same model at ``img_size``: FNet and
+        Mixer ignore ``num_heads``, and MaiT mask ratios that map to the same window on the token grid
+        (e.g. 0.75 and 0.9 on an 8x8 grid) are the same mask. Used to never train one model twice.
+
+        Raises:
+            GeneError: ``img_size`` is not divisible by ``patch_size``.
+        """
+        d = self.to_dict()
+        if self.attention in ("fnet", "mixer"):
+            d["num_heads"] = None
+        if self.attention == "mait":
+            grid = self.check_image(img_size)
+            windows = [mait_window_for_ratio(r, grid) for r in self.mask_ratios]
+            d["mask_ratios"] = windows
+            if all(w is None for w in windows):
+                d["mask_layers"] = None
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Architecture":

@@ -132,3 +132,14 @@ def test_space_for_image_drops_patch_sizes_that_do_not_divide():
     assert SearchSpace(patch_size=(2, 4, 8)).for_image(28).patch_size == (2, 4)
     with pytest.raises(SpaceError, match="^patch_size:"):
         SearchSpace(patch_size=(3,), stem=("patch",)).for_image(16)
+
+
+def test_canonical_key_merges_genes_that_build_the_same_model():
+    a = Architecture(attention="mait", num_heads=2, embed_dim=32, mask_ratios=(0.75, 0.0))
+    b = a.replace(mask_ratios=(0.9, 0.0))
+    assert a.key() != b.key()
+    assert a.canonical_key(16) == b.canonical_key(16)  # both a 3x3 window on the 8x8 grid
+    assert a.canonical_key(16) != a.replace(mask_ratios=(0.5, 0.0)).canonical_key(16)
+    f2, f4 = Architecture(attention="fnet", num_heads=2), Architecture(attention="fnet", num_heads=4)
+    assert f2.canonical_key(16) == f4.canonical_key(16)
+    assert Architecture(num_heads=2).canonical_key(16) != Architecture(num_heads=4).canonical_key(16)

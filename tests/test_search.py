@@ -176,3 +176,52 @@ def test_read_commands_never_create_a_database(tmp_path):
         result = runner.invoke(app, [*args, "--storage", f"sqlite:///{missing}"])
         assert result.exit_code == 2 and "storage: no database at" in result.output, result.output
     assert not missing.exists()
+
+
+def test_continuing_with_another_space_or_proxy_is_refused(searched, tmp_path):
+    tmp, storage, _ = searched
+    before = [(t.number, t.state, t.values) for t in optuna.load_study(study_name="tiny", storage=storage).trials]
+    cfg = tmp_path / "narrow.yaml"
+    cfg.write_text("attention: [mhsa]\n")
+    result = runner.invoke(app, ["search", "--study", "tiny", "--trials", "5", "--storage", storage, "--config", str(cfg),
+                                 "--run-dir", str(tmp / "runs")])
+    assert result.exit_code == 2 and "config: study 'tiny' was searched with attention=" in result.output, result.output
+    result = runner.invoke(app, ["search", "--study", "tiny", "--trials", "5", "--storage", storage, "--epochs", "3",
+                                 "--run-dir", str(tmp / "runs")])
+    assert result.exit_code == 2 and "study: 'tiny' was created with epochs=1, not 3" in result.output, result.output
+    after = [(t.number, t.state, t.values) for t in optuna.load_study(study_name="tiny", storage=storage).trials]
+    assert after == before
+
+
+def test_passwords_are_never_shown():
+    result = runner.invoke(app, ["pareto", "--study", "s", "--storage", "postgresql://user:hunter2@127.0.0.1:1/db"])
+    assert result.exit_code == 2 and "hunter2" not in result.output and "***" in result.output, result.output
+
+
+def test_knee_pick_is_the_balanced_front_member():
+    from nas.study import knee_trial
+
+    study = optuna.create_study(directions=["maximize", "minimize", "maximize"])
+    for values in ([0.99, 1_000_000, 100.0],   # most accurate, huge and slow
+                   [0.50, 1_000, 100_000.0],   # tiny and fast, inaccurate
+                   [0.95, 20_000, 20_000.0],   # balanced: the knee
+                   [0.60, 900_000, 200.0]):    # dominated by the balanced one
+        study.add_trial(optuna.trial.create_trial(values=values))
+    assert knee_trial(study).number == 2
+    assert knee_trial(study).number in {t.number for t in study.best_trials}
+
+
+def test_export_pick(searched):
+    tmp, storage, _ = searched
+    out = tmp / "knee"
+    result = runner.invoke(app, ["export", "--study", "tiny", "--pick", "knee", "--out", str(out), "--storage", storage])
+    assert result.exit_code == 0, result.output
+    picked = int(result.output.split("picked trial ")[1].split()[0])
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert picked in {t.number for t in study.best_trials}
+    assert (out / "model.safetensors").is_file()
+    both = runner.invoke(app, ["export", "--study", "tiny", "--pick", "knee", "--trial", "0", "--out", str(tmp / "z"),
+                               "--storage", storage])
+    assert both.exit_code == 2 and "exactly one of --trial N or --pick" in both.output
+    bad = runner.invoke(app, ["export", "--study", "tiny", "--pick", "median", "--out", str(tmp / "z"), "--storage", storage])
+    assert bad.exit_code == 2 and "pick: unknown value 'median'" in bad.output

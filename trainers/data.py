@@ -8,8 +8,8 @@
 - ``imagefolder:PATH``: any folder of class folders (torchvision ``ImageFolder``), resized to
   ``img_size`` (default 32) pixels, 10% held out.
 
-Every data set is reduced to ``train_subset`` / ``val_subset`` images when those are given (seeded,
-class-balanced by random choice). Batches are normalised on the fly (:meth:`ImageData.normalize`).
+Every data set is reduced to ``train_subset`` / ``val_subset`` images when those are given (seeded and
+stratified by class). Batches are normalised on the fly (:meth:`ImageData.normalize`).
 """
 
 from __future__ import annotations
@@ -105,8 +105,13 @@ def _subset(x: torch.Tensor, y: torch.Tensor, size: int | None, seed: int, field
         return x, y
     if size < 1:
         raise DataError(f"{field}: must be a positive number of images, got {size}")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(y), generator=g)[:size].sort().values
+    from sklearn.model_selection import train_test_split
+
+    try:  # stratified: every class keeps its share
+        idx, _ = train_test_split(np.arange(len(y)), train_size=size, random_state=seed, stratify=y.numpy())
+    except ValueError:  # too few images of some class to stratify
+        idx = np.random.default_rng(seed).permutation(len(y))[:size]
+    idx = torch.from_numpy(np.sort(idx))
     return x[idx], y[idx]
 
 

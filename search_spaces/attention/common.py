@@ -102,7 +102,9 @@ class QKV(nn.Module):
     reach the output, so one factor of each pair is redundant. Compact attention keeps ``W_q`` and the
     output projection and drops ``W_k`` and ``W_v``: head h takes its keys and values from its own slice
     ``x[..., h d:(h+1) d]`` of the (already layer-normalised) input. Parameters: C^2 + C here, so the
-    attention layer falls from 4C^2 to 2C^2 (+ biases).
+    attention layer falls from 4C^2 to 2C^2 (+ biases). With one head this is an exact
+    re-parametrisation; with H > 1 heads it is a restriction (each head's keys and values come from its
+    own d channels of the input instead of a learned mix of all C), so compact models can lose capacity.
 
     Rotary encoding, when the layout carries one, is applied to q and k after projection.
 

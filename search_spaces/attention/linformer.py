@@ -76,9 +76,18 @@ class LinformerAttention(nn.Module):
                 f"linformer: built for {self.num_tokens} tokens, got {n}; its token projection is tied to "
                 "the image size (and patch size) the model was built for"
             )
-        q, k, v = self.qkv(x, layout)
-        e_t = self.token_proj.t().to(k.dtype)  # (N, k); the batched operand goes first (fvcore counts it)
-        k = torch.matmul(k.transpose(-2, -1), e_t).transpose(-2, -1)  # (B, H, k, d)
-        v = torch.matmul(v.transpose(-2, -1), e_t).transpose(-2, -1)
+        if (layout is None or layout.rotary is None) and not self.qkv.compact:
+            # Fast path: one token-axis GEMM over the fused keys and values, before splitting heads.
+            b, _, c = x.shape
+            h = self.num_heads
+            qkv = self.qkv.qkv(x)  # (B, N, 3C)
+            q = qkv[..., :c].view(b, n, h, c // h).transpose(1, 2)
+            kv = torch.matmul(self.token_proj.to(qkv.dtype), qkv[..., c:])  # (B, k, 2C)
+            k, v = kv.view(b, self.k, 2, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+        else:  # rotary keys must be rotated per head before the projection; compact keys are x itself
+            q, k, v = self.qkv(x, layout)
+            e_t = self.token_proj.t().to(k.dtype)  # (N, k); the batched operand goes first (fvcore counts it)
+            k = torch.matmul(k.transpose(-2, -1), e_t).transpose(-2, -1)  # (B, H, k, d)
+            v = torch.matmul(v.transpose(-2, -1), e_t).transpose(-2, -1)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(merge_heads(out))
