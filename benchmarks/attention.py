@@ -415,11 +415,11 @@ CLOSERS = {
     "performer": "the same operations (two feature maps, two matmuls); forward+backward sits at 0.99-1.03, and the "
                  "forward dips do not repeat across N, so no systematic gap was found; more rounds on an idle "
                  "machine would settle it.",
-    "linformer": "vitnas projects keys and values along the token axis per head, on the permuted (non-contiguous) "
-                 "K and V: two batched matmuls over B*H plus copies; the package does one einsum on (B, N, C). "
-                 "Projecting the key/value slice of the fused qkv output, (B, N, 2C), with one matmul before "
-                 "splitting heads (possible when there is no rotary encoding) measured 1.24x faster forward at "
-                 "N=4096 (11.8 -> 9.5 ms, same outputs to 1e-7), enough to reach about 1.04x the peer.",
+    "linformer": "without rotary encoding vitnas now projects the key/value slice of the fused qkv output, "
+                 "(B, N, 2C), with one token-axis matmul before splitting heads, as the package does (the "
+                 "first run, per head on permuted K and V, measured 0.84 forward); the remaining dips below 1.0 "
+                 "are single forward+backward points at small N, within this shared machine's noise. With "
+                 "RoPE the per-head path stays (keys must be rotated per head before the projection).",
     "nystrom": "the depthwise convolution of the values (kernel 33) is 45 % of the forward time in both; the gap "
                "is layout work: about 30 copy ops from the float32 casts and the fused-QKV permute, and landmarks "
                "built by an (N x m) averaging matmul (a view-and-mean when m divides N measured 4 % faster "
