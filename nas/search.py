@@ -503,9 +503,7 @@ def _run_tuner(config: SearchConfig, space: SearchSpace, study: optuna.Study, st
         tuner.fit()
     finally:
         # Trials Ray stopped (time budget) or lost are not left RUNNING.
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            storage.set_trial_user_attr(t._trial_id, "fail_reason", "stopped: the search ended before the trial finished")
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        mark_interrupted(study, "stopped: the search ended before the trial finished")
 
 
 #: Progress handlers by key: Ray pickles its callbacks, and a handler (holding a rich console) cannot be.

@@ -211,15 +211,16 @@ def describe_arch(attrs: dict[str, Any]) -> str:
         return "?"
 
 
-def mark_interrupted(study: optuna.Study) -> list[int]:
-    """Fail every trial left RUNNING by a dead search process, with ``fail_reason = "interrupted"``.
+def mark_interrupted(study: optuna.Study, reason: str = "interrupted") -> list[int]:
+    """Fail every trial left RUNNING (by a dead search process, or cut off by a time budget), storing
+    ``reason`` as its ``fail_reason``.
 
     Call it only when no other process is running trials of this study. Returns the trial numbers.
     """
     storage = study._storage
     numbers = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted")
+        storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         numbers.append(t.number)
     return numbers
