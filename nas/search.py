@@ -36,7 +36,7 @@ from search_spaces import Architecture, SearchSpace
 from search_spaces.presets import PRESETS
 
 from .study import (
-    DEFAULT_STORAGE, OBJECTIVES, StudyError, create_or_load_study, mark_interrupted, open_storage,
+    DEFAULT_STORAGE, OBJECTIVES, StudyError, StudyLease, create_or_load_study, mark_interrupted, open_storage,
 )
 
 __all__ = ["SAMPLERS", "SearchConfig", "SearchError", "RepeatedFailure", "run_search", "make_sampler", "TrialEvent"]
@@ -401,12 +401,23 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
     storage = open_storage(config.storage)
     # Join a cluster before touching the study, so a wrong --address changes nothing stored.
     ray_started = _start_ray(config) if config.address else False
-    population = config.population_size or max(4, min(50, config.trials // 3))
     attrs = {"dataset": config.dataset, "img_size": data.img_size, "in_chans": data.in_chans,
              "num_classes": data.num_classes, "epochs": config.epochs, "train_subset": config.train_subset,
              "val_subset": config.val_subset, "batch_size": config.batch_size, "lr": config.lr}
     _check_space(storage, config.study, space)
     study = create_or_load_study(storage, config.study, attrs=attrs)
+    lease = StudyLease(study)  # refuses a study another live search drives; renewed while we run
+    try:
+        return _drive(config, space, study, storage, data, ray_started, progress)
+    finally:
+        lease.release()
+
+
+def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storage, data: Any, ray_started: bool,
+           progress: Callable[[TrialEvent], None] | None) -> optuna.Study:
+    import ray
+
+    population = config.population_size or max(4, min(50, config.trials // 3))
     if "population_size" not in study.user_attrs:  # kept for the study's life: NSGA-II's generations rely on it
         study.set_user_attr("population_size", population)
     if "data_config" not in study.user_attrs:
@@ -421,12 +432,8 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
     complete = lambda: len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))  # noqa: E731
     if complete() >= config.trials:
         if ray_started:
-            import ray
-
             ray.shutdown()
         return study
-    import ray
-
     started_ray = ray_started or _start_ray(config)
     deadline = time.monotonic() + config.timeout if config.timeout else None
     try:

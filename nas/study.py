@@ -226,6 +226,65 @@ def mark_interrupted(study: optuna.Study, reason: str = "interrupted") -> list[i
     return numbers
 
 
+class StudyLease:
+    """Marks a study as driven by this process, so a second ``vitnas search`` on it is refused instead of
+    failing the first one's running trials as "interrupted".
+
+    The lease is the study user attribute ``driver`` = {host, pid, heartbeat (Unix seconds)}, renewed
+    every ``renew`` seconds by a daemon thread and removed by :meth:`release`. A lease is free when it is
+    missing, when its process is gone (same host: the pid no longer exists, e.g. after SIGKILL), or when
+    its heartbeat is older than ``stale`` seconds (another host).
+
+    Raises:
+        StudyError: another live process holds the lease (the message says which and how to proceed).
+    """
+
+    def __init__(self, study: optuna.Study, stale: float = 120.0, renew: float = 20.0) -> None:
+        import os
+        import socket
+        import threading
+        import time
+
+        self.study, self._time = study, time.time
+        self.me = {"host": socket.gethostname(), "pid": os.getpid()}
+        held = study.user_attrs.get("driver")
+        if held and {k: held.get(k) for k in ("host", "pid")} != self.me:
+            age = time.time() - float(held.get("heartbeat", 0))
+            alive = age < stale
+            if held.get("host") == self.me["host"]:
+                try:
+                    os.kill(int(held["pid"]), 0)
+                except (OSError, ValueError, TypeError):
+                    alive = False
+            if alive:
+                raise StudyError(
+                    f"study: {study.study_name!r} is being searched by pid {held.get('pid')} on {held.get('host')} "
+                    f"(last seen {age:.0f} s ago); wait for it to finish or stop it first"
+                )
+        self._beat()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(renew,), daemon=True, name="vitnas-lease")
+        self._thread.start()
+
+    def _beat(self) -> None:
+        self.study.set_user_attr("driver", {**self.me, "heartbeat": self._time()})
+
+    def _run(self, renew: float) -> None:
+        while not self._stop.wait(renew):
+            try:
+                self._beat()
+            except Exception:  # noqa: BLE001 - a missed heartbeat only shortens the lease
+                pass
+
+    def release(self) -> None:
+        """Stop renewing and remove the lease (only if it is still ours)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        held = self.study.user_attrs.get("driver") or {}
+        if {k: held.get(k) for k in ("host", "pid")} == self.me:
+            self.study._storage.set_study_user_attr(self.study._study_id, "driver", None)
+
+
 def reference_point(params_max: float = 5e6, throughput_min: float = 0.0) -> list[float]:
     """Fixed reference point for hypervolume in its minimisation form and units:
     (-accuracy, params in millions, -throughput in thousands of images/s).

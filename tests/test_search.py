@@ -225,3 +225,22 @@ def test_export_pick(searched):
     assert both.exit_code == 2 and "exactly one of --trial N or --pick" in both.output
     bad = runner.invoke(app, ["export", "--study", "tiny", "--pick", "median", "--out", str(tmp / "z"), "--storage", storage])
     assert bad.exit_code == 2 and "pick: unknown value 'median'" in bad.output
+
+
+def test_a_study_driven_by_a_live_search_is_refused(searched):
+    import socket
+    import time as _time
+
+    tmp, storage, _ = searched
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    # Pretend this (live) test process drives the study right now.
+    study.set_user_attr("driver", {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": _time.time()})
+    try:
+        before = [(t.number, t.state, t.values) for t in study.trials]
+        proc = vitnas("search", "--study", "tiny", "--trials", "3", "--epochs", "1", "--storage", storage,
+                      "--run-dir", str(tmp / "runs"))
+        assert proc.returncode == 2
+        assert f"is being searched by pid {os.getpid()}" in proc.stderr
+        assert [(t.number, t.state, t.values) for t in optuna.load_study(study_name="tiny", storage=storage).trials] == before
+    finally:
+        study.set_user_attr("driver", None)
