@@ -164,10 +164,7 @@ def _load_imagefolder(path: str, img_size: int) -> tuple[torch.Tensor, torch.Ten
         images.append(TF.pil_to_tensor(img))
     x = torch.stack(images)
     y = torch.tensor(ds.targets).long()
-    xf = x.float() / 255
-    mean = tuple(xf.mean(dim=(0, 2, 3)).tolist())
-    std = tuple(xf.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
-    return x, y, len(ds.classes), mean, std
+    return x, y, len(ds.classes), (0.5,) * 3, (0.5,) * 3  # replaced by training-split statistics
 
 
 def load_dataset(name: str = "digits", data_dir: str | None = None, *, train_subset: int | None = None,
@@ -207,4 +204,8 @@ def load_dataset(name: str = "digits", data_dir: str | None = None, *, train_sub
         val_idx, train_idx = np.sort(perm[:cut]), np.sort(perm[cut:])
     x_train, y_train = _subset(x[train_idx], y[train_idx], train_subset, seed, "train_subset")
     x_val, y_val = _subset(x[val_idx], y[val_idx], val_subset, seed + 1, "val_subset")
+    if name.startswith("imagefolder:"):  # normalisation statistics from the training split only
+        xf = x_train.float() / 255
+        mean = tuple(xf.mean(dim=(0, 2, 3)).tolist())
+        std = tuple(xf.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
     return ImageData(name, x_train, y_train, x_val, y_val, num_classes, tuple(mean), tuple(std))
