@@ -13,7 +13,7 @@ import torch
 from timm.layers import apply_rot_embed, build_rotary_pos_embed
 from torch import nn
 
-__all__ = ["TokenLayout", "Rotary", "QKV", "split_heads", "merge_heads"]
+__all__ = ["TokenLayout", "Rotary", "QKV", "split_heads", "merge_heads", "check_num_tokens"]
 
 
 class Rotary(nn.Module):
@@ -77,6 +77,18 @@ class TokenLayout:
     @property
     def num_tokens(self) -> int:
         return self.num_prefix_tokens + self.grid[0] * self.grid[1]
+
+
+def check_num_tokens(name: str, what: str, built: int, x: torch.Tensor) -> None:
+    """For mechanisms tied to a fixed token count (Linformer, Mixer).
+
+    Raises:
+        ValueError: ``x`` (B, N, C) has N != ``built``; the message names the mechanism and ``what`` is tied.
+    """
+    n = x.shape[1]
+    if n != built:
+        raise ValueError(f"{name}: built for {built} tokens, got {n}; {what} is tied to the image size "
+                         "(and patch size) the model was built for")
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import QKV, TokenLayout, merge_heads
+from .common import QKV, TokenLayout, check_num_tokens, merge_heads
 
 __all__ = ["LinformerAttention"]
 
@@ -70,12 +70,8 @@ class LinformerAttention(nn.Module):
         return (2 if self.qkv.compact else 4) * n * c * c + 4 * n * k * c
 
     def forward(self, x: torch.Tensor, layout: TokenLayout | None = None) -> torch.Tensor:
-        n = x.shape[1]
-        if n != self.num_tokens:
-            raise ValueError(
-                f"linformer: built for {self.num_tokens} tokens, got {n}; its token projection is tied to "
-                "the image size (and patch size) the model was built for"
-            )
+        check_num_tokens("linformer", "its token projection", self.num_tokens, x)
+        n = self.num_tokens
         if (layout is None or layout.rotary is None) and not self.qkv.compact:
             # Fast path: one token-axis GEMM over the fused keys and values, before splitting heads.
             b, _, c = x.shape

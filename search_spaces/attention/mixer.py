@@ -6,7 +6,7 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
-from .common import TokenLayout
+from .common import TokenLayout, check_num_tokens
 
 __all__ = ["TokenMixingMLP"]
 
@@ -48,10 +48,5 @@ class TokenMixingMLP(nn.Module):
         return 2 * self.num_tokens * self.hidden * self.dim
 
     def forward(self, x: torch.Tensor, layout: TokenLayout | None = None) -> torch.Tensor:
-        n = x.shape[1]
-        if n != self.num_tokens:
-            raise ValueError(
-                f"mixer: built for {self.num_tokens} tokens, got {n}; the token-mixing MLP is tied to the "
-                "image size (and patch size) the model was built for"
-            )
+        check_num_tokens("mixer", "the token-mixing MLP", self.num_tokens, x)
         return self.mlp(x.transpose(1, 2)).transpose(1, 2)
