@@ -17,8 +17,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -242,9 +243,12 @@ own section below (between `<!-- name:start -->` / `<!-- name:end -->` markers):
 
 | section | command | what |
 | --- | --- | --- |
-| attention | `python -m benchmarks.attention [--device cuda]` | tokens/s and peak memory of every zoo mechanism and of its peers (timm, performer-pytorch, linformer, nystrom-attention, unfold local attention), shared-weight output checks first |
-| search | `python -m benchmarks.search [--dataset fashion_mnist]` | hypervolume after T trials for vitnas' default, NSGA-II without presets, TPE and random, over seeds |
-| overheads | `python -m benchmarks.overheads` | Ray Tune fan-out per trial against in-process trials; proxy trainer against a bare PyTorch loop |
+| attention | `python -m benchmarks.attention [--device cuda]` | tokens/s and peak memory of every zoo mechanism and of its \
+peers (timm, performer-pytorch, linformer, nystrom-attention, unfold local attention), shared-weight output checks first |
+| search | `python -m benchmarks.search [--dataset fashion_mnist]` | hypervolume after T trials for vitnas' default, \
+NSGA-II without presets, TPE and random, over seeds |
+| overheads | `python -m benchmarks.overheads` | Ray Tune fan-out per trial against in-process trials; \
+proxy trainer against a bare PyTorch loop |
 | fidelity | `python -m benchmarks.fidelity` | Kendall's tau between the proxy ranking and a 5x longer training |
 
 Peers come from the `bench` extra (`pip install -e .[bench]`; never runtime dependencies). Raw results

@@ -429,18 +429,19 @@ CLOSERS = {
 
 def report(rows, mem_rows, checks, args, device, seconds, paths, date: str | None = None) -> str:
     ns = sorted({r["n"] for r in rows})
-    suffix = device.type
     out = [f"## Attention zoo ({'GPU: ' + C.gpu_name() if device.type == 'cuda' else 'CPU'})\n",
            C.run_header("python -m benchmarks.attention" + (" --quick" if args.quick else "")
                         + ("" if device.type == "cpu" else f" --device {device.type}"), seconds, date=date),
-           f"- Setup: torch threads {torch.get_num_threads()}, embed_dim {DIM}, {HEADS} heads (d = {DIM // HEADS}), square token grid without class "
+           f"- Setup: torch threads {torch.get_num_threads()}, embed_dim {DIM}, {HEADS} heads (d = {DIM // HEADS}), "
+           "square token grid without class "
            f"token, {args.tokens} tokens per call (batch = {args.tokens} / N), {args.rounds} rounds per "
            "measurement, round-robin over all modules at one N, best (fastest) round reported — on a shared "
            "machine the least load-affected estimate; forward under `no_grad`, "
            "forward+backward = `out.sum().backward()` with the input requiring grad; throughput in tokens/s. "
            "Peak memory: tensors the pass created (activations; plus gradients for forward+backward), "
            "weights and input excluded"
-           + (" (`PeakMemoryTracker`)." if device.type == "cpu" else " (CUDA allocator peak minus what was allocated before the pass)."),
+           + (" (`PeakMemoryTracker`)." if device.type == "cpu"
+              else " (CUDA allocator peak minus what was allocated before the pass)."),
            "- Mechanism settings: mait masks 0.9 on all 4 heads (the `mait` preset), refiner expansion 3, qna "
            "window 3 (2 learned queries), performer m = floor(d ln d) = 110 features, linformer k = 64 "
            "(min(64, N)), nystrom 16 landmarks, 6 pinv iterations, conv kernel 33, mixer hidden C/2.",
@@ -481,7 +482,8 @@ def report(rows, mem_rows, checks, args, device, seconds, paths, date: str | Non
                           f"{r:.2f}x", f"{r:.2f}", C.goal(r >= 3.0) if big == 4096 else "n/a (quick run)"])
     # goal 3: QnA memory growth
     for n in sorted({r["n"] for r in mem_rows}):
-        get = lambda name, w: next(r["mem_fb"] for r in mem_rows if r["n"] == n and r["name"] == name and r["window"] == w)  # noqa: E731
+        get = lambda name, w, n=n: next(r["mem_fb"] for r in mem_rows  # noqa: E731
+                                        if r["n"] == n and r["name"] == name and r["window"] == w)
         q = get("qna", 7) / get("qna", 3)
         u = get("unfold local", 7) / get("unfold local", 3)
         goal_rows.append([f"qna peak memory (fwd+bwd) w7 / w3 <= 1.2, N={n}", f"qna {q:.2f}x, unfold {u:.2f}x",
@@ -582,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     suffix = device.type
     results = C.save_results(f"attention_{suffix}", {"machine": C.machine(), "date": C.today(), "args": vars(args),
-                                                     "seconds": seconds, "checks": checks, "rows": rows, "window_memory": mem_rows})
+                                                     "seconds": seconds, "checks": checks, "rows": rows,
+                                                     "window_memory": mem_rows})
     paths = figures(rows, mem_rows, suffix)
     print(f"results: {results}")
     for p in paths:

@@ -13,7 +13,6 @@ Kendall's tau-b. Shorter and longer budgets are measured too, to say what budget
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -85,7 +84,8 @@ def report(res: dict, args, seconds: float | None, path: Path, date: str | None 
     long = args.budgets[-1]
     tau = res["tau"].get(str(args.default), float("nan"))
     reach = [int(k) for k, v in sorted(res["tau"].items(), key=lambda kv: int(kv[0])) if int(k) < long and v >= 0.6]
-    reach_e = [int(k) for k, v in sorted(res["tau_epoch_of_long"].items(), key=lambda kv: int(kv[0])) if int(k) < long and v >= 0.6]
+    reach_e = [int(k) for k, v in sorted(res["tau_epoch_of_long"].items(), key=lambda kv: int(kv[0]))
+               if int(k) < long and v >= 0.6]
     out = ["## Proxy fidelity: short proxy ranking against 5x longer training\n",
            C.run_header("python -m benchmarks.fidelity" + (" --quick" if args.quick else ""), seconds, date=date),
            f"- Setup: {len(res['archs'])} architectures sampled at random (seed {args.seed}) from the default search "
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-subset", type=int, default=None, help="default 400 (quick 300)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-doc", action="store_true")
-    ap.add_argument("--redoc", action="store_true", help="redraw and rewrite the doc section from benchmarks/results/fidelity.json")
+    ap.add_argument("--redoc", action="store_true",
+                    help="redraw and rewrite the doc section from benchmarks/results/fidelity.json")
     args = ap.parse_args(argv)
     if args.redoc:
         import json

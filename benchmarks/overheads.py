@@ -5,7 +5,7 @@
 
 1. Ray fan-out: a real search (``nas.run_search``, random sampler, no presets, Ray already started) runs
    K trials through Ray Tune; then the very same genes run as trials in-process through the same trial
-   function (``nas.search.run_trial``: storage attributes, training, measurement, weights) with no Ray in
+   function (``nas.trial.run_trial``: training, measurement, weights; the driver stores) with no Ray in
    between. Overhead per trial = (search wall-clock - in-process wall-clock) / K; the goal compares it
    with a 30-second trial (< 5 %, i.e. < 1.5 s). Ray's own start-up (once per search) is reported apart.
 2. Proxy trainer: ``trainers.train_proxy`` (timm AdamW + cosine schedule with warm-up, label smoothing,
@@ -39,17 +39,19 @@ TRIAL_SECONDS = 30.0
 def ray_overhead(args, workdir: Path) -> dict:
     import ray
 
-    from nas.search import SearchConfig, _quiet_ray, run_search, run_trial, trial_settings
-    from trainers import load_dataset
+    from nas.ray_backend import quiet_ray
+    from nas.search import SearchConfig, run_search
     from nas.study import OBJECTIVES, create_or_load_study, open_storage
+    from nas.trial import run_trial
     from search_spaces import Architecture
+    from trainers import load_dataset
 
     storage_url = f"sqlite:///{workdir / 'overhead.db'}"
-    _quiet_ray()
+    quiet_ray()
     t0 = time.perf_counter()
     ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
     ray_start = time.perf_counter() - t0
-    _quiet_ray()
+    quiet_ray()
     cfg = SearchConfig(study="ray", trials=args.trials, epochs=args.epochs, train_subset=args.train_subset,
                        storage=storage_url, sampler="random", presets=False, seed=0, run_dir=str(workdir / "runs"))
     t0, wall0 = time.perf_counter(), time.time()
@@ -64,9 +66,8 @@ def ray_overhead(args, workdir: Path) -> dict:
     # the same genes, the same trial function, in-process
     storage = open_storage(storage_url)
     local = create_or_load_study(storage, "inprocess", sampler=None, attrs={})
-    settings = trial_settings(SearchConfig(study="inprocess", storage=storage_url, epochs=args.epochs,
-                                           train_subset=args.train_subset, run_dir=str(workdir / "runs")),
-                              local._study_id)
+    settings = SearchConfig(study="inprocess", storage=storage_url, epochs=args.epochs,
+                            train_subset=args.train_subset, run_dir=str(workdir / "runs")).worker_settings()
     data = load_dataset("digits", train_subset=args.train_subset)
     t0 = time.perf_counter()
     per_trial = []
@@ -76,8 +77,9 @@ def ray_overhead(args, workdir: Path) -> dict:
         trial = local.ask()
         trial.set_user_attr("arch", arch.to_dict())
         trial.set_user_attr("arch_key", arch.key())
-        final = run_trial({"arch": arch.to_dict(), "optuna_trial_id": trial._trial_id,
-                           "optuna_trial_number": trial.number}, settings, lambda metrics: None, data, "cpu")
+        final = run_trial({"arch": arch.to_dict(), "number": trial.number}, settings, lambda metrics: None, data, "cpu")
+        for key in ("flops", "peak_memory", "curve", "device", "train_seconds", "wall_seconds", "weights"):
+            trial.set_user_attr(key, final[key])
         local.tell(trial, [final[k] for k in OBJECTIVES])
         per_trial.append(time.perf_counter() - s0)
     local_wall = time.perf_counter() - t0
@@ -91,7 +93,8 @@ def ray_overhead(args, workdir: Path) -> dict:
     marginal = [(starts[i] - ends[i - 1]) + (ends[i] - starts[i] - inside[i]) for i in range(1, k)]
     return {"startup_s": starts[0] - wall0, "teardown_s": wall1 - ends[-1],
             "marginal_per_trial_s": sorted(marginal)[len(marginal) // 2] if marginal else float("nan"),
-            "marginal_all_s": marginal,"trials": k, "ray_start_s": ray_start, "ray_search_wall_s": ray_wall, "ray_in_trial_s": in_trial,
+            "marginal_all_s": marginal,"trials": k, "ray_start_s": ray_start, "ray_search_wall_s": ray_wall,
+            "ray_in_trial_s": in_trial,
             "inprocess_wall_s": local_wall, "inprocess_per_trial_s": per_trial,
             "overhead_per_trial_s": (ray_wall - local_wall) / k,
             "overhead_outside_trial_per_trial_s": (ray_wall - in_trial) / k,
@@ -174,7 +177,7 @@ def report(ray_res: dict, trainer: dict, args, seconds: float | None, date: str 
            "### Ray Tune fan-out per trial\n",
            f"{ray_res['trials']} trials (random sampler, no presets, digits, {args.epochs} epoch(s), train subset "
            f"{args.train_subset}) through `run_search` with Ray already started, then the same genes through the "
-           "same trial function (`nas.search.run_trial`) in-process.\n"]
+           "same trial function (`nas.trial.run_trial`) in-process.\n"]
     rows = [["Ray start-up (once per search, `ray.init`)", f"{ray_res['ray_start_s']:.1f} s", ""],
             ["search through Ray Tune, wall-clock", f"{ray_res['ray_search_wall_s']:.1f} s",
              f"{ray_res['ray_search_wall_s'] / ray_res['trials']:.2f} s per trial"],
@@ -185,7 +188,8 @@ def report(ray_res: dict, trainer: dict, args, seconds: float | None, date: str 
              f"{pct:.1f} % of a 30 s trial"],
             ["time outside the trials per trial under Ray", f"{ray_res['overhead_outside_trial_per_trial_s']:.2f} s",
              "includes sampling, storage, data loading in the worker"],
-            ["of which: start-up before the first trial (Tuner, worker, imports)", f"{ray_res['startup_s']:.1f} s", "once per search"],
+            ["of which: start-up before the first trial (Tuner, worker, imports)", f"{ray_res['startup_s']:.1f} s",
+             "once per search"],
             ["of which: after the last trial (Tuner teardown)", f"{ray_res['teardown_s']:.1f} s", "once per search"],
             ["**marginal overhead per further trial** (gap between trials + time in a trial outside its work; median)",
              f"**{ray_res['marginal_per_trial_s']:.2f} s**",
@@ -200,7 +204,7 @@ def report(ray_res: dict, trainer: dict, args, seconds: float | None, date: str 
             out.append(f"What would close it: the cost is per trial ({ray_res['marginal_per_trial_s']:.1f} s each), not "
                        "once per search. Ray Tune 2.60's `TuneConfig(reuse_actors=...)` defaults to False, so every "
                        "trial starts a fresh worker process that imports torch and timm and reloads the data (the data "
-                       "cache in `nas.search` is per process). Passing `reuse_actors=True` in `nas.search._run_tuner` "
+                       "cache in `nas.search` is per process). Passing `reuse_actors=True` in `nas.ray_backend.run_round` "
                        "was tried here by patching `TuneConfig` in a side run (same 4 trials, same machine): the "
                        "marginal overhead fell to 0.12 s per trial (0.4 % of a 30 s trial) and the search to 12.9 s "
                        "(from 29.8 s), i.e. 2.2 s per trial amortised over 4 trials, almost all of it the one worker "

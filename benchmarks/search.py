@@ -38,12 +38,12 @@ VARIANTS = {  # label -> (presets, sampler)
 def start_ray() -> None:
     import ray
 
-    from nas.search import _quiet_ray
+    from nas.ray_backend import quiet_ray
 
-    _quiet_ray()
+    quiet_ray()
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
-        _quiet_ray()
+        quiet_ray()
 
 
 def hv_curve(study, started: float) -> list[dict]:
@@ -167,8 +167,9 @@ def report(runs: list[dict], args, seconds: float, paths: list[Path], date: str 
                         "reused trials"], rows))
     best = max(VARIANTS, key=lambda v: statistics.mean(hv_at(r["curve"], args.trials) for r in runs if r["variant"] == v))
     default = statistics.mean(hv_at(r["curve"], args.trials) for r in runs if r["variant"] == list(VARIANTS)[0])
+    best_mean = statistics.mean(hv_at(r["curve"], args.trials) for r in runs if r["variant"] == best)
     out.append(f"\nBest mean hypervolume after {args.trials} trials: **{best}**; vitnas' default reaches "
-               f"{default / max(1e-12, statistics.mean(hv_at(r['curve'], args.trials) for r in runs if r['variant'] == best)):.2f}x "
+               f"{default / max(1e-12, best_mean):.2f}x "
                f"of it. `HV at {common_time:.0f} s` compares the samplers at the wall-clock of the fastest single "
                "search (per unit of compute rather than per trial).\n")
     if args.dataset == "digits":

@@ -24,10 +24,26 @@ Marks used everywhere: the Pareto front is Optuna's ``best_trials``; paper prese
 :mod:`dashboards.demo` makes a synthetic study with realistic values for trying all of this.
 """
 
-from .data import (ATTENTION_COLORS, StudyData, describe_genes, gene_features, hypervolume_series, is_violating,
-                   load_data, preset_comparison)
-from .figures import (attention_breakdown_figure, curves_figure, gene_importances, hypervolume_figure,
-                      importance_figure, parallel_coordinates_figure, pareto_2d_figures, pareto_figure)
+from .data import (
+                   ATTENTION_COLORS,
+                   StudyData,
+                   describe_genes,
+                   gene_features,
+                   hypervolume_series,
+                   is_violating,
+                   load_data,
+                   preset_comparison,
+)
+from .figures import (
+                   attention_breakdown_figure,
+                   curves_figure,
+                   gene_importances,
+                   hypervolume_figure,
+                   importance_figure,
+                   parallel_coordinates_figure,
+                   pareto_2d_figures,
+                   pareto_figure,
+)
 from .report import build_report, presets_table_html, render_report, report_figures, trials_table_html
 from .serve import make_server, serve, study_signature
 

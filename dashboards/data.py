@@ -4,18 +4,19 @@ Every figure function of :mod:`dashboards` accepts an ``optuna.Study`` or a :cla
 :func:`build_report` reads the storage once (``study.get_trials``) and hands the snapshot to every figure,
 so a report is consistent even while a search keeps writing to the storage.
 
-Objectives are vitnas' three (:data:`nas.study.OBJECTIVES`): ``accuracy`` (max, validation top-1
-fraction), ``params`` (min, trainable parameters), ``throughput`` (max, images/s).
+Objectives are vitnas' (:mod:`nas.objectives`): ``accuracy`` (max, validation top-1 fraction), ``params``
+(min, trainable parameters), ``throughput`` (max, images/s).
 
 Constraint violations: vitnas has no constraints yet. A trial counts as violating when its user
 attribute ``constraint`` is a number > 0 (the amount by which it breaks a budget, in the budget's unit),
-or when Optuna's own constraint record (system attribute ``constraints``, written by samplers given a
-``constraints_func``) has a value > 0. Failed trials have no objectives; they appear in the table (with
-their ``fail_reason``), in the counts and, where they left a partial curve, on the learning curves.
+or when one of Optuna's own constraint values (``FrozenTrial.constraints``, written by samplers given a
+``constraints_func`` or by ``Trial.set_constraint``) is > 0. Failed trials have no objectives; they appear in the
+table (with their ``fail_reason``), in the counts and, where they left a partial curve, on the learning curves.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.study import OBJECTIVES, hypervolume, reference_point
+from nas import objectives
+from nas.study import hypervolume, reference_point
+from search_spaces import registry
 from search_spaces.genes import ATTENTIONS, Architecture, GeneError
 
 __all__ = ["StudyData", "load_data", "is_violating", "describe_genes", "gene_features", "ATTENTION_COLORS",
@@ -43,10 +46,7 @@ def is_violating(trial: FrozenTrial) -> bool:
     c = trial.user_attrs.get("constraint")
     if isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0:
         return True
-    cons = trial.system_attrs.get("constraints")
-    if isinstance(cons, (list, tuple)):
-        return any(isinstance(v, (int, float)) and v > 0 for v in cons)
-    return False
+    return any(isinstance(v, (int, float)) and v > 0 for v in trial.constraints.values())
 
 
 def _arch(trial: FrozenTrial) -> Architecture | None:
@@ -72,21 +72,32 @@ def describe_genes(trial: FrozenTrial) -> str:
 def gene_features(trial: FrozenTrial) -> dict[str, Any]:
     """Genes of ``trial`` as flat scalar features (for importance and parallel coordinates).
 
-    ``mask_ratios`` becomes ``mask_ratio_mean`` (0 for every attention but mait); genes that do not apply
-    keep their neutral value (``qna_window`` and ``refiner_expansion``: ``None``). Falls back to the
-    Optuna params when the trial has no valid ``arch`` user attribute.
+    A per-head gene (MaiT's ``mask_ratios``) becomes its mean, ``<param>_mean`` (``mask_ratio_mean``;
+    0 where it does not apply); other genes that do not apply keep their neutral value (``None`` for the
+    window and expansion genes). Falls back to the Optuna params when the trial has no valid ``arch``
+    user attribute.
     """
     arch = _arch(trial)
     if arch is None:
         return {k: v for k, v in trial.params.items() if isinstance(v, (int, float, str, bool)) or v is None}
     d = arch.to_dict()
-    ratios = d.pop("mask_ratios")
-    d["mask_ratio_mean"] = round(float(np.mean(ratios)), 4) if ratios else 0.0
+    for g in registry.genes():
+        if g.per_head:
+            values = d.pop(g.name)
+            d[f"{g.param_name}_mean"] = round(float(np.mean(values)), 4) if values else 0.0
     return d
 
 
+def feature_names() -> tuple[str, ...]:
+    """The names :func:`gene_features` gives, in gene order: the macro genes, then every mechanism gene."""
+    macro = tuple(f.name for f in dataclasses.fields(Architecture) if not registry.owners(f.name))
+    extra = tuple(f"{g.param_name}_mean" if g.per_head else g.name for g in registry.genes())
+    return macro + extra
+
+
 def _finite_values(trial: FrozenTrial) -> bool:
-    return (trial.state == TrialState.COMPLETE and trial.values is not None and len(trial.values) == 3
+    return (trial.state == TrialState.COMPLETE and trial.values is not None
+            and len(trial.values) == len(objectives.spec())
             and all(isinstance(v, (int, float)) and math.isfinite(v) for v in trial.values))
 
 
@@ -98,8 +109,8 @@ class StudyData:
         study_name: the study's name.
         directions: Optuna directions of the objectives.
         trials: every trial (any state), by number.
-        complete: complete trials with three finite objective values, by number.
-        values: ``(n, 3)`` float array of (accuracy, params, throughput) of ``complete``.
+        complete: complete trials with finite values of every objective, by number.
+        values: ``(n, k)`` float array of the ``k`` objectives (accuracy, params, throughput) of ``complete``.
         numbers: ``(n,)`` int array of their trial numbers.
         attention: attention type of each complete trial (``"other"`` when unknown).
         genes: one-line genes of each complete trial.
@@ -121,7 +132,7 @@ class StudyData:
     presets: dict[int, str]
     violating: np.ndarray
     ref: list[float]
-    metric_names: list[str] = field(default_factory=lambda: list(OBJECTIVES))
+    metric_names: list[str] = field(default_factory=lambda: list(objectives.names()))
     user_attrs: dict[str, Any] = field(default_factory=dict)
     loaded_at: _dt.datetime = field(default_factory=_dt.datetime.now)
 
@@ -139,47 +150,35 @@ class StudyData:
         return out
 
 
-def _front(trials: list[FrozenTrial], directions, study: optuna.Study | None) -> list[FrozenTrial]:
-    """Optuna's ``best_trials`` computed from already-loaded trials (same function Optuna uses)."""
-    try:
-        from optuna.study._constrained_optimization import _is_constrained_optimization
-        from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
-
-        return _get_pareto_front_trials_by_trials(trials, directions,
-                                                  consider_constraint=_is_constrained_optimization(trials))
-    except (ImportError, TypeError):  # pragma: no cover - other Optuna versions
-        return study.best_trials if study is not None else []
-
-
-def load_data(study: "optuna.Study | StudyData", ref: list[float] | None = None) -> StudyData:
+def load_data(study: optuna.Study | StudyData, ref: list[float] | None = None) -> StudyData:
     """Read ``study`` once into a :class:`StudyData` (a ``StudyData`` is returned unchanged).
 
     Raises:
-        ValueError: the study does not have vitnas' three objectives.
+        ValueError: the study does not have vitnas' objectives.
     """
     if isinstance(study, StudyData):
         return study
-    if len(study.directions) != len(OBJECTIVES):
+    names = objectives.names()
+    if len(study.directions) != len(names):
         raise ValueError(f"study: {study.study_name!r} has {len(study.directions)} objectives; "
-                         f"the dashboard needs vitnas' three ({', '.join(OBJECTIVES)})")
+                         f"the dashboard needs vitnas' {len(names)} ({', '.join(names)})")
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     complete = [t for t in trials if _finite_values(t)]
-    values = np.array([t.values for t in complete], dtype=float).reshape(-1, 3)
+    values = np.array([t.values for t in complete], dtype=float).reshape(-1, len(names))
     attention, genes = [], []
     for t in complete:
         arch = t.user_attrs.get("arch")
         a = arch.get("attention") if isinstance(arch, dict) else t.params.get("attention")
         attention.append(a if a in ATTENTION_COLORS else "other")
         genes.append(describe_genes(t))
-    comp_states = [t for t in trials if t.state == TrialState.COMPLETE]
-    front = {t.number for t in _front(comp_states, study.directions, study)}
-    names = getattr(study, "metric_names", None) or list(OBJECTIVES)
+    front = {t.number for t in objectives.front_trials(trials, study.directions)}  # = study.best_trials
+    metric_names = getattr(study, "metric_names", None) or list(names)
     return StudyData(
         study_name=study.study_name, directions=list(study.directions), trials=trials, complete=complete,
         values=values, numbers=np.array([t.number for t in complete], dtype=int), attention=attention, genes=genes,
         front=front, presets={t.number: str(t.user_attrs["preset"]) for t in trials if t.user_attrs.get("preset")},
         violating=np.array([is_violating(t) for t in complete], dtype=bool), ref=list(ref or reference_point()),
-        metric_names=list(names), user_attrs=dict(study.user_attrs),
+        metric_names=list(metric_names), user_attrs=dict(study.user_attrs),
     )
 
 
@@ -188,7 +187,7 @@ def _order_key(t: FrozenTrial) -> tuple:
     return (done, t.number)
 
 
-def hypervolume_series(study: "optuna.Study | StudyData", ref: list[float] | None = None) -> dict[str, list]:
+def hypervolume_series(study: optuna.Study | StudyData, ref: list[float] | None = None) -> dict[str, list]:
     """Hypervolume of the front after each complete trial, in completion order.
 
     Returns a dict of equal-length lists: ``trial`` (number of the trial that completed), ``completed``
@@ -207,7 +206,7 @@ def hypervolume_series(study: "optuna.Study | StudyData", ref: list[float] | Non
     front: list[tuple[np.ndarray, FrozenTrial]] = []
     hv = 0.0
     for i, t in enumerate(ordered, 1):
-        p = np.array([-t.values[0], t.values[1], -t.values[2]], dtype=float)
+        p = np.array(objectives.loss_vector(t.values), dtype=float)
         if not any(np.all(q <= p) for q, _ in front):  # p is not weakly dominated: the front changes
             front = [(q, ft) for q, ft in front if not np.all(p <= q)] + [(p, t)]
             hv = max(hv, hypervolume([ft for _, ft in front], ref))
@@ -220,13 +219,13 @@ def hypervolume_series(study: "optuna.Study | StudyData", ref: list[float] | Non
     return out
 
 
-def preset_comparison(study: "optuna.Study | StudyData") -> list[dict[str, Any]]:
+def preset_comparison(study: optuna.Study | StudyData) -> list[dict[str, Any]]:
     """How the front beats each paper preset at equal or lower parameter count.
 
     For each complete trial with a ``preset`` user attribute: the front member with the highest accuracy
     among those with ``params`` <= the preset's (the preset itself when it is on the front and nothing
-    smaller beats it). Keys: ``preset``, ``trial``, ``accuracy``, ``params``, ``throughput``, ``best_trial``,
-    ``best_accuracy``, ``best_params``, ``best_throughput``, ``delta_accuracy`` (best minus preset,
+    smaller beats it). Keys: ``preset``, ``trial``, each objective (``accuracy``, ``params``, ``throughput``),
+    ``best_trial``, ``best_`` + each objective, ``delta_accuracy`` (best minus preset,
     fraction), ``speedup`` (best throughput / preset's), ``on_front``, ``label`` (short text for plots).
     Presets whose trial did not complete are listed with ``trial`` and ``state`` only.
     """
@@ -234,6 +233,8 @@ def preset_comparison(study: "optuna.Study | StudyData") -> list[dict[str, Any]]
     rows: list[dict[str, Any]] = []
     fm = data.front_mask
     front_idx = np.flatnonzero(fm)
+    names = objectives.names()
+    ka, kp, kt = names.index("accuracy"), names.index("params"), names.index("throughput")
     index = {int(n): i for i, n in enumerate(data.numbers)}
     for number, name in sorted(data.presets.items(), key=lambda kv: kv[0]):
         if number not in index:
@@ -242,11 +243,11 @@ def preset_comparison(study: "optuna.Study | StudyData") -> list[dict[str, Any]]
                          "short_label": name})
             continue
         i = index[number]
-        acc, params, thr = data.values[i]
-        cand = [j for j in front_idx if data.values[j, 1] <= params]
-        best = max(cand, key=lambda j: (data.values[j, 0], data.values[j, 2], -data.values[j, 1])) if cand else i
-        b_acc, b_params, b_thr = data.values[best]
-        delta = float(b_acc - acc)
+        own = objectives.record(data.values[i])
+        cand = [j for j in front_idx if data.values[j, kp] <= data.values[i, kp]]
+        best = max(cand, key=lambda j: (data.values[j, ka], data.values[j, kt], -data.values[j, kp])) if cand else i
+        top = objectives.record(data.values[best])
+        delta = float(top["accuracy"] - own["accuracy"])
         on_front = number in data.front
         if int(data.numbers[best]) == number or delta <= 0:
             label = f"{name}: on the front" if on_front else f"{name}: not beaten in accuracy"
@@ -255,10 +256,9 @@ def preset_comparison(study: "optuna.Study | StudyData") -> list[dict[str, Any]]
             label = f"{name}: +{100 * delta:.1f} pts (#{int(data.numbers[best])})"
             short = f"{name} +{100 * delta:.1f}"
         rows.append({
-            "preset": name, "trial": number, "state": "COMPLETE", "accuracy": float(acc), "params": int(params),
-            "throughput": float(thr), "best_trial": int(data.numbers[best]), "best_accuracy": float(b_acc),
-            "best_params": int(b_params), "best_throughput": float(b_thr), "delta_accuracy": delta,
-            "speedup": float(b_thr / thr) if thr > 0 else None, "on_front": on_front, "label": label,
-            "short_label": short,
+            "preset": name, "trial": number, "state": "COMPLETE", **own, "best_trial": int(data.numbers[best]),
+            **{f"best_{k}": v for k, v in top.items()}, "delta_accuracy": delta,
+            "speedup": top["throughput"] / own["throughput"] if own["throughput"] > 0 else None,
+            "on_front": on_front, "label": label, "short_label": short,
         })
     return rows

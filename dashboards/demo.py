@@ -15,6 +15,7 @@ plausible, not measured.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import random
 import warnings
@@ -25,33 +26,17 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from nas.study import DIRECTIONS, OBJECTIVES, open_storage
-from search_spaces.genes import (
-    ATTENTIONS, MASK_RATIO_CHOICES, QKV_ATTENTIONS, QNA_WINDOWS, REFINER_EXPANSIONS, ROPE_ATTENTIONS,
-    ROPE_ENCODINGS, Architecture, GeneError,
-)
+from search_spaces.genes import Architecture
+from search_spaces.presets import PRESETS
 from search_spaces.space import SearchSpace
 
 __all__ = ["DEMO_PRESETS", "make_demo_study"]
 
-#: The papers' designs scaled to the proxy task, as a search enqueues them first (demo copies).
-DEMO_PRESETS: dict[str, dict[str, Any]] = {
-    "deit": dict(attention="mhsa", embed_dim=64, depth=4, num_heads=4, mlp_ratio=4.0, patch_size=2),
-    "mait": dict(attention="mait", embed_dim=64, depth=4, num_heads=4, mlp_ratio=4.0, patch_size=2,
-                 mask_ratios=(0.9, 0.75, 0.5, 0.0), mask_layers="paper"),
-    "refiner": dict(attention="refiner", embed_dim=64, depth=4, num_heads=4, mlp_ratio=4.0, patch_size=2,
-                    refiner_expansion=3, stem="conv"),
-    "qna": dict(attention="qna", embed_dim=64, depth=4, num_heads=4, mlp_ratio=4.0, patch_size=2, qna_window=3,
-                pos_encoding="none"),
-    "armour": dict(attention="mhsa", embed_dim=64, depth=4, num_heads=4, mlp_ratio=4.0, patch_size=2, compact=True),
-    "vix_performer": dict(attention="performer", embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0, patch_size=2,
-                          pos_encoding="rope1d", stem="conv"),
-    "vix_linformer": dict(attention="linformer", embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0, patch_size=2,
-                          pos_encoding="rope1d", stem="conv"),
-    "vix_nystrom": dict(attention="nystrom", embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0, patch_size=2,
-                        pos_encoding="rope1d", stem="conv"),
-    "vix_fnet": dict(attention="fnet", embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0, patch_size=2, stem="conv"),
-}
+#: The presets a demo study starts with: the papers' own designs (:data:`search_spaces.presets.PRESETS`),
+#: as a search enqueues them first.
+DEMO_PRESETS: dict[str, Architecture] = PRESETS
 
+#: Made-up accuracy offsets and relative speeds per attention mechanism (0 and 1 for any other).
 _ACC_OFFSET = {"mhsa": 0.0, "mait": 0.008, "refiner": 0.010, "qna": 0.006, "performer": -0.012,
                "linformer": -0.008, "nystrom": -0.006, "fnet": -0.030, "mixer": -0.015}
 _SPEED = {"mhsa": 1.0, "mait": 0.8, "refiner": 0.55, "qna": 1.1, "performer": 0.9, "linformer": 1.2,
@@ -60,66 +45,47 @@ _FAIL_REASONS = ("RuntimeError: loss is NaN at epoch 3", "OutOfMemoryError: CUDA
                  "ValueError: linformer is tied to 16 tokens, got 4")
 
 
-def _distributions(space: SearchSpace) -> dict[str, CategoricalDistribution]:
-    d = {name: CategoricalDistribution(list(getattr(space, name)))
-         for name in ("attention", "embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "stem",
-                      "pos_encoding", "compact", "mask_layers", "qna_window", "refiner_expansion")}
-    d["pos_encoding_no_rope"] = CategoricalDistribution([p for p in space.pos_encoding if p not in ROPE_ENCODINGS])
-    for i in range(max(space.num_heads)):
-        d[f"mask_ratio_{i}"] = CategoricalDistribution(list(space.mask_ratios))
-    return d
+class _DrawTrial:
+    """Stands in for an Optuna trial in :meth:`SearchSpace.suggest`: every parameter drawn uniformly."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        return self.rng.choice(choices)
 
 
-def _random_arch(rng: random.Random, space: SearchSpace) -> Architecture:
-    while True:
-        a = rng.choice(ATTENTIONS)
-        heads = rng.choice(space.num_heads)
-        genes: dict[str, Any] = dict(
-            attention=a, embed_dim=rng.choice(space.embed_dim), depth=rng.choice(space.depth), num_heads=heads,
-            mlp_ratio=rng.choice(space.mlp_ratio), patch_size=rng.choice(space.patch_size),
-            stem=rng.choice(space.stem),
-            pos_encoding=rng.choice([p for p in space.pos_encoding if a in ROPE_ATTENTIONS or p not in ROPE_ENCODINGS]),
-        )
-        if a in QKV_ATTENTIONS:
-            genes["compact"] = rng.random() < 0.4
-        if a == "mait":
-            genes["mask_ratios"] = tuple(rng.choice(MASK_RATIO_CHOICES) for _ in range(heads))
-            genes["mask_layers"] = rng.choice(("all", "paper"))
-        if a == "qna":
-            genes["qna_window"] = rng.choice(QNA_WINDOWS)
-        if a == "refiner":
-            genes["refiner_expansion"] = rng.choice(REFINER_EXPANSIONS)
-        try:
-            return Architecture(**genes)
-        except GeneError:
-            continue
+@functools.lru_cache(maxsize=4096)
+def _attention_cost(arch: Architecture, grid: int) -> tuple[int, int]:
+    """(params, multiply-adds per image) of one attention layer of ``arch``, from the zoo itself."""
+    from search_spaces.attention import build_attention
+    from search_spaces.attention.common import TokenLayout
+
+    layout = TokenLayout(grid=(grid, grid), num_prefix_tokens=int(arch.class_token))
+    module = build_attention(arch, 0, layout)
+    return sum(p.numel() for p in module.parameters()), module.macs(layout)
 
 
 def _cost(arch: Architecture, img: int = 8, channels: int = 1, classes: int = 10) -> tuple[int, int]:
-    """(params, multiply-adds per image) of a rough ViT cost model."""
-    c, n = arch.embed_dim, (img // arch.patch_size) ** 2 + (1 if arch.class_token else 0)
-    attn = {"fnet": 0, "mixer": 2 * n * n * 2}.get(arch.attention, 4 * c * c)
-    if arch.compact:
-        attn //= 2
-    if arch.attention == "refiner":
-        attn += 2 * arch.num_heads * arch.num_heads * (arch.refiner_expansion or 1) + 9 * arch.num_heads
-    if arch.attention == "qna":
-        attn = 3 * c * c + (arch.qna_window or 3) ** 2 * arch.num_heads * 2
-    block = attn + int(2 * arch.mlp_ratio * c * c) + 4 * c
+    """(params, multiply-adds per image) of a rough ViT cost model: the attention layer's own counts
+    (:func:`_attention_cost`), the MLP, the stem and the head."""
+    c, grid = arch.embed_dim, img // arch.patch_size
+    n = grid * grid + int(arch.class_token)
+    attn_params, attn_macs = _attention_cost(arch, grid)
+    mlp = int(2 * arch.mlp_ratio * c * c)
+    block = attn_params + mlp + 4 * c
     stem = channels * arch.patch_size ** 2 * c + (3 * 9 * 16 * 16 if arch.stem != "patch" else 0)
     params = arch.depth * block + stem + (n * c if arch.pos_encoding == "learned" else 0) + c * classes + c
-    mixing = {"performer": 2 * n * c * 8, "linformer": 2 * n * 4 * c, "nystrom": 2 * n * 4 * c,
-              "fnet": int(n * c * math.log2(max(n * c, 2))), "mixer": 2 * n * n * 2 * c}.get(arch.attention, 2 * n * n * c)
-    flops = arch.depth * (n * block + mixing) + n * stem
+    flops = arch.depth * (attn_macs + n * mlp) + n * stem
     return int(params), int(flops)
 
 
 def _evaluate(arch: Architecture, rng: random.Random, epochs: int) -> dict[str, Any]:
     params, flops = _cost(arch)
-    acc = 0.925 + 0.018 * math.log(params / 60_000) + _ACC_OFFSET[arch.attention]
+    acc = 0.925 + 0.018 * math.log(params / 60_000) + _ACC_OFFSET.get(arch.attention, 0.0)
     acc += 0.006 * (arch.stem != "patch") - 0.004 * (arch.pos_encoding == "none") - 0.01 * (arch.patch_size == 4)
     acc = min(0.992, max(0.55, acc + rng.gauss(0.0, 0.012)))
-    throughput = 3.0e9 / (flops + 2e5) * _SPEED[arch.attention] * rng.uniform(0.85, 1.15)
+    throughput = 3.0e9 / (flops + 2e5) * _SPEED.get(arch.attention, 1.0) * rng.uniform(0.85, 1.15)
     k = rng.uniform(0.5, 1.1)
     curve = []
     for e in range(1, epochs + 1):
@@ -159,7 +125,7 @@ def make_demo_study(storage: str | optuna.storages.BaseStorage, name: str = "dem
         storage = open_storage(storage)
     rng = random.Random(seed)
     space = SearchSpace()
-    dists = _distributions(space)
+    dists = {name: CategoricalDistribution(choices) for name, choices in space.param_choices().items()}
     try:
         study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
     except optuna.exceptions.DuplicatedStudyError:
@@ -177,10 +143,9 @@ def make_demo_study(storage: str | optuna.storages.BaseStorage, name: str = "dem
     for i in range(n_trials):
         preset = None
         if i < len(preset_items):
-            preset, genes = preset_items[i]
-            arch = Architecture.from_dict(genes)
+            preset, arch = preset_items[i]
         else:
-            arch = _random_arch(rng, space)
+            arch = space.suggest(_DrawTrial(rng))
         params = space.to_params(arch)
         result = _evaluate(arch, rng, epochs)
         wall = 8.0 + result["flops"] / 4e5 * rng.uniform(0.7, 1.3)

@@ -18,14 +18,25 @@ from __future__ import annotations
 import math
 import random
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import optuna
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .data import ATTENTION_COLORS, StudyData, gene_features, hypervolume_series, load_data, preset_comparison
+from nas import objectives
+
+from .data import (
+    ATTENTION_COLORS,
+    StudyData,
+    feature_names,
+    gene_features,
+    hypervolume_series,
+    load_data,
+    preset_comparison,
+)
 
 __all__ = ["pareto_figure", "pareto_2d_figures", "hypervolume_figure", "parallel_coordinates_figure",
            "importance_figure", "gene_importances", "curves_figure", "attention_breakdown_figure"]
@@ -34,7 +45,8 @@ GL_THRESHOLD = 1500
 FADED = "rgba(150,150,150,0.35)"
 PRESET_COLOR = "#111111"
 VIOLATION_COLOR = "#e0002a"
-AXIS_TITLES = {"accuracy": "accuracy (val top-1)", "params": "params", "throughput": "throughput (img/s)"}
+#: Colour of each objective's panel, by position in :data:`nas.objectives.OBJECTIVES_SPEC`.
+OBJECTIVE_COLORS = ("#2a7ab0", "#c0392b", "#27ae60", "#8e44ad", "#d35400", "#16a085")
 _FONT = dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif", size=12)
 
 
@@ -58,12 +70,22 @@ def _hover(data: StudyData, idx: np.ndarray) -> list[str]:
     return out
 
 
-_TEMPLATE_3D = ("%{text}<br>accuracy %{x:.4f} · params %{y:,.0f} · %{z:,.0f} img/s<extra></extra>")
+def _hover_values(*axes: tuple[str, objectives.Objective]) -> str:
+    """``accuracy %{x:.4f} · params %{y:,.0f} · throughput %{z:,.0f} img/s`` for plotly hover templates."""
+    return " · ".join(f"{o.name} %{{{axis}:{o.web_fmt or o.fmt}}}" + (f" {o.unit}" if o.unit else "")
+                      for axis, o in axes)
 
 
-def _template_2d(xname: str, yname: str) -> str:
-    fmt = {"accuracy": ":.4f", "params": ":,.0f", "throughput": ":,.0f"}
-    return f"%{{text}}<br>{xname} %{{x{fmt[xname]}}} · {yname} %{{y{fmt[yname]}}}<extra></extra>"
+def _template(*axes: tuple[str, objectives.Objective], head: str = "%{text}") -> str:
+    return f"{head}<br>{_hover_values(*axes)}<extra></extra>"
+
+
+def _axis(o: objectives.Objective, values: np.ndarray, title: str | None = None) -> dict[str, Any]:
+    """Plotly axis settings of objective ``o``: title, and a log axis with 1-2-5 ticks where ``o`` is log."""
+    axis: dict[str, Any] = {"title": title or o.label}
+    if o.scale == "log":
+        axis.update(type="log", **log_ticks(values))
+    return axis
 
 
 def _groups(data: StudyData) -> tuple[np.ndarray, np.ndarray]:
@@ -121,8 +143,9 @@ def _label_offsets(x: np.ndarray, y: np.ndarray, sel: np.ndarray, xlog: bool, yl
 
 
 # ---------------------------------------------------------------------------- Pareto front, 3-D
-def pareto_figure(study: "optuna.Study | StudyData") -> go.Figure:
-    """The Pareto front in 3-D: accuracy x params x throughput (params and throughput on log axes).
+def pareto_figure(study: optuna.Study | StudyData) -> go.Figure:
+    """The Pareto front in 3-D: the first three objectives, accuracy x params x throughput (params and
+    throughput on log axes, as :mod:`nas.objectives` says).
 
     Front members coloured by attention type, dominated trials faded, violating trials crossed, presets
     labelled with how much the best front member at equal or lower params beats them.
@@ -131,13 +154,15 @@ def pareto_figure(study: "optuna.Study | StudyData") -> go.Figure:
     fig = go.Figure()
     front, dominated = _groups(data)
     v = data.values.astype(np.float32)  # float32 halves the embedded arrays; exact for params < 16.7M
+    ox, oy, oz = objectives.spec()[:3]
+    template = _template(("x", ox), ("y", oy), ("z", oz))
 
     def add(idx: np.ndarray, name: str, role: str, marker: dict, **kw: Any) -> None:
         if len(idx) == 0 and role not in ("front", "dominated"):
             return
         fig.add_trace(go.Scatter3d(
             x=v[idx, 0], y=v[idx, 1], z=v[idx, 2], mode=kw.pop("mode", "markers"), name=name, marker=marker,
-            text=kw.pop("text", _hover(data, idx)), hovertemplate=_TEMPLATE_3D, customdata=data.numbers[idx],
+            text=kw.pop("text", _hover(data, idx)), hovertemplate=template, customdata=data.numbers[idx],
             meta={"role": role}, **kw))
 
     add(dominated, f"dominated ({len(dominated)})", "dominated", dict(size=2.5, color=FADED))
@@ -158,19 +183,22 @@ def pareto_figure(study: "optuna.Study | StudyData") -> go.Figure:
             textfont=dict(size=10, color=PRESET_COLOR),
             text=[presets[int(data.numbers[i])]["short_label"] for i in pidx])
         fig.data[-1].update(hovertext=_hover(data, pidx))
-        fig.data[-1].update(hovertemplate="%{hovertext}<br>%{text}<br>accuracy %{x:.4f} · params %{y:,.0f} · "
-                                          "%{z:,.0f} img/s<extra></extra>")
+        fig.data[-1].update(hovertemplate=_template(("x", ox), ("y", oy), ("z", oz), head="%{hovertext}<br>%{text}"))
     _layout(fig, f"Pareto front in 3-D — {len(front)} of {len(v)} complete trials", 880,
             legend=dict(orientation="h", y=0, x=0, itemsizing="constant", font=dict(size=10)),
-            scene=dict(xaxis_title="accuracy", yaxis=dict(title="params", type="log", **log_ticks(v[:, 1])),
-                       zaxis=dict(title="throughput (img/s)", type="log", **log_ticks(v[:, 2])),
+            scene=dict(xaxis=_axis(ox, v[:, 0]), yaxis=_axis(oy, v[:, 1]), zaxis=_axis(oz, v[:, 2]),
                        camera=dict(eye=dict(x=1.6, y=-1.6, z=0.9))),
             margin=dict(l=0, r=0, t=60, b=0))
     return fig
 
 
 # ---------------------------------------------------------------------------- Pareto front, 2-D
-_PAIRS = (("params", "accuracy"), ("throughput", "accuracy"), ("params", "throughput"))
+def pairs() -> list[tuple[str, str]]:
+    """The (x, y) objective pairs of :func:`pareto_2d_figures`: every other objective against the first
+    (accuracy), then the others against each other: ``(params, accuracy), (throughput, accuracy),
+    (params, throughput)``."""
+    first, *rest = objectives.names()
+    return [(o, first) for o in rest] + [(a, b) for i, a in enumerate(rest) for b in rest[i + 1:]]
 
 
 def _front_2d(x: np.ndarray, y: np.ndarray, x_max: bool, y_max: bool) -> np.ndarray:
@@ -188,40 +216,43 @@ def _front_2d(x: np.ndarray, y: np.ndarray, x_max: bool, y_max: bool) -> np.ndar
     return np.array(sorted(keep, key=lambda i: x[i]), dtype=int)
 
 
-def pareto_2d_figures(study: "optuna.Study | StudyData", gl_threshold: int = GL_THRESHOLD) -> go.Figure:
-    """The three 2-D projections of the front: accuracy vs params, accuracy vs throughput, throughput vs params.
+def pareto_2d_figures(study: optuna.Study | StudyData, gl_threshold: int = GL_THRESHOLD) -> go.Figure:
+    """The 2-D projections of the front (:func:`pairs`): accuracy vs params, accuracy vs throughput,
+    throughput vs params.
 
-    One figure with three panels (log axes for params and throughput). Front members of the 3-D front are
+    One figure with one panel per pair (log axes for params and throughput). Front members of the 3-D front are
     coloured by attention type, dominated trials faded; a dotted staircase joins the front members that
     are also non-dominated in that pair; presets are labelled in every panel.
     """
     data = load_data(study)
-    col = {name: k for k, name in enumerate(("accuracy", "params", "throughput"))}
-    maximize = {"accuracy": True, "params": False, "throughput": True}
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07,
-                        subplot_titles=[f"{y} vs {x}" for x, y in _PAIRS])
+    spec = {o.name: o for o in objectives.spec()}
+    col = {name: k for k, name in enumerate(spec)}
+    panels = pairs()
+    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.07,
+                        subplot_titles=[f"{y} vs {x}" for x, y in panels])
     front, dominated = _groups(data)
     v = data.values.astype(np.float32)
     Scatter = go.Scattergl if len(v) > gl_threshold else go.Scatter
     presets = _preset_rows(data)
     index = {int(n): i for i, n in enumerate(data.numbers)}
     hover_all = np.array(_hover(data, np.arange(len(v))), dtype=object)
-    for k, (xn, yn) in enumerate(_PAIRS, 1):
+    for k, (xn, yn) in enumerate(panels, 1):
         x, y = v[:, col[xn]], v[:, col[yn]]
-        tmpl = _template_2d(xn, yn)
+        ox, oy = spec[xn], spec[yn]
+        tmpl = _template(("x", ox), ("y", oy))
         first = k == 1
 
-        def add(idx, name, role, marker, legendgroup, showlegend=first, **kw):
+        def add(idx, name, role, marker, legendgroup, showlegend=first, x=x, y=y, tmpl=tmpl, pair=(xn, yn), k=k, **kw):
             fig.add_trace(Scatter(x=x[idx], y=y[idx], mode=kw.pop("mode", "markers"), name=name, marker=marker,
                                   text=kw.pop("text", hover_all[idx].tolist()), hovertemplate=kw.pop("hovertemplate", tmpl),
-                                  customdata=data.numbers[idx], meta={"role": role, "pair": [xn, yn]},
+                                  customdata=data.numbers[idx], meta={"role": role, "pair": list(pair)},
                                   legendgroup=legendgroup, showlegend=showlegend, **kw), row=1, col=k)
 
         add(dominated, f"dominated ({len(dominated)})", "dominated", dict(size=4, color=FADED), "dominated")
-        stair = front[_front_2d(x[front], y[front], maximize[xn], maximize[yn])] if len(front) else front
+        stair = front[_front_2d(x[front], y[front], ox.maximize, oy.maximize)] if len(front) else front
         if len(stair) > 1:
             fig.add_trace(go.Scatter(x=x[stair], y=y[stair], mode="lines", line=dict(color="#444", width=1, dash="dot",
-                                     shape="hv" if maximize[yn] != maximize[xn] else "vh"),
+                                     shape="hv" if oy.maximize != ox.maximize else "vh"),
                                      hoverinfo="skip", name="2-D trade-off", legendgroup="stair", showlegend=first,
                                      meta={"role": "staircase", "pair": [xn, yn]}), row=1, col=k)
         for a in ATTENTION_COLORS:
@@ -237,30 +268,28 @@ def pareto_2d_figures(study: "optuna.Study | StudyData", gl_threshold: int = GL_
         if len(pidx):
             add(pidx, "paper presets", "preset", dict(size=10, symbol="diamond-open", line=dict(width=2),
                                                         color=PRESET_COLOR), "preset")
-            offsets = _label_offsets(x, y, pidx, xn != "accuracy", yn != "accuracy")
+            xlog, ylog = ox.scale == "log", oy.scale == "log"
+            offsets = _label_offsets(x, y, pidx, xlog, ylog)
             for (ax, ay, anchor), i in zip(offsets, pidx):
                 row = presets[int(data.numbers[i])]
                 xv, yv = x[i], y[i]
                 fig.add_annotation(
-                    x=math.log10(xv) if xn != "accuracy" else xv, y=math.log10(yv) if yn != "accuracy" else yv,
+                    x=math.log10(xv) if xlog else xv, y=math.log10(yv) if ylog else yv,
                     text=row["label"], showarrow=True, arrowhead=0, arrowwidth=0.7, arrowcolor="#777", ax=ax, ay=ay,
                     font=dict(size=9.5, color=PRESET_COLOR), bgcolor="rgba(255,255,255,0.8)", xanchor=anchor,
                     row=1, col=k)
-        for axis, name, vals in ((fig.update_xaxes, xn, x), (fig.update_yaxes, yn, y)):
-            if name == "accuracy":
-                axis(title_text=AXIS_TITLES[name], row=1, col=k)
-            else:
-                axis(title_text=AXIS_TITLES[name], type="log", row=1, col=k, **log_ticks(vals))
+        fig.update_xaxes(_axis(ox, x, ox.title), row=1, col=k)
+        fig.update_yaxes(_axis(oy, y, oy.title), row=1, col=k)
     _layout(fig, f"Pareto front, pairwise — {len(front)} front members (strong), {len(dominated)} dominated (faded)",
             560, legend=dict(orientation="h", y=-0.16, x=0, itemsizing="constant"), margin=dict(l=60, r=20, t=80, b=90))
     return fig
 
 
 # ---------------------------------------------------------------------------- hypervolume
-def hypervolume_figure(study: "optuna.Study | StudyData", ref: list[float] | None = None) -> go.Figure:
+def hypervolume_figure(study: optuna.Study | StudyData, ref: list[float] | None = None) -> go.Figure:
     """Hypervolume of the front as trials complete (left) and over wall-clock hours (right).
 
-    Values from :func:`dashboards.data.hypervolume_series` (Optuna's hypervolume via
+    Values from :func:`dashboards.data.hypervolume_series` (the exact hypervolume of
     :func:`nas.study.hypervolume`, reference point accuracy 0, 5M params, 0 img/s by default).
     """
     data = load_data(study)
@@ -289,14 +318,12 @@ def hypervolume_figure(study: "optuna.Study | StudyData", ref: list[float] | Non
     _layout(fig, f"Hypervolume of the front — now {final:.4g} after {len(s['completed'])} complete trials", 400,
             showlegend=False, margin=dict(l=60, r=30, t=95, b=50))
     fig.update_layout(title_subtitle=dict(text=f"reference point {[round(x, 6) for x in r]} "
-                                               "(minimisation form, units of nas.study.hypervolume)",
+                                               f"(minimisation form, in {objectives.hv_units()})",
                                           font=dict(size=11, color="#667")))
     return fig
 
 
 # ---------------------------------------------------------------------------- parallel coordinates
-_PARCOORD_GENES = ("attention", "embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "pos_encoding",
-                   "stem", "compact", "mask_ratio_mean", "qna_window", "refiner_expansion")
 
 
 def _encode(values: list[Any]) -> tuple[np.ndarray, list[float], list[str]]:
@@ -308,8 +335,9 @@ def _encode(values: list[Any]) -> tuple[np.ndarray, list[float], list[str]]:
     return np.array([pos[u] for u in values], dtype=np.float32), list(pos.values()), labels
 
 
-def parallel_coordinates_figure(study: "optuna.Study | StudyData") -> go.Figure:
-    """Parallel coordinates from genes to objectives, one line per complete trial, coloured by accuracy.
+def parallel_coordinates_figure(study: optuna.Study | StudyData) -> go.Figure:
+    """Parallel coordinates from genes to objectives, one line per complete trial, coloured by the first
+    objective (accuracy).
 
     Gene axes are categorical (one tick per value seen; ``–`` where a gene does not apply); objective
     axes are numeric (params in thousands). Drag along an axis to filter.
@@ -317,7 +345,7 @@ def parallel_coordinates_figure(study: "optuna.Study | StudyData") -> go.Figure:
     data = load_data(study)
     feats = [gene_features(t) for t in data.complete]
     dims = []
-    names = [g for g in _PARCOORD_GENES if any(g in f for f in feats)]
+    names = [g for g in feature_names() if any(g in f for f in feats)]
     for g in names:
         vals = [f.get(g) for f in feats]
         if len(set(vals)) < 2:
@@ -328,11 +356,10 @@ def parallel_coordinates_figure(study: "optuna.Study | StudyData") -> go.Figure:
         enc, tickvals, ticktext = _encode(vals)
         dims.append(dict(label=g, values=enc, tickvals=tickvals, ticktext=ticktext))
     v = data.values.astype(np.float32)
-    dims += [dict(label="accuracy", values=v[:, 0]), dict(label="params (k)", values=v[:, 1] / 1e3),
-             dict(label="throughput (img/s)", values=v[:, 2])]
+    dims += [dict(label=o.short_label, values=v[:, k] / o.short_scale) for k, o in enumerate(objectives.spec())]
     fig = go.Figure(go.Parcoords(
         dimensions=dims, line=dict(color=v[:, 0], colorscale="Viridis", showscale=True,
-                                   colorbar=dict(title="accuracy", thickness=12)),
+                                   colorbar=dict(title=objectives.primary().name, thickness=12)),
         meta={"role": "parcoords"}, labelangle=-20, labelfont=dict(size=11), tickfont=dict(size=9)))
     _layout(fig, f"Genes → objectives — {len(v)} complete trials (drag on an axis to filter)", 520,
             margin=dict(l=70, r=130, t=110, b=40))
@@ -340,13 +367,14 @@ def parallel_coordinates_figure(study: "optuna.Study | StudyData") -> go.Figure:
 
 
 # ---------------------------------------------------------------------------- importance
-def gene_importances(study: "optuna.Study | StudyData", max_trials: int = 400, seed: int = 0,
+def gene_importances(study: optuna.Study | StudyData, max_trials: int = 400, seed: int = 0,
                      evaluator: optuna.importance.BaseImportanceEvaluator | None = None) -> dict[str, dict[str, float]]:
     """Importance of each gene for each objective, by Optuna's importance evaluators.
 
     The genes of at most ``max_trials`` complete trials (a seeded random sample; every front member is
-    kept while it fits) become the parameters of three in-memory single-objective studies (accuracy,
-    log10 params, log10 throughput; lower is better for each, as PED-ANOVA assumes), on which
+    kept while it fits) become the parameters of one in-memory single-objective study per objective
+    (minus :meth:`nas.objectives.Objective.score`: accuracy, log10 params, log10 throughput; lower is
+    better for each, as PED-ANOVA assumes), on which
     ``optuna.importance.get_param_importances`` runs with ``evaluator`` (default Optuna's,
     PED-ANOVA). Returns ``{objective: {gene: importance}}``, importances normalised to sum 1; empty when
     fewer than 3 complete trials.
@@ -369,8 +397,7 @@ def gene_importances(study: "optuna.Study | StudyData", max_trials: int = 400, s
         choices[g] = sorted(vals, key=lambda u: (u is None, str(type(u)), u if u is not None else 0))
     dists = {g: optuna.distributions.CategoricalDistribution(choices[g]) for g in genes}
     targets: dict[str, Callable[[np.ndarray], float]] = {
-        "accuracy": lambda r: -float(r[0]), "params": lambda r: math.log10(max(r[1], 1.0)),
-        "throughput": lambda r: -math.log10(max(r[2], 1e-9)),
+        o.name: (lambda r, k=k, o=o: -o.score(float(r[k]))) for k, o in enumerate(objectives.spec())
     }
     out: dict[str, dict[str, float]] = {}
     with warnings.catch_warnings():
@@ -384,22 +411,23 @@ def gene_importances(study: "optuna.Study | StudyData", max_trials: int = 400, s
     return out
 
 
-def importance_figure(study: "optuna.Study | StudyData", max_trials: int = 400, seed: int = 0,
+def importance_figure(study: optuna.Study | StudyData, max_trials: int = 400, seed: int = 0,
                       evaluator: optuna.importance.BaseImportanceEvaluator | None = None) -> go.Figure:
     """Which genes matter for each objective: one bar panel per objective (see :func:`gene_importances`)."""
     data = load_data(study)
     imp = gene_importances(data, max_trials=max_trials, seed=seed, evaluator=evaluator)
-    fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.03,
-                        subplot_titles=["accuracy", "params", "throughput"])
+    names = objectives.names()
+    fig = make_subplots(rows=1, cols=len(names), shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=list(names))
     if not imp:
         fig.add_annotation(text="fewer than 3 complete trials: no importances yet", showarrow=False,
                            xref="paper", yref="paper", x=0.5, y=0.5)
         return _layout(fig, "Gene importance per objective", 300)
     genes = sorted(next(iter(imp.values())), key=lambda g: sum(imp[o][g] for o in imp))
-    colors = {"accuracy": "#2a7ab0", "params": "#c0392b", "throughput": "#27ae60"}
-    for k, obj in enumerate(("accuracy", "params", "throughput"), 1):
+    for k, obj in enumerate(names, 1):
         vals = [imp[obj][g] for g in genes]
-        fig.add_trace(go.Bar(x=vals, y=genes, orientation="h", marker_color=colors[obj], name=obj,
+        color = OBJECTIVE_COLORS[(k - 1) % len(OBJECTIVE_COLORS)]
+        fig.add_trace(go.Bar(x=vals, y=genes, orientation="h", marker_color=color, name=obj,
                              text=[f"{v:.2f}" for v in vals], textposition="outside", cliponaxis=False,
                              hovertemplate=f"{obj}: %{{y}} %{{x:.3f}}<extra></extra>", meta={"role": "importance",
                              "objective": obj}), row=1, col=k)
@@ -422,7 +450,7 @@ def _curve(t: optuna.trial.FrozenTrial) -> list[tuple[float, float]]:
     return pts
 
 
-def curves_figure(study: "optuna.Study | StudyData", max_trials: int | None = None, seed: int = 0,
+def curves_figure(study: optuna.Study | StudyData, max_trials: int | None = None, seed: int = 0,
                   gl_threshold: int = GL_THRESHOLD) -> go.Figure:
     """Validation accuracy against epoch for every trial (its ``curve`` user attribute).
 
@@ -495,20 +523,20 @@ def curves_figure(study: "optuna.Study | StudyData", max_trials: int | None = No
 
 
 # ---------------------------------------------------------------------------- breakdown by attention type
-def attention_breakdown_figure(study: "optuna.Study | StudyData") -> go.Figure:
-    """Objectives by attention type: box plots of accuracy, params and throughput per mechanism.
+def attention_breakdown_figure(study: optuna.Study | StudyData) -> go.Figure:
+    """Objectives by attention type: box plots of each objective (accuracy, params, throughput) per mechanism.
 
     The x labels give the number of complete trials and of front members of each type; each type's
     front members are overlaid as dots.
     """
     data = load_data(study)
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.06,
-                        subplot_titles=["accuracy", "params", "throughput (img/s)"])
+    spec = objectives.spec()
+    fig = make_subplots(rows=1, cols=len(spec), horizontal_spacing=0.06, subplot_titles=[o.label for o in spec])
     types = [a for a in ATTENTION_COLORS if a in set(data.attention)]
     att = np.array(data.attention, dtype=object)
     fm = data.front_mask
     labels = {a: f"{a} ({int((att == a).sum())}·{int((fm & (att == a)).sum())}★)" for a in types}
-    for k in range(3):
+    for k in range(len(spec)):
         for a in types:
             sel = att == a
             fig.add_trace(go.Box(y=data.values[sel, k], name=labels[a],
@@ -521,8 +549,9 @@ def attention_breakdown_figure(study: "optuna.Study | StudyData") -> go.Figure:
                                          text=[f"trial {int(n)}" for n in data.numbers[fsel]], showlegend=False,
                                          hovertemplate="%{text} (front): %{y:,.4g}<extra></extra>",
                                          meta={"role": "front_points", "attention": a}), row=1, col=k + 1)
-    fig.update_yaxes(type="log", row=1, col=2, **log_ticks(data.values[:, 1]))
-    fig.update_yaxes(type="log", row=1, col=3, **log_ticks(data.values[:, 2]))
+    for k, o in enumerate(spec):
+        if o.scale == "log":
+            fig.update_yaxes(type="log", row=1, col=k + 1, **log_ticks(data.values[:, k]))
     fig.update_xaxes(tickfont=dict(size=10), tickangle=-40)
     _layout(fig, "Objectives by attention type — boxes: all complete trials; dots: front members; "
                  "after each name: (trials · front members★)", 500, showlegend=False)

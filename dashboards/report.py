@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,19 @@ import optuna
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from nas import objectives
 from nas.study import hypervolume
+
 from .data import StudyData, load_data, preset_comparison
-from .figures import (attention_breakdown_figure, curves_figure, hypervolume_figure, importance_figure,
-                      parallel_coordinates_figure, pareto_2d_figures, pareto_figure)
+from .figures import (
+    attention_breakdown_figure,
+    curves_figure,
+    hypervolume_figure,
+    importance_figure,
+    parallel_coordinates_figure,
+    pareto_2d_figures,
+    pareto_figure,
+)
 
 __all__ = ["build_report", "render_report", "trials_table_html", "presets_table_html", "report_figures"]
 
@@ -37,9 +45,11 @@ _PLOT_CONFIG = {"displaylogo": False, "responsive": True,
 _ERROR_HOOK = """<script>
 (function(){var d=document.documentElement, errs=[];
 function rec(m){errs.push(String(m).slice(0,300)); d.setAttribute('data-js-errors', errs.join(' | '));}
-window.addEventListener('error', function(e){rec('error: '+(e.message||e.type)+(e.filename?' @'+e.filename+':'+e.lineno:''));});
+window.addEventListener('error', function(e){rec('error: '+(e.message||e.type)+\
+(e.filename?' @'+e.filename+':'+e.lineno:''));});
 window.addEventListener('unhandledrejection', function(e){rec('unhandled rejection: '+(e.reason&&e.reason.message||e.reason));});
-var ce=console.error; console.error=function(){rec('console.error: '+Array.prototype.join.call(arguments,' ')); return ce.apply(console, arguments);};
+var ce=console.error; console.error=function(){rec('console.error: '+Array.prototype.join.call(arguments,' ')); \
+return ce.apply(console, arguments);};
 d.setAttribute('data-js-errors','');})();
 </script>"""
 
@@ -68,7 +78,8 @@ _TABLE_JS = """<script>
     th.classList.add(s>0?'asc':'desc'); }); });
   var box=document.getElementById('trial-filter');
   if(box) box.addEventListener('input', function(){ var q=box.value.toLowerCase();
-    Array.prototype.forEach.call(body.rows, function(r){ r.style.display = (!q || r.textContent.toLowerCase().indexOf(q)>=0) ? '' : 'none'; }); });
+    Array.prototype.forEach.call(body.rows, function(r){ \
+r.style.display = (!q || r.textContent.toLowerCase().indexOf(q)>=0) ? '' : 'none'; }); });
 })();
 </script>"""
 
@@ -82,7 +93,8 @@ main{max-width:1500px;margin:0 auto;padding:16px 24px 40px}
 .card .v{font-size:20px;font-weight:600} .card .k{font-size:11px;color:#667;text-transform:uppercase;letter-spacing:.04em}
 section{background:#fff;border-radius:8px;box-shadow:0 1px 2px rgba(0,0,0,.08);margin:16px 0;padding:8px 12px 12px}
 section h2{font-size:15px;margin:8px 6px 2px} section p.how{font-size:12.5px;color:#556;margin:2px 6px 6px}
-.row{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:16px} @media(max-width:1100px){.row{grid-template-columns:1fr}}
+.row{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:16px} \
+@media(max-width:1100px){.row{grid-template-columns:1fr}}
 table{border-collapse:collapse;font-size:12px;width:100%}
 th,td{padding:4px 8px;border-bottom:1px solid #e6e8ec;text-align:left;white-space:nowrap}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -109,26 +121,27 @@ def _fmt(v: Any, spec: str = "") -> str:
         return html.escape(str(v))
 
 
-def trials_table_html(study: "optuna.Study | StudyData", max_rows: int | None = None) -> str:
+def trials_table_html(study: optuna.Study | StudyData, max_rows: int | None = None) -> str:
     """An HTML fragment: a sortable (click a header), filterable table of every trial.
 
-    Columns: trial, state, preset, front, accuracy, params, throughput, FLOPs, peak memory, wall seconds,
-    constraint, genes, failure reason. Rows of front members, failed, running and violating trials are
+    Columns: trial, state, preset, front, each objective (accuracy, params, throughput), FLOPs, peak memory,
+    wall seconds, constraint, genes, failure reason. Rows of front members, failed, running and violating trials are
     styled apart (classes ``front``, ``fail``, ``running``, ``violating``). ``max_rows`` keeps the newest
     rows only (default: all).
     """
     from .data import describe_genes, is_violating
 
     data = load_data(study)
+    spec = objectives.spec()
     trials = data.trials if max_rows is None else data.trials[-max_rows:]
-    cols = [("trial", True), ("state", False), ("preset", False), ("front", False), ("accuracy", True),
-            ("params", True), ("throughput img/s", True), ("FLOPs", True), ("peak memory MB", True),
-            ("wall s", True), ("constraint", True), ("genes", False), ("failure reason", False)]
+    cols = [("trial", True), ("state", False), ("preset", False), ("front", False), *((o.header, True) for o in spec),
+            ("FLOPs", True), ("peak memory MB", True), ("wall s", True), ("constraint", True), ("genes", False),
+            ("failure reason", False)]
     head = "".join(f'<th class="num">{c}</th>' if num else f"<th>{c}</th>" for c, num in cols)
     rows = []
     for t in trials:
         a = t.user_attrs
-        vals = t.values if (t.values and len(t.values) == 3) else [None, None, None]
+        vals = t.values if (t.values and len(t.values) == len(spec)) else [None] * len(spec)
         on_front = t.number in data.front
         viol = is_violating(t)
         cls = [c for c, ok in (("front", on_front), ("fail", t.state.name == "FAIL"),
@@ -140,9 +153,8 @@ def trials_table_html(study: "optuna.Study | StudyData", max_rows: int | None = 
             f'<td><span class="badge {t.state.name}">{t.state.name.lower()}</span></td>',
             f"<td>{html.escape(str(a.get('preset') or ''))}</td>",
             f"<td>{'★' if on_front else ''}</td>",
-            f'<td class="num">{_fmt(vals[0], ".4f")}</td>',
-            f'<td class="num" data-s="{_fmt(vals[1], ".0f")}">{_fmt(vals[1], ",.0f")}</td>',
-            f'<td class="num" data-s="{_fmt(vals[2], ".1f")}">{_fmt(vals[2], ",.0f")}</td>',
+            *(f'<td class="num" data-s="{_fmt(v)}">{o.format(v, "web", missing="")}</td>'
+              for o, v in zip(spec, vals, strict=True)),
             f'<td class="num" data-s="{_fmt(a.get("flops"), "")}">{_fmt(a.get("flops"), ",")}</td>',
             f'<td class="num">{_fmt(peak / 2**20 if isinstance(peak, (int, float)) else None, ".1f")}</td>',
             f'<td class="num">{_fmt(a.get("wall_seconds"), ".1f")}</td>',
@@ -156,34 +168,39 @@ def trials_table_html(study: "optuna.Study | StudyData", max_rows: int | None = 
             + "\n".join(rows) + "</tbody></table></div>" + _TABLE_JS)
 
 
-def presets_table_html(study: "optuna.Study | StudyData") -> str:
+def presets_table_html(study: optuna.Study | StudyData) -> str:
     """An HTML table: each paper preset against the best front member at equal or lower params."""
     rows = preset_comparison(study)
     if not rows:
         return "<p class='how'>No paper presets in this study (a search enqueues them unless --no-presets).</p>"
-    out = ["<table><thead><tr><th>preset</th><th class='num'>trial</th><th class='num'>accuracy</th>"
-           "<th class='num'>params</th><th class='num'>img/s</th><th class='num'>best front trial at ≤ params</th>"
-           "<th class='num'>its accuracy</th><th class='num'>its params</th><th class='num'>its img/s</th>"
-           "<th class='num'>accuracy gain</th><th class='num'>speed-up</th></tr></thead><tbody>"]
+    spec = objectives.spec()
+
+    def heads(prefix: str = "") -> str:  # a column per objective, headed by its unit where it has one
+        return "".join(f"<th class='num'>{prefix}{o.unit or o.name}</th>" for o in spec)
+
+    def cells(r: dict[str, Any], prefix: str = "") -> str:
+        return "".join(f"<td class='num'>{o.format(r[prefix + o.name], 'web')}</td>" for o in spec)
+
+    out = ["<table><thead><tr><th>preset</th><th class='num'>trial</th>" + heads()
+           + "<th class='num'>best front trial at ≤ params</th>" + heads("its ")
+           + "<th class='num'>accuracy gain</th><th class='num'>speed-up</th></tr></thead><tbody>"]
     for r in rows:
         if "accuracy" not in r:
             out.append(f"<tr><td>{html.escape(r['preset'])}</td><td class='num'>{r['trial']}</td>"
-                       f"<td colspan='9'>{r['state'].lower()}: no objectives</td></tr>")
+                       f"<td colspan='{2 * len(spec) + 3}'>{r['state'].lower()}: no objectives</td></tr>")
             continue
         gain = 100 * r["delta_accuracy"]
         cls = "pos" if gain > 0 else ""
         out.append(
             f"<tr><td><b>{html.escape(r['preset'])}</b>{' (on the front)' if r['on_front'] else ''}</td>"
-            f"<td class='num'>{r['trial']}</td><td class='num'>{r['accuracy']:.4f}</td><td class='num'>{r['params']:,}</td>"
-            f"<td class='num'>{r['throughput']:,.0f}</td><td class='num'>{r['best_trial']}</td>"
-            f"<td class='num'>{r['best_accuracy']:.4f}</td><td class='num'>{r['best_params']:,}</td>"
-            f"<td class='num'>{r['best_throughput']:,.0f}</td><td class='num {cls}'>{gain:+.2f} pts</td>"
+            f"<td class='num'>{r['trial']}</td>{cells(r)}<td class='num'>{r['best_trial']}</td>{cells(r, 'best_')}"
+            f"<td class='num {cls}'>{gain:+.2f} pts</td>"
             f"<td class='num'>{'' if r['speedup'] is None else format(r['speedup'], '.2f') + '×'}</td></tr>")
     out.append("</tbody></table>")
     return "".join(out)
 
 
-def report_figures(study: "optuna.Study | StudyData", *, importance_trials: int = 400,
+def report_figures(study: optuna.Study | StudyData, *, importance_trials: int = 400,
                    curve_trials: int | None = None) -> dict[str, go.Figure]:
     """Every figure of the report, by section key, from one snapshot of the study."""
     data = load_data(study)
@@ -223,7 +240,7 @@ def _fig_div(fig: go.Figure, div_id: str) -> str:
                        default_width="100%")
 
 
-def render_report(study: "optuna.Study | StudyData", *, plotlyjs: str = "inline", refresh: float | None = None,
+def render_report(study: optuna.Study | StudyData, *, plotlyjs: str = "inline", refresh: float | None = None,
                   state_url: str | None = None, state: str | None = None, source: str | None = None, importance_trials: int = 400,
                   curve_trials: int | None = None) -> str:
     """The report page as a string.
@@ -239,10 +256,12 @@ def render_report(study: "optuna.Study | StudyData", *, plotlyjs: str = "inline"
     counts = data.counts()
     front_trials = [t for t in data.complete if t.number in data.front]
     hv = hypervolume(front_trials, data.ref)
-    best_acc = max((t.values[0] for t in data.complete), default=None)
+    first = objectives.primary()
+    best = max((first.sign * t.values[0] for t in data.complete), default=None)
     cards = [("trials", counts["total"]), ("complete", counts.get("complete", 0)), ("failed", counts.get("fail", 0)),
              ("running", counts.get("running", 0)), ("front members", len(data.front)),
-             ("hypervolume", f"{hv:.4g}"), ("best accuracy", "-" if best_acc is None else f"{best_acc:.4f}"),
+             ("hypervolume", f"{hv:.4g}"),
+             (f"best {first.name}", first.format(None if best is None else first.sign * best)),
              ("violating", int(data.violating.sum()))]
     if counts.get("pruned"):
         cards.insert(4, ("pruned", counts["pruned"]))
@@ -272,7 +291,8 @@ def render_report(study: "optuna.Study | StudyData", *, plotlyjs: str = "inline"
         ms = int(max(refresh, 0.5) * 1000)
         if state_url:
             live = (f"<script>(function(){{var sig=document.documentElement.getAttribute('data-state');"
-                    f"setInterval(function(){{fetch('{html.escape(state_url)}',{{cache:'no-store'}}).then(function(r){{return r.text();}})"
+                    f"setInterval(function(){{fetch('{html.escape(state_url)}',{{cache:'no-store'}})"
+                    f".then(function(r){{return r.text();}})"
                     f".then(function(s){{if(s && s!==sig) location.reload();}}).catch(function(){{}});}}, {ms});}})();</script>")
         else:
             live = f'<meta http-equiv="refresh" content="{max(1, round(refresh))}">'
@@ -288,11 +308,11 @@ def render_report(study: "optuna.Study | StudyData", *, plotlyjs: str = "inline"
             f"{_ERROR_HOOK}<style>{_CSS}</style>{js}</head><body><header><h1>{title}</h1>"
             f"<div class='sub'>{sub}</div></header><main><div class='cards'>{cards_html}</div>"
             + "\n".join(sections) +
-            "</main><footer>objectives: accuracy (max), params (min), throughput (max) · "
+            "</main><footer>objectives: " + ", ".join(f"{o.name} ({o.mode})" for o in objectives.spec()) + " · "
             "front = Optuna best_trials · made by vitnas dashboards</footer>" + _READY + live + "</body></html>")
 
 
-def build_report(study: "optuna.Study | StudyData", out_path: str | Path, **kwargs: Any) -> Path:
+def build_report(study: optuna.Study | StudyData, out_path: str | Path, **kwargs: Any) -> Path:
     """Write the self-contained HTML report of ``study`` to ``out_path`` (parents created); returns the path.
 
     Keyword arguments go to :func:`render_report` (``importance_trials``, ``curve_trials``, ``source``).

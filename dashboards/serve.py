@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import optuna
 from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 
 from nas.study import load_study
+
 from .report import render_report
 
 __all__ = ["DashboardServer", "make_server", "serve", "study_signature"]

@@ -3,7 +3,14 @@
 from .export import ExportError, export_trial
 from .search import SAMPLERS, SearchConfig, SearchError, TrialEvent, run_search
 from .study import (
-    DEFAULT_STORAGE, OBJECTIVES, StudyError, front_records, hypervolume, load_study, pareto_front, trial_record,
+    DEFAULT_STORAGE,
+    OBJECTIVES,
+    StudyError,
+    front_records,
+    hypervolume,
+    load_study,
+    pareto_front,
+    trial_record,
 )
 
 __all__ = [

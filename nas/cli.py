@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .study import DEFAULT_STORAGE
+from .study import DEFAULT_STORAGE, OBJECTIVES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="vitnas: multi-objective architecture search for efficient vision transformers.")
 console = Console()
 err_console = Console(stderr=True)
+
+# Options several commands share.
+StudyName = Annotated[str, typer.Option(help="Study name.")]
+StorageURL = Annotated[str, typer.Option(help="SQLAlchemy URL of the Optuna storage.")]
+JSONFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
 
 def _fail(message: str) -> None:
@@ -45,16 +54,18 @@ def _fmt_int(v: Any) -> str:
 
 
 def _front_table(records: list[dict[str, Any]], title: str) -> Table:
+    from . import objectives
     from .study import describe_arch
 
+    spec = objectives.spec()
     table = Table(title=title, title_justify="left")
-    for name, justify in (("trial", "right"), ("preset / note", "left"), ("accuracy", "right"), ("params", "right"),
-                          ("throughput img/s", "right"), ("FLOPs", "right"), ("genes", "left")):
+    for name, justify in (("trial", "right"), ("preset / note", "left"), *((o.header, "right") for o in spec),
+                          ("FLOPs", "right"), ("genes", "left")):
         table.add_column(name, justify=justify)
     for r in records:
         note = r.get("preset") or (f"= trial {r['reused_from']}" if r.get("reused_from") is not None else "")
-        table.add_row(str(r["trial"]), note, f"{r['accuracy']:.4f}", _fmt_int(r["params"]),
-                      f"{r['throughput']:.0f}", _fmt_int(r.get("flops")), describe_arch({"arch": r.get("arch")}))
+        table.add_row(str(r["trial"]), note, *(o.format(r.get(o.name)) for o in spec), _fmt_int(r.get("flops")),
+                      describe_arch({"arch": r.get("arch")}))
     return table
 
 
@@ -64,26 +75,27 @@ def search(
     trials: int = typer.Option(12, help="Target number of complete trials in the study."),
     epochs: int = typer.Option(6, help="Proxy-training epochs per trial."),
     dataset: str = typer.Option("digits", help="digits, mnist, fashion_mnist, cifar10, cifar100 or imagefolder:PATH."),
-    data_dir: Optional[str] = typer.Option(None, help="Folder of the torchvision data sets."),
+    data_dir: str | None = typer.Option(None, help="Folder of the torchvision data sets."),
     download: bool = typer.Option(False, help="Let torchvision download a missing data set."),
-    train_subset: Optional[int] = typer.Option(None, help="Training images used by the proxy (default: all)."),
-    val_subset: Optional[int] = typer.Option(None, help="Validation images used by the proxy (default: all)."),
-    storage: str = typer.Option(DEFAULT_STORAGE, help="SQLAlchemy URL of the Optuna storage."),
+    train_subset: int | None = typer.Option(None, help="Training images used by the proxy (default: all)."),
+    val_subset: int | None = typer.Option(None, help="Validation images used by the proxy (default: all)."),
+    storage: StorageURL = DEFAULT_STORAGE,
     sampler: str = typer.Option("nsga2", help="nsga2, tpe or random."),
-    population_size: Optional[int] = typer.Option(None, help="NSGA-II population (default: sized to --trials)."),
+    population_size: int | None = typer.Option(None, help="NSGA-II population (default: sized to --trials)."),
     seed: int = typer.Option(0, help="Seed of the sampler and of every trial."),
-    config: Optional[str] = typer.Option(None, help="YAML or TOML file narrowing the gene domains."),
+    config: str | None = typer.Option(None, help="YAML or TOML file narrowing the gene domains."),
     presets: bool = typer.Option(True, help="Enqueue the paper presets as the first trials."),
     cpus_per_trial: float = typer.Option(1.0, help="CPUs per trial (Ray resources)."),
     gpus_per_trial: float = typer.Option(0.0, help="GPUs per trial; fractions share a GPU."),
     max_concurrent: int = typer.Option(0, help="Trials at once (0: one per GPU share, or 1 on CPU)."),
-    address: Optional[str] = typer.Option(None, help="Join a Ray cluster ('auto' or host:port)."),
+    address: str | None = typer.Option(None, help="Join a Ray cluster ('auto' or host:port)."),
     run_dir: str = typer.Option("runs", help="Folder for weights and Ray results."),
-    timeout: Optional[float] = typer.Option(None, help="Wall-clock budget in seconds."),
+    timeout: float | None = typer.Option(None, help="Wall-clock budget in seconds."),
 ) -> None:
     """Run (or continue) a multi-objective search and print the Pareto front."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from . import objectives
     from .search import SearchConfig, TrialEvent, run_search
     from .study import display_url, front_records, load_study
 
@@ -121,9 +133,8 @@ def search(
         elif ev.kind == "complete":
             m = ev.metrics
             reused = f" (reused trial {m['reused_from']})" if m.get("reused_from") is not None else ""
-            progress.console.print(
-                f"  [green]trial {ev.number:>3}[/] acc {m['accuracy']:.4f}  params {_fmt_int(m['params']):>9}  "
-                f"{m['throughput']:>8.0f} img/s  {ev.arch}{reused}", highlight=False)
+            measured = "  ".join(o.brief(m.get(o.name)) for o in objectives.spec())
+            progress.console.print(f"  [green]trial {ev.number:>3}[/] {measured}  {ev.arch}{reused}", highlight=False)
             progress.update(task, completed=done_count())
         elif ev.kind == "stopped":
             progress.console.print(f"  [yellow]trial {ev.number:>3} stopped[/] by the time budget  {ev.arch}",
@@ -148,48 +159,41 @@ def search(
 
 
 @app.command()
-def pareto(
-    study: str = typer.Option(..., help="Study name."),
-    storage: str = typer.Option(DEFAULT_STORAGE, help="SQLAlchemy URL of the Optuna storage."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
-) -> None:
-    """Print the Pareto front of a study (accuracy, params, throughput)."""
+def pareto(study: StudyName, storage: StorageURL = DEFAULT_STORAGE, as_json: JSONFlag = False) -> None:
+    """Print the Pareto front of a study (accuracy, params, throughput: see nas.objectives)."""
     from .study import front_records, load_study
 
-    st, records = _guard(lambda: (lambda s: (s, front_records(s)))(load_study(storage, study)))
+    st = _guard(load_study, storage, study)
+    records = _guard(front_records, st)
     if as_json:
-        sys.stdout.write(json.dumps(records, indent=2) + "\n")
-        return
-    console.print(_front_table(records, f"Pareto front of {study} ({len(records)} of {len(st.get_trials(deepcopy=False))} trials)"))
+        return _print_json(records)
+    console.print(_front_table(records,
+                               f"Pareto front of {study} ({len(records)} of {len(st.get_trials(deepcopy=False))} trials)"))
 
 
 @app.command()
 def export(
-    study: str = typer.Option(..., help="Study name."),
-    trial: Optional[int] = typer.Option(None, help="Trial number to export."),
-    pick: Optional[str] = typer.Option(None, help="Pick from the front instead: knee, accuracy, params or throughput."),
+    study: StudyName,
+    trial: int | None = typer.Option(None, help="Trial number to export."),
+    pick: str | None = typer.Option(None, help="Pick from the front instead: knee or an objective ("
+                                                  + ", ".join(OBJECTIVES) + ")."),
     out: str = typer.Option(..., help="New folder for the timm model."),
-    storage: str = typer.Option(DEFAULT_STORAGE, help="SQLAlchemy URL of the Optuna storage."),
+    storage: StorageURL = DEFAULT_STORAGE,
 ) -> None:
     """Export a trained trial as a timm model folder (timm.create_model('local-dir:OUT'))."""
+    from . import objectives
     from .export import export_trial
-    from .study import knee_trial, load_study, pareto_front
+    from .study import load_study, pick_trial
 
+    picks = ("knee", *objectives.names())
     if (trial is None) == (pick is None):
-        _fail("trial: give exactly one of --trial N or --pick knee|accuracy|params|throughput")
+        _fail(f"trial: give exactly one of --trial N or --pick {'|'.join(picks)}")
     if pick is not None:
-        picks = {"knee": knee_trial,
-                 "accuracy": lambda s: max(pareto_front(s), key=lambda t: (t.values[0], -t.number)),
-                 "params": lambda s: min(pareto_front(s), key=lambda t: (t.values[1], t.number)),
-                 "throughput": lambda s: max(pareto_front(s), key=lambda t: (t.values[2], -t.number))}
         if pick not in picks:
             _fail(f"pick: unknown value {pick!r}; allowed: {', '.join(picks)}")
 
         def choose() -> int:
-            st = load_study(storage, study)
-            if not pareto_front(st):
-                raise ValueError(f"pick: study {study!r} has no complete trial yet")
-            return picks[pick](st).number
+            return pick_trial(load_study(storage, study), pick).number
 
         trial = _guard(choose)
         console.print(f"picked trial {trial} ({pick})", highlight=False)
@@ -199,23 +203,19 @@ def export(
 
 
 @app.command()
-def status(
-    study: str = typer.Option(..., help="Study name."),
-    storage: str = typer.Option(DEFAULT_STORAGE, help="SQLAlchemy URL of the Optuna storage."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
+def status(study: StudyName, storage: StorageURL = DEFAULT_STORAGE, as_json: JSONFlag = False) -> None:
     """Show complete, running, failed and queued trials, the front size and the hypervolume."""
+    from . import objectives
     from .study import load_study, study_status
 
-    info = _guard(lambda: study_status(load_study(storage, study)))
+    info = _guard(study_status, _guard(load_study, storage, study))
     if as_json:
-        sys.stdout.write(json.dumps(info, indent=2) + "\n")
-        return
+        return _print_json(info)
     table = Table(title=f"Study {study} ({info['dataset']})", title_justify="left", show_header=False)
     for key in ("complete", "running", "failed", "queued", "pruned", "front_size"):
         table.add_row(key.replace("_", " "), str(info[key]))
-    table.add_row("hypervolume", f"{info['hypervolume']:.4g} accuracy x M params x k img/s (reference: "
-                                 f"accuracy 0, {info['reference_point'][1]:g} M params, 0 img/s)")
+    table.add_row("hypervolume", f"{info['hypervolume']:.4g} {objectives.hv_units()} (reference: "
+                                 f"{objectives.describe_reference(info['reference_point'])})")
     for reason, n in sorted(info["fail_reasons"].items(), key=lambda kv: -kv[1]):
         table.add_row("failed because", f"{n} x {reason}")
     console.print(table)
@@ -223,41 +223,41 @@ def status(
 
 @app.command()
 def space(
-    config: Optional[str] = typer.Option(None, help="YAML or TOML file narrowing the gene domains."),
-    as_json: bool = typer.Option(False, "--json", help="Print the domains as JSON."),
+    config: str | None = typer.Option(None, help="YAML or TOML file narrowing the gene domains."),
+    as_json: JSONFlag = False,
 ) -> None:
     """Print the genes, their domains and the rules that tie them to attention types."""
-    from search_spaces import SearchSpace
-    from search_spaces.genes import RULES, applicable_genes
+    from search_spaces import SearchSpace, registry
+    from search_spaces.genes import applicable_genes, rules
 
     sp = _guard(SearchSpace.from_file, config) if config else SearchSpace()
     if as_json:
-        sys.stdout.write(json.dumps({"domains": sp.to_dict(), "rules": dict(RULES), "size": sp.size()}, indent=2) + "\n")
-        return
+        return _print_json({"domains": sp.to_dict(), "rules": dict(rules()), "size": sp.size()})
     table = Table(title=f"Genes ({sp.size():,} architectures)", title_justify="left")
     table.add_column("gene")
     table.add_column("domain")
     table.add_column("applies to")
-    specific = {g: [a for a in sp.attention if g in applicable_genes(a)]
-                for g in ("compact", "mask_ratios", "mask_layers", "qna_window", "refiner_expansion")}
+    attention_genes = {g.name: g for g in registry.genes()}  # the others apply to every attention
     for name, values in sp.to_dict().items():
-        where = ", ".join(specific[name]) if name in specific else "all"
-        if name == "mask_ratios":
-            where += " (one ratio per head)"
+        where = "all"
+        if name in attention_genes:
+            where = ", ".join(a for a in sp.attention if name in applicable_genes(a))
+            if where and attention_genes[name].per_head:
+                where += f" (one {attention_genes[name].item} per head)"
         table.add_row(name, ", ".join(json.dumps(v) for v in values), where or "-")
     console.print(table)
-    rules = Table(title="Rules", title_justify="left")
-    rules.add_column("gene")
-    rules.add_column("rule")
-    for gene, rule in RULES:
-        rules.add_row(gene, rule)
-    console.print(rules)
+    rule_table = Table(title="Rules", title_justify="left")
+    rule_table.add_column("gene")
+    rule_table.add_column("rule")
+    for gene, rule in rules():
+        rule_table.add_row(gene, rule)
+    console.print(rule_table)
 
 
 @app.command()
 def dashboard(
-    study: str = typer.Option(..., help="Study name."),
-    storage: str = typer.Option(DEFAULT_STORAGE, help="SQLAlchemy URL of the Optuna storage."),
+    study: StudyName,
+    storage: StorageURL = DEFAULT_STORAGE,
     out: str = typer.Option("report.html", help="HTML file to write (self-contained, opens offline)."),
     serve: bool = typer.Option(False, "--serve", help="Serve a live view that redraws as trials finish."),
     host: str = typer.Option("127.0.0.1", help="Address to bind with --serve."),

@@ -19,7 +19,8 @@ import torch
 
 from search_spaces import Architecture, build_model
 
-from .study import OBJECTIVES, get_trial, load_study, pareto_front
+from . import objectives
+from .study import get_trial, load_study, pareto_front
 
 __all__ = ["ExportError", "export_trial", "load_trial_model"]
 
@@ -55,16 +56,24 @@ def load_trial_model(storage_url: str, study_name: str, number: int) -> tuple[to
     return model, info
 
 
+def _card_label(o: objectives.Objective, attrs: dict[str, Any]) -> str:
+    """``accuracy (validation top-1)``; a measured rate also names the device: ``throughput (img/s, cpu)``."""
+    what = [o.note or o.unit] + ([str(attrs.get("device", "?"))] if o.per_device else [])
+    what = [w for w in what if w]
+    return f"{o.name} ({', '.join(what)})" if what else o.name
+
+
 def _model_card(info: dict[str, Any]) -> str:
     trial = info["trial"]
     arch: Architecture = info["arch"]
-    values = dict(zip(OBJECTIVES, trial.values))
     front = [t.number for t in pareto_front(info["study"])]
     on_front = "on the Pareto front" if trial.number in front else "not on the Pareto front"
     genes = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in arch.to_dict().items())
     attrs = trial.user_attrs
     curve = ", ".join(f"{c['val_accuracy']:.3f}" for c in attrs.get("curve", []))
     preset = f" (paper preset `{attrs['preset']}`)" if attrs.get("preset") else ""
+    measured = "\n".join(f"| {_card_label(o, attrs)} | {o.format(v, 'card')} |"
+                         for o, v in zip(objectives.spec(), trial.values, strict=True))
     return f"""---
 library_name: timm
 tags: [image-classification, timm, vitnas, nas_vit]
@@ -92,9 +101,7 @@ model = timm.create_model("local-dir:PATH_TO_THIS_FOLDER")
 
 | objective | value |
 |---|---|
-| accuracy (validation top-1) | {values['accuracy']:.4f} |
-| params | {int(values['params']):,} |
-| throughput (img/s, {attrs.get('device', '?')}) | {values['throughput']:.1f} |
+{measured}
 | FLOPs (multiply-adds per image) | {attrs.get('flops', 0):,} |
 | peak memory (bytes, inference batch 64) | {attrs.get('peak_memory', 0):,} |
 

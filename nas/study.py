@@ -1,9 +1,9 @@
 """The Optuna study: the single source of truth of a search.
 
-Objectives (in this order): ``accuracy`` (maximise, validation top-1 fraction), ``params`` (minimise,
-trainable parameters), ``throughput`` (maximise, inference images/s). Metric names are set on the study
-so ``optuna-dashboard`` and ``optuna.visualization`` read it too. Everything else a trial produces is a
-user attribute of its Optuna trial (see :data:`TRIAL_ATTRS`).
+Objectives (in this order, described in :mod:`nas.objectives`): ``accuracy`` (maximise, validation top-1
+fraction), ``params`` (minimise, trainable parameters), ``throughput`` (maximise, inference images/s).
+Metric names are set on the study so ``optuna-dashboard`` and ``optuna.visualization`` read it too.
+Everything else a trial produces is a user attribute of its Optuna trial (see :data:`TRIAL_ATTRS`).
 """
 
 from __future__ import annotations
@@ -18,16 +18,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search_spaces import Architecture
 
+from . import objectives
+
 __all__ = [
     "OBJECTIVES", "DIRECTIONS", "DEFAULT_STORAGE", "StudyError", "open_storage", "create_or_load_study",
     "load_study", "get_trial", "pareto_front", "front_records", "trial_record", "mark_interrupted",
-    "hypervolume", "reference_point",
+    "hypervolume", "reference_point", "knee_trial", "pick_trial",
 ]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-OBJECTIVES: tuple[str, ...] = ("accuracy", "params", "throughput")
-DIRECTIONS: tuple[str, ...] = ("maximize", "minimize", "maximize")
+#: Metric names and Optuna directions, as loaded from :data:`nas.objectives.OBJECTIVES_SPEC` (kept for
+#: importers; the functions here read :mod:`nas.objectives` when they are called).
+OBJECTIVES: tuple[str, ...] = objectives.names()
+DIRECTIONS: tuple[str, ...] = objectives.direction_names()
 DEFAULT_STORAGE = "sqlite:///runs/vitnas.db"
 
 #: User attributes of a trial: arch (genes dict), arch_key, preset, flops, peak_memory, curve (per-epoch
@@ -81,7 +85,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 def create_or_load_study(storage: optuna.storages.BaseStorage, name: str,
                          sampler: optuna.samplers.BaseSampler | None = None,
                          attrs: dict[str, Any] | None = None) -> optuna.Study:
-    """Create the study ``name`` with the three objectives, or load it if it exists.
+    """Create the study ``name`` with vitnas' objectives (:mod:`nas.objectives`), or load it if it exists.
 
     ``attrs`` (data set, image size, ...) are stored as study user attributes on creation; when the study
     exists, each given attribute that the study already holds must match.
@@ -92,7 +96,7 @@ def create_or_load_study(storage: optuna.storages.BaseStorage, name: str,
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
     if name in existing:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-        if len(study.directions) != 3 or [d.name.lower() for d in study.directions] != list(DIRECTIONS):
+        if list(study.directions) != objectives.directions():
             raise StudyError(f"study: {name!r} exists with other objectives; choose another --study")
         for key, value in (attrs or {}).items():
             stored = study.user_attrs.get(key)
@@ -101,10 +105,10 @@ def create_or_load_study(storage: optuna.storages.BaseStorage, name: str,
                     f"study: {name!r} was created with {key}={stored!r}, not {value!r}; use the same settings or another --study"
                 )
         return study
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=list(DIRECTIONS))
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=objectives.directions())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(OBJECTIVES))
+        study.set_metric_names(list(objectives.names()))
     for key, value in (attrs or {}).items():
         study.set_user_attr(key, value)
     return study
@@ -155,14 +159,11 @@ def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
     """One JSON-able record of a trial: number, state, objectives, FLOPs, genes and its other attributes."""
-    values = trial.values or [None, None, None]
     attrs = trial.user_attrs
     return {
         "trial": trial.number,
         "state": trial.state.name,
-        "accuracy": values[0],
-        "params": int(values[1]) if values[1] is not None else None,
-        "throughput": values[2],
+        **objectives.record(trial.values),
         "flops": attrs.get("flops"),
         "peak_memory": attrs.get("peak_memory"),
         "preset": attrs.get("preset"),
@@ -177,9 +178,10 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
 def knee_trial(study: optuna.Study) -> FrozenTrial:
     """The front member closest to the ideal point: the usual "knee" pick of a Pareto front.
 
-    Each objective is scaled to [0, 1] over the front in its better direction (params and throughput
-    on a log scale, as they span orders of magnitude); the knee is the member with the smallest
-    Euclidean distance to (1, 1, 1). Ties go to the lower trial number.
+    Each objective is scaled to [0, 1] over the front in its better direction (on a log scale where
+    :mod:`nas.objectives` says so: params and throughput span orders of magnitude); the knee is the
+    member with the smallest Euclidean distance to (1, ..., 1) (:func:`nas.objectives.knee_distances`).
+    Ties go to the lower trial number.
 
     Raises:
         StudyError: the study has no complete trial.
@@ -187,19 +189,38 @@ def knee_trial(study: optuna.Study) -> FrozenTrial:
     front = pareto_front(study)
     if not front:
         raise StudyError(f"trial: study {study.study_name!r} has no complete trial to pick from")
-    cols = [[t.values[0] for t in front], [-math.log10(max(t.values[1], 1.0)) for t in front],
-            [math.log10(max(t.values[2], 1e-9)) for t in front]]
-    scaled = []
-    for col in cols:
-        lo, hi = min(col), max(col)
-        scaled.append([(v - lo) / (hi - lo) if hi > lo else 1.0 for v in col])
-    dist = [math.dist((1.0, 1.0, 1.0), (a, p, r)) for a, p, r in zip(*scaled)]
+    return _knee(front)
+
+
+def _knee(front: list[FrozenTrial]) -> FrozenTrial:
+    dist = objectives.knee_distances([t.values for t in front])
     return front[min(range(len(front)), key=lambda i: (dist[i], front[i].number))]
 
 
+def pick_trial(study: optuna.Study, pick: str) -> FrozenTrial:
+    """A Pareto-front member: ``"knee"`` (:func:`knee_trial`) or the best in one objective, by name
+    (``"accuracy"``, ``"params"``, ...). Ties go to the lower trial number.
+
+    Raises:
+        ValueError: ``pick`` is neither ``knee`` nor an objective.
+        StudyError: the study has no complete trial.
+    """
+    allowed = ("knee", *objectives.names())
+    if pick not in allowed:
+        raise ValueError(f"pick: unknown value {pick!r}; allowed: {', '.join(allowed)}")
+    front = pareto_front(study)
+    if not front:
+        raise StudyError(f"pick: study {study.study_name!r} has no complete trial yet")
+    if pick == "knee":
+        return _knee(front)
+    k, o = objectives.names().index(pick), objectives.get(pick)
+    return max(front, key=lambda t: (o.sign * t.values[k], -t.number))
+
+
 def front_records(study: optuna.Study) -> list[dict[str, Any]]:
-    """:func:`trial_record` of every Pareto-front member, sorted by accuracy (best first)."""
-    return sorted((trial_record(t) for t in pareto_front(study)), key=lambda r: -r["accuracy"])
+    """:func:`trial_record` of every Pareto-front member, sorted by the first objective (accuracy), best first."""
+    first = objectives.primary()
+    return sorted((trial_record(t) for t in pareto_front(study)), key=lambda r: -first.sign * r[first.name])
 
 
 def describe_arch(attrs: dict[str, Any]) -> str:
@@ -211,17 +232,26 @@ def describe_arch(attrs: dict[str, Any]) -> str:
         return "?"
 
 
-def mark_interrupted(study: optuna.Study, reason: str = "interrupted") -> list[int]:
-    """Fail every trial left RUNNING (by a dead search process, or cut off by a time budget), storing
-    ``reason`` as its ``fail_reason``.
+def mark_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage,
+                     reason: str = "interrupted") -> list[int]:
+    """Fail every trial of ``study`` left RUNNING by a dead search process, storing ``reason`` as its
+    ``fail_reason``. ``storage`` is the storage the study was opened on (:func:`open_storage`).
 
-    Call it only when no other process is running trials of this study. Returns the trial numbers.
+    Call it only when no other process is running trials of this study (the driver holds the
+    :class:`StudyLease`). Returns the trial numbers.
     """
-    storage = study._storage
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return []
+    # No Optuna trial object exists in this process for a trial another process left RUNNING, so the
+    # storage's public API sets its reason and state (``Study.tell`` could fail it, but the reason cannot
+    # be attached to a finished trial).
+    study_id = storage.get_study_id_from_name(study.study_name)
     numbers = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    for t in running:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
         numbers.append(t.number)
     return numbers
 
@@ -282,35 +312,32 @@ class StudyLease:
         self._thread.join(timeout=5)
         held = self.study.user_attrs.get("driver") or {}
         if {k: held.get(k) for k in ("host", "pid")} == self.me:
-            self.study._storage.set_study_user_attr(self.study._study_id, "driver", None)
+            self.study.set_user_attr("driver", None)
 
 
-def reference_point(params_max: float = 5e6, throughput_min: float = 0.0) -> list[float]:
-    """Fixed reference point for hypervolume in its minimisation form and units:
-    (-accuracy, params in millions, -throughput in thousands of images/s).
+def reference_point(params_max: float = 5e6, throughput_min: float = 0.0, **worst: float) -> list[float]:
+    """Fixed reference point for hypervolume in its minimisation form and units
+    (:func:`nas.objectives.reference_point`): (-accuracy, params in millions, -throughput in thousands of
+    images/s). ``worst`` gives the reference value of any other objective by name, in its own unit.
 
     Defaults: accuracy 0, 5 M parameters, 0 images/s.
     """
-    return [0.0, float(params_max) / 1e6, -float(throughput_min) / 1e3]
+    return objectives.reference_point(params=params_max, throughput=throughput_min, **worst)
 
 
 def hypervolume(trials: list[FrozenTrial], ref: list[float] | None = None) -> float:
-    """Hypervolume dominated by the complete ``trials`` w.r.t. ``ref`` (Optuna's implementation).
+    """Hypervolume dominated by the complete ``trials`` w.r.t. ``ref`` (:func:`nas.objectives.hypervolume`,
+    exact).
 
-    Objectives are taken in minimisation form and readable units: (-accuracy, params / 1e6,
-    -throughput / 1e3); points that do not dominate ``ref`` add nothing. Units: accuracy x M params x
-    k img/s. With the default reference a model with accuracy 1, no parameters and 1,000 img/s scores 5.
+    Objectives are taken in minimisation form and readable units (:func:`nas.objectives.hv_vector`):
+    (-accuracy, params / 1e6, -throughput / 1e3); points that do not dominate ``ref`` add nothing. Units:
+    accuracy x M params x k img/s (:func:`nas.objectives.hv_units`). With the default reference a model
+    with accuracy 1, no parameters and 1,000 img/s scores 5.
     """
-    import numpy as np
-    from optuna._hypervolume import compute_hypervolume
-
     ref = ref or reference_point()
-    pts = [[-t.values[0], t.values[1] / 1e6, -t.values[2] / 1e3] for t in trials
+    pts = [objectives.hv_vector(t.values) for t in trials
            if t.state == TrialState.COMPLETE and t.values and all(math.isfinite(v) for v in t.values)]
-    pts = [p for p in pts if all(a < b for a, b in zip(p, ref))]
-    if not pts:
-        return 0.0
-    return float(compute_hypervolume(np.asarray(pts, dtype=float), np.asarray(ref, dtype=float)))
+    return objectives.hypervolume(pts, ref)
 
 
 def study_status(study: optuna.Study) -> dict[str, Any]:

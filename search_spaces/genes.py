@@ -4,102 +4,100 @@ The sampler produces an :class:`Architecture`, the builder consumes it, a trial 
 user attribute (``arch``), the dashboard shows it and the export writes it as timm ``model_args``. It
 round-trips through JSON unchanged (:meth:`Architecture.to_json` / :meth:`Architecture.from_json`).
 
-The rules saying which gene applies to which attention mechanism live here, in one place
-(:data:`RULES`, :func:`applicable_genes`, :meth:`Architecture.validate`); the search space, the
-builder and ``vitnas space`` all read them from here.
+Which gene applies to which attention mechanism is not written here: it comes from the mechanism
+registry (:mod:`search_spaces.registry`), from which :func:`applicable_genes`, :func:`rules`,
+:meth:`Architecture.validate`, :meth:`Architecture.canonical_key` and :meth:`Architecture.describe`
+derive. The constants below are the registry as it stands once the built-in mechanisms are found
+(code that must also see a mechanism registered later asks :mod:`search_spaces.registry`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
+
+from . import registry
+from .attention.mait import mait_window_for_ratio
+from .registry import GeneError, get_mechanism
 
 __all__ = [
     "ATTENTIONS",
     "QKV_ATTENTIONS",
     "ROPE_ATTENTIONS",
-    "FIXED_TOKEN_ATTENTIONS",
     "POS_ENCODINGS",
+    "ROPE_ENCODINGS",
     "STEMS",
     "MASK_RATIO_CHOICES",
     "QNA_WINDOWS",
     "REFINER_EXPANSIONS",
-    "MASK_LAYERS",
-    "RULES",
     "GeneError",
     "Architecture",
     "applicable_genes",
+    "mait_window_for_ratio",
+    "rules",
 ]
 
-#: Every attention mechanism of the zoo (DESIGN.md, "The attention zoo").
-ATTENTIONS: tuple[str, ...] = (
-    "mhsa", "mait", "refiner", "qna", "performer", "linformer", "nystrom", "fnet", "mixer",
-)
+
+#: Every attention mechanism of the zoo, in the order of the ``attention`` domain (DESIGN.md, "The
+#: attention zoo").
+ATTENTIONS: tuple[str, ...] = registry.names()
 #: Mechanisms with Q, K and V projections: the Armour ``compact`` modifier applies to them.
-QKV_ATTENTIONS: frozenset[str] = frozenset({"mhsa", "mait", "refiner", "performer", "linformer", "nystrom"})
+QKV_ATTENTIONS: frozenset[str] = frozenset(s.name for s in registry.mechanisms() if s.has_qkv)
 #: Mechanisms with per-token queries and keys: rotary position encodings apply to them.
 ROPE_ATTENTIONS: frozenset[str] = QKV_ATTENTIONS
-#: Mechanisms whose weights are tied to a fixed token count N.
-FIXED_TOKEN_ATTENTIONS: frozenset[str] = frozenset({"linformer", "mixer"})
-#: Mechanisms that need the explicit N x N score map (no fused attention kernel).
-EXPLICIT_MAP_ATTENTIONS: frozenset[str] = frozenset({"mait", "refiner"})
-#: Mechanisms working on the 2-D token grid with no class token (the model pools by global average).
-NO_CLASS_TOKEN_ATTENTIONS: frozenset[str] = frozenset({"qna"})
 
 POS_ENCODINGS: tuple[str, ...] = ("learned", "sincos2d", "rope1d", "rope2d", "none")
 ROPE_ENCODINGS: frozenset[str] = frozenset({"rope1d", "rope2d"})
 STEMS: tuple[str, ...] = ("patch", "conv", "conv_bn")
-MASK_RATIO_CHOICES: tuple[float, ...] = (0.0, 0.5, 0.75, 0.9)
-QNA_WINDOWS: tuple[int, ...] = (3, 5, 7)
-REFINER_EXPANSIONS: tuple[int, ...] = (1, 2, 3, 4, 6)
-#: Which layers of a MaiT model carry masks: ``all`` layers use ``mask_ratios`` as given; ``paper``
-#: follows MaiT's finding (all masked heads in the first third, one in the middle third, none last).
-MASK_LAYERS: tuple[str, ...] = ("all", "paper")
-
-#: Human-readable rules, one per line, as ``vitnas space`` prints them.
-RULES: tuple[tuple[str, str], ...] = (
-    ("compact", "only for attention with Q, K, V projections: " + ", ".join(sorted(QKV_ATTENTIONS))),
-    ("mask_ratios", "mait only: one ratio per head, each in {0, 0.5, 0.75, 0.9}; 0 = global head"),
-    ("mask_layers", "mait only: 'all' masks every layer, 'paper' masks early layers most (MaiT)"),
-    ("qna_window", "qna only (required): 3, 5 or 7"),
-    ("refiner_expansion", "refiner only (required): 1, 2, 3, 4 or 6"),
-    ("pos_encoding", "rope1d/rope2d only where there are Q and K: " + ", ".join(sorted(ROPE_ATTENTIONS))),
-    ("head_dim", "embed_dim divisible by num_heads; rope1d needs an even head_dim, rope2d a multiple of 4"),
-    ("embed_dim", "sincos2d needs embed_dim divisible by 4 (a sine and a cosine per axis)"),
-    ("stem", "conv_bn needs a power-of-two patch_size (one stride-2 convolution per halving)"),
-    ("class token", "qna has none: the model pools by global average; all others use a class token"),
-    ("token count", "linformer and mixer are tied to the token count of the image size they were built for"),
-)
+#: Domains of the mechanisms' own genes (declared in their files of :mod:`search_spaces.attention`).
+MASK_RATIO_CHOICES: tuple[float, ...] = registry.gene("mask_ratios").choices
+QNA_WINDOWS: tuple[int, ...] = registry.gene("qna_window").choices
+REFINER_EXPANSIONS: tuple[int, ...] = registry.gene("refiner_expansion").choices
 
 
-class GeneError(ValueError):
-    """A gene value outside its domain or a combination that breaks a rule.
+def _facts(names: list[str], singular: str, plural: str) -> str:
+    """``["a"]`` -> ``"a <singular>"``; ``["a", "b"]`` -> ``"a and b <plural>"``."""
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"{listed} {singular if len(names) == 1 else plural}"
 
-    The message names the gene and what is allowed, on one line.
-    """
+
+def rules() -> tuple[tuple[str, str], ...]:
+    """Human-readable rules as ``(gene, rule)`` pairs, one per line of ``vitnas space``, derived from the
+    mechanisms registered now."""
+    specs = registry.mechanisms()
+    qkv = ", ".join(sorted(s.name for s in specs if s.has_qkv))
+    out = [(g.name, g.rule.replace("{owners}", ", ".join(sorted(registry.owners(g.name))))) for g in registry.genes()]
+    out += [
+        ("pos_encoding", "rope1d/rope2d only where there are Q and K: " + qkv),
+        ("head_dim", "embed_dim divisible by num_heads; rope1d needs an even head_dim, rope2d a multiple of 4"),
+        ("embed_dim", "sincos2d needs embed_dim divisible by 4 (a sine and a cosine per axis)"),
+        ("stem", "conv_bn needs a power-of-two patch_size (one stride-2 convolution per halving)"),
+    ]
+    no_cls = [s.name for s in specs if not s.class_token]
+    if no_cls:
+        out.append(("class token", _facts(no_cls, "has", "have") + " none: the model pools by global average; "
+                    "all others use a class token"))
+    fixed = [s.name for s in specs if s.fixed_tokens]
+    if fixed:
+        out.append(("token count", _facts(fixed, "is tied to the token count of the image size it was built for",
+                                          "are tied to the token count of the image size they were built for")))
+    explicit = [s.name for s in specs if s.explicit_map]
+    if explicit:
+        out.append(("score map", _facts(explicit, "needs", "need") + " the explicit N x N score map: no fused "
+                    "attention kernel, memory grows as N^2"))
+    return tuple(out)
 
 
 def applicable_genes(attention: str) -> frozenset[str]:
-    """Names of the attention-specific genes that apply to ``attention``.
+    """Names of the attention-specific genes that apply to ``attention`` (``compact`` and its own).
 
     Raises:
-        GeneError: ``attention`` is not one of :data:`ATTENTIONS`.
+        GeneError: ``attention`` is not a registered mechanism.
     """
-    if attention not in ATTENTIONS:
-        raise GeneError(f"attention: unknown value {attention!r}; allowed: {', '.join(ATTENTIONS)}")
-    genes = set()
-    if attention in QKV_ATTENTIONS:
-        genes.add("compact")
-    if attention == "mait":
-        genes |= {"mask_ratios", "mask_layers"}
-    if attention == "qna":
-        genes.add("qna_window")
-    if attention == "refiner":
-        genes.add("refiner_expansion")
-    return frozenset(genes)
+    return frozenset(g.name for g in get_mechanism(attention).all_genes)
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -120,6 +118,11 @@ class Architecture:
     Genes that do not apply to the chosen attention keep their neutral value (``compact=False``,
     ``mask_ratios=()``, ``mask_layers="all"``, ``qna_window=None``, ``refiner_expansion=None``);
     construction validates everything and raises :class:`GeneError` (a ``ValueError``) naming the gene.
+
+    The attention-specific genes are declared by the mechanisms (:class:`~search_spaces.registry.GeneSpec`
+    in their files); each is also a field here, so a mechanism with a brand-new gene adds a field (with
+    its neutral value as the default, so that stored architectures still load) here and in
+    :class:`~search_spaces.space.SearchSpace`.
     """
 
     attention: str = "mhsa"
@@ -138,14 +141,16 @@ class Architecture:
 
     def __post_init__(self) -> None:
         # Normalise JSON-ish inputs (lists, ints for floats) so equal genes compare and hash equal.
-        object.__setattr__(self, "mask_ratios", tuple(float(r) for r in self.mask_ratios))
+        for gene in registry.genes():
+            object.__setattr__(self, gene.name, gene.normalise(getattr(self, gene.name)))
         if isinstance(self.mlp_ratio, (int, float)) and not isinstance(self.mlp_ratio, bool):
             object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
         self.validate()
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Check every gene against its domain and every rule of :data:`RULES`.
+        """Check every gene against its domain and every rule of :func:`rules`; the attention-specific
+        genes are checked by their :class:`~search_spaces.registry.GeneSpec`.
 
         Raises:
             GeneError: one line naming the gene and what is allowed.
@@ -156,55 +161,31 @@ class Architecture:
                 raise GeneError(f"{name}: must be a positive integer, got {value!r}")
         if not isinstance(self.mlp_ratio, float) or not (0 < self.mlp_ratio <= 16):
             raise GeneError(f"mlp_ratio: must be a number in (0, 16], got {self.mlp_ratio!r}")
-        applicable_genes(self.attention)  # raises on unknown attention
+        spec = get_mechanism(self.attention)  # raises on unknown attention
         if self.pos_encoding not in POS_ENCODINGS:
             raise GeneError(f"pos_encoding: unknown value {self.pos_encoding!r}; allowed: {', '.join(POS_ENCODINGS)}")
         if self.stem not in STEMS:
             raise GeneError(f"stem: unknown value {self.stem!r}; allowed: {', '.join(STEMS)}")
-        if not isinstance(self.compact, bool):
-            raise GeneError(f"compact: must be true or false, got {self.compact!r}")
-        if self.mask_layers not in MASK_LAYERS:
-            raise GeneError(f"mask_layers: unknown value {self.mask_layers!r}; allowed: {', '.join(MASK_LAYERS)}")
+        for gene in registry.genes():
+            gene.check_choices(self)
         if self.embed_dim % self.num_heads:
             raise GeneError(
                 f"num_heads: embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}; "
                 "choose num_heads among the divisors of embed_dim"
             )
         head_dim = self.embed_dim // self.num_heads
-        # Attention-specific genes.
-        a = self.attention
-        if self.compact and a not in QKV_ATTENTIONS:
-            raise GeneError(f"compact: applies only to {', '.join(sorted(QKV_ATTENTIONS))}, not to {a!r}")
-        if a == "mait":
-            if len(self.mask_ratios) != self.num_heads:
-                raise GeneError(
-                    f"mask_ratios: mait needs one ratio per head ({self.num_heads}), got {len(self.mask_ratios)}"
-                )
-            bad = [r for r in self.mask_ratios if r not in MASK_RATIO_CHOICES]
-            if bad:
-                raise GeneError(f"mask_ratios: {bad[0]!r} not allowed; each ratio in {{0, 0.5, 0.75, 0.9}}")
-        else:
-            if self.mask_ratios:
-                raise GeneError(f"mask_ratios: applies only to mait, not to {a!r}; leave it empty")
-            if self.mask_layers != "all":
-                raise GeneError(f"mask_layers: applies only to mait, not to {a!r}")
-        if a == "qna":
-            if self.qna_window not in QNA_WINDOWS:
-                raise GeneError(f"qna_window: qna needs a window in {{3, 5, 7}}, got {self.qna_window!r}")
-        elif self.qna_window is not None:
-            raise GeneError(f"qna_window: applies only to qna, not to {a!r}; leave it null")
-        if a == "refiner":
-            if self.refiner_expansion not in REFINER_EXPANSIONS:
-                raise GeneError(
-                    f"refiner_expansion: refiner needs an expansion in {{1, 2, 3, 4, 6}}, got {self.refiner_expansion!r}"
-                )
-        elif self.refiner_expansion is not None:
-            raise GeneError(f"refiner_expansion: applies only to refiner, not to {a!r}; leave it null")
+        # Attention-specific genes: checked where they apply, neutral everywhere else.
+        applicable = {g.name for g in spec.all_genes}
+        for gene in registry.genes():
+            if gene.name in applicable:
+                gene.check(self, spec.name)
+            else:
+                gene.check_absent(self)
         # Position encoding and stem rules.
         if self.pos_encoding in ROPE_ENCODINGS:
-            if a not in ROPE_ATTENTIONS:
+            if not spec.has_qkv:
                 raise GeneError(
-                    f"pos_encoding: {self.pos_encoding} needs queries and keys; {a!r} has none "
+                    f"pos_encoding: {self.pos_encoding} needs queries and keys; {spec.name!r} has none "
                     "(allowed: learned, sincos2d, none)"
                 )
             step = 2 if self.pos_encoding == "rope1d" else 4
@@ -226,7 +207,7 @@ class Architecture:
     @property
     def class_token(self) -> bool:
         """Whether the model prepends a class token (all but QnA, which pools by global average)."""
-        return self.attention not in NO_CLASS_TOKEN_ATTENTIONS
+        return get_mechanism(self.attention).class_token
 
     def check_image(self, img_size: int | tuple[int, int]) -> tuple[int, int]:
         """Token grid (rows, cols) for ``img_size`` pixels.
@@ -258,26 +239,23 @@ class Architecture:
         return self.to_json()
 
     def canonical_key(self, img_size: int | tuple[int, int]) -> str:
-        """Like :meth:`key`, but equal for genes that build the same model at ``img_size``: FNet and
-        Mixer ignore ``num_heads``, and MaiT mask ratios that map to the same window on the token grid
-        (e.g. 0.75 and 0.9 on an 8x8 grid) are the same mask. Used to never train one model twice.
+        """Like :meth:`key`, but equal for genes that build the same model at ``img_size``: a mechanism
+        that ignores ``num_heads`` (FNet, Mixer) drops it, and the mechanism's own hook merges the rest
+        (MaiT: mask ratios that map to the same window on the token grid, e.g. 0.75 and 0.9 on an 8x8
+        grid, are the same mask). Used to never train one model twice.
 
         Raises:
-            GeneError: ``img_size`` is not divisible by ``patch_size``.
+            GeneError: ``img_size`` is not divisible by ``patch_size`` (where the hook needs the grid).
         """
+        spec = get_mechanism(self.attention)
         d = self.to_dict()
-        if self.attention in ("fnet", "mixer"):
+        if not spec.uses_heads:
             d["num_heads"] = None
-        if self.attention == "mait":
-            grid = self.check_image(img_size)
-            windows = [mait_window_for_ratio(r, grid) for r in self.mask_ratios]
-            d["mask_ratios"] = windows
-            if all(w is None for w in windows):
-                d["mask_layers"] = None
+        spec.canonical(self, img_size, d)
         return json.dumps(d, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Architecture":
+    def from_dict(cls, data: Mapping[str, Any]) -> Architecture:
         """Build from a mapping of genes; missing genes take their defaults.
 
         Raises:
@@ -289,19 +267,13 @@ class Architecture:
         unknown = sorted((k for k in data if k not in names), key=str)
         if unknown:
             raise GeneError(f"arch: unknown gene {str(unknown[0])[:40]!r}; known genes: {', '.join(sorted(names))}")
-        kwargs = dict(data)
-        if "mask_ratios" in kwargs:
-            ratios = kwargs["mask_ratios"]
-            if not isinstance(ratios, (list, tuple)):
-                raise GeneError(f"mask_ratios: expected a list of ratios, got {ratios!r}")
-            kwargs["mask_ratios"] = tuple(ratios)
         try:
-            return cls(**kwargs)
+            return cls(**data)
         except TypeError as exc:  # pragma: no cover - defensive (e.g. unhashable values)
             raise GeneError(f"arch: {exc}") from None
 
     @classmethod
-    def from_json(cls, text: str) -> "Architecture":
+    def from_json(cls, text: str) -> Architecture:
         """Inverse of :meth:`to_json`.
 
         Raises:
@@ -313,40 +285,15 @@ class Architecture:
             raise GeneError(f"arch: not valid JSON ({exc.msg} at position {exc.pos})") from None
         return cls.from_dict(data)
 
-    def replace(self, **changes: Any) -> "Architecture":
+    def replace(self, **changes: Any) -> Architecture:
         """A copy with some genes changed (validated)."""
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> str:
-        """Short one-line summary, e.g. ``mait C64 L4 H4 p2 learned/patch masks=0,0.5,.. ``."""
+        """Short one-line summary, e.g. ``mait C64 L4 H4 mlp4 p2 learned patch masks=0.9,0.9/paper``; each
+        attention-specific gene shows as its :class:`~search_spaces.registry.GeneSpec` labels it."""
         parts = [self.attention, f"C{self.embed_dim}", f"L{self.depth}", f"H{self.num_heads}",
                  f"mlp{self.mlp_ratio:g}", f"p{self.patch_size}", self.pos_encoding, self.stem]
-        if self.compact:
-            parts.append("compact")
-        if self.attention == "mait":
-            parts.append("masks=" + ",".join(f"{r:g}" for r in self.mask_ratios) + f"/{self.mask_layers}")
-        if self.qna_window is not None:
-            parts.append(f"k{self.qna_window}")
-        if self.refiner_expansion is not None:
-            parts.append(f"r{self.refiner_expansion}")
-        return " ".join(parts)
+        labels = (gene.describe(self) for gene in get_mechanism(self.attention).all_genes)
+        return " ".join(parts + [label for label in labels if label])
 
-
-def mait_window_for_ratio(ratio: float, grid: tuple[int, int]) -> int | None:
-    """Side of the square window whose hidden fraction on ``grid`` is closest to ``ratio``.
-
-    MaiT (arXiv 2207.03006) calls the fraction of key positions outside a head's window its mask
-    ratio. ``ratio == 0`` means a global head and returns ``None``. Only odd windows (centred on the
-    query patch) are considered; the hidden fraction of a window k on an R x C grid is taken as
-    ``1 - k^2 / (R C)`` (the interior value; windows are clipped at the border).
-    """
-    if ratio <= 0:
-        return None
-    rows, cols = grid
-    n = rows * cols
-    best, best_err = 1, math.inf
-    for k in range(1, 2 * max(rows, cols), 2):
-        err = abs((1 - min(k * k, n) / n) - ratio)
-        if err < best_err - 1e-12:
-            best, best_err = k, err
-    return best

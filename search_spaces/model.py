@@ -12,7 +12,8 @@ The body is the pre-norm ViT block (ViT, arXiv 2010.11929, eq. 2-3): ``x + attn(
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from timm.layers import DropPath, Mlp, build_sincos2d_pos_embed, trunc_normal_
@@ -21,7 +22,7 @@ from timm.models.vision_transformer import init_weights_vit_timm
 from torch import nn
 
 from .attention import build_attention
-from .attention.common import Rotary, TokenLayout
+from .attention.common import AttentionModule, Rotary, TokenLayout
 from .genes import Architecture, GeneError
 from .stems import build_stem
 
@@ -135,7 +136,7 @@ class NasViT(nn.Module):
         # Mechanism-specific parameters (QnA queries, Refiner kernels, ...) in a second pass, so the generic
         # init above never overwrites them.
         for module in self.modules():
-            if module is not self and hasattr(module, "reset_parameters_extra"):
+            if isinstance(module, AttentionModule):
                 module.reset_parameters_extra()
 
     # ------------------------------------------------------------------ timm model API

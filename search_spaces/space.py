@@ -3,9 +3,10 @@
 Sampling is define-by-run: conditional genes are asked for only where they apply to the sampled
 attention (``compact`` for mechanisms with Q, K, V; ``mask_ratio_<i>`` per head for MaiT; ``qna_window``
 for QnA; ``refiner_expansion`` for Refiner), so every sampled architecture obeys the rules of
-:mod:`search_spaces.genes`. The position encoding is asked as ``pos_encoding`` where RoPE applies and as
-``pos_encoding_no_rope`` (the same domain without RoPE) where it does not, because an Optuna parameter
-keeps one distribution for the whole study.
+:mod:`search_spaces.genes`. Which genes those are, their universes and their Optuna parameters come
+from the mechanism registry (:mod:`search_spaces.registry`). The position encoding is asked as
+``pos_encoding`` where RoPE applies and as ``pos_encoding_no_rope`` (the same domain without RoPE) where
+it does not, because an Optuna parameter keeps one distribution for the whole study.
 
 A space can be narrowed (or widened within each gene's universe) from a YAML or TOML file whose
 top-level keys are gene names and whose values are lists::
@@ -21,14 +22,14 @@ import dataclasses
 import json
 import math
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
-from .genes import (
-    ATTENTIONS, MASK_LAYERS, MASK_RATIO_CHOICES, POS_ENCODINGS, QKV_ATTENTIONS, QNA_WINDOWS,
-    REFINER_EXPANSIONS, ROPE_ATTENTIONS, ROPE_ENCODINGS, STEMS, Architecture,
-)
+from . import registry
+from .genes import POS_ENCODINGS, ROPE_ENCODINGS, STEMS, Architecture
+from .registry import get_mechanism
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -40,17 +41,17 @@ class SpaceError(ValueError):
     """A search-space domain that is malformed, outside a gene's universe or internally inconsistent."""
 
 
-_CATEGORICAL_UNIVERSE: dict[str, tuple[Any, ...]] = {
-    "attention": ATTENTIONS,
-    "pos_encoding": POS_ENCODINGS,
-    "stem": STEMS,
-    "compact": (False, True),
-    "mask_ratios": MASK_RATIO_CHOICES,
-    "mask_layers": MASK_LAYERS,
-    "qna_window": QNA_WINDOWS,
-    "refiner_expansion": REFINER_EXPANSIONS,
-}
 _INT_GENES = ("embed_dim", "depth", "num_heads", "patch_size")
+#: The macro genes, asked for in this order (after ``attention``) by :meth:`SearchSpace.suggest`.
+_MACRO_GENES = ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "stem")
+
+
+def _categorical_universe() -> dict[str, tuple[Any, ...]]:
+    """Every value a categorical gene may take: the registered mechanisms and their genes' choices."""
+    universe: dict[str, tuple[Any, ...]] = {"attention": registry.names(), "pos_encoding": POS_ENCODINGS,
+                                            "stem": STEMS}
+    universe.update((g.name, g.choices) for g in registry.genes())
+    return universe
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,14 @@ class SearchSpace:
     Construction checks every domain; :class:`SpaceError` (a ``ValueError``) names the gene and what is
     allowed. Every combination of ``embed_dim`` x ``num_heads`` must be valid for every position
     encoding in the domain (so sampling never produces an invalid architecture).
+
+    ``attention`` defaults to every registered mechanism. Each attention-specific gene of the registry
+    (:class:`~search_spaces.registry.GeneSpec`) is a field named after it, whose default is the gene's
+    choices: a mechanism with a brand-new gene adds its field here (and in
+    :class:`~search_spaces.genes.Architecture`).
     """
 
-    attention: tuple[str, ...] = ATTENTIONS
+    attention: tuple[str, ...] = field(default_factory=registry.names)
     embed_dim: tuple[int, ...] = (32, 48, 64, 96)
     depth: tuple[int, ...] = (2, 3, 4, 6)
     num_heads: tuple[int, ...] = (2, 4)
@@ -70,26 +76,27 @@ class SearchSpace:
     patch_size: tuple[int, ...] = (2, 4)
     pos_encoding: tuple[str, ...] = POS_ENCODINGS
     stem: tuple[str, ...] = STEMS
-    compact: tuple[bool, ...] = (False, True)
-    mask_ratios: tuple[float, ...] = MASK_RATIO_CHOICES
-    mask_layers: tuple[str, ...] = ("all", "paper")
-    qna_window: tuple[int, ...] = QNA_WINDOWS
-    refiner_expansion: tuple[int, ...] = REFINER_EXPANSIONS
+    compact: tuple[bool, ...] = registry.gene("compact").choices
+    mask_ratios: tuple[float, ...] = registry.gene("mask_ratios").choices
+    mask_layers: tuple[str, ...] = registry.gene("mask_layers").choices
+    qna_window: tuple[int, ...] = registry.gene("qna_window").choices
+    refiner_expansion: tuple[int, ...] = registry.gene("refiner_expansion").choices
 
     def __post_init__(self) -> None:
+        categorical = _categorical_universe()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
                 raise SpaceError(f"{f.name}: expected a list of values, got {value!r}")
             if not value:
                 raise SpaceError(f"{f.name}: the domain is empty; give at least one value")
-            if f.name in _CATEGORICAL_UNIVERSE:
-                universe = _CATEGORICAL_UNIVERSE[f.name]
+            if f.name in categorical:
+                universe = categorical[f.name]
                 for v in value:
                     if isinstance(v, bool) != isinstance(universe[0], bool) or v not in universe:
                         allowed = ", ".join(json.dumps(u) for u in universe)
                         raise SpaceError(f"{f.name}: {v!r} is not allowed; allowed: {allowed}")
-                if f.name == "mask_ratios":
+                if all(isinstance(u, float) for u in universe):  # e.g. mask ratios given as 0 or 1
                     value = tuple(float(v) for v in value)
             elif f.name in _INT_GENES:
                 for v in value:
@@ -115,22 +122,24 @@ class SearchSpace:
                 if "rope1d" in self.pos_encoding and d % 2:
                     raise SpaceError(f"pos_encoding: rope1d needs an even head_dim, but embed_dim {c} / num_heads {h} = {d}")
                 if "rope2d" in self.pos_encoding and d % 4:
-                    raise SpaceError(f"pos_encoding: rope2d needs head_dim divisible by 4, but embed_dim {c} / num_heads {h} = {d}")
+                    raise SpaceError(f"pos_encoding: rope2d needs head_dim divisible by 4, "
+                                     f"but embed_dim {c} / num_heads {h} = {d}")
             if "sincos2d" in self.pos_encoding and c % 4:
                 raise SpaceError(f"pos_encoding: sincos2d needs embed_dim divisible by 4, got {c}")
         if "conv_bn" in self.stem:
             for p in self.patch_size:
                 if p & (p - 1):
                     raise SpaceError(f"stem: conv_bn needs power-of-two patch sizes, got patch_size {p}")
-        if not (set(self.attention) & set(ROPE_ATTENTIONS)) and not (set(self.pos_encoding) - set(ROPE_ENCODINGS)):
+        rope_attentions = {a for a in self.attention if get_mechanism(a).has_qkv}
+        if not rope_attentions and not (set(self.pos_encoding) - set(ROPE_ENCODINGS)):
             raise SpaceError("pos_encoding: only RoPE allowed, but no attention in the domain has queries and keys")
-        if not set(self.pos_encoding) - set(ROPE_ENCODINGS) and set(self.attention) - set(ROPE_ATTENTIONS):
-            bad = sorted(set(self.attention) - set(ROPE_ATTENTIONS))
+        if not set(self.pos_encoding) - set(ROPE_ENCODINGS) and set(self.attention) - rope_attentions:
+            bad = sorted(set(self.attention) - rope_attentions)
             raise SpaceError(f"pos_encoding: only RoPE allowed, which {', '.join(bad)} cannot use; add learned, sincos2d or none")
 
     # ------------------------------------------------------------------ construction from files
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> "SearchSpace":
+    def from_mapping(cls, data: Mapping[str, Any]) -> SearchSpace:
         """Domains from a mapping of gene name -> list of values; missing genes keep their defaults.
 
         Raises:
@@ -145,7 +154,7 @@ class SearchSpace:
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "SearchSpace":
+    def from_file(cls, path: str | Path) -> SearchSpace:
         """Domains from a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file.
 
         Raises:
@@ -180,7 +189,7 @@ class SearchSpace:
         return {f.name: list(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     # ------------------------------------------------------------------ image-size restriction
-    def for_image(self, img_size: int) -> "SearchSpace":
+    def for_image(self, img_size: int) -> SearchSpace:
         """The space restricted to patch sizes that divide ``img_size``.
 
         Raises:
@@ -195,36 +204,39 @@ class SearchSpace:
         return dataclasses.replace(self, patch_size=sizes)
 
     # ------------------------------------------------------------------ sampling
-    def suggest(self, trial: "optuna.trial.BaseTrial") -> Architecture:
-        """Sample an architecture through ``trial`` (define-by-run; conditional genes where they apply)."""
+    def suggest(self, trial: optuna.trial.BaseTrial) -> Architecture:
+        """Sample an architecture through ``trial`` (define-by-run; conditional genes where they apply).
+
+        Asks, in this order: ``attention``, the macro genes (``embed_dim``, ``depth``, ``num_heads``,
+        ``mlp_ratio``, ``patch_size``, ``stem``), ``pos_encoding`` (or ``pos_encoding_no_rope``), then the
+        genes the attention takes (``compact`` first, then its own, e.g. ``mask_ratio_<i>`` per head and
+        ``mask_layers`` for MaiT). ``trial`` needs only ``suggest_categorical(name, choices)``.
+        """
         attention = trial.suggest_categorical("attention", list(self.attention))
-        genes: dict[str, Any] = {
-            "attention": attention,
-            "embed_dim": trial.suggest_categorical("embed_dim", list(self.embed_dim)),
-            "depth": trial.suggest_categorical("depth", list(self.depth)),
-            "num_heads": trial.suggest_categorical("num_heads", list(self.num_heads)),
-            "mlp_ratio": trial.suggest_categorical("mlp_ratio", list(self.mlp_ratio)),
-            "patch_size": trial.suggest_categorical("patch_size", list(self.patch_size)),
-            "stem": trial.suggest_categorical("stem", list(self.stem)),
-        }
+        genes: dict[str, Any] = {"attention": attention}
+        for name in _MACRO_GENES:
+            genes[name] = trial.suggest_categorical(name, list(getattr(self, name)))
+        spec = get_mechanism(attention)
         genes["pos_encoding"] = trial.suggest_categorical(*self._pos_param(attention))
-        if attention in QKV_ATTENTIONS:
-            genes["compact"] = trial.suggest_categorical("compact", list(self.compact))
-        if attention == "mait":
-            genes["mask_ratios"] = tuple(
-                trial.suggest_categorical(f"mask_ratio_{i}", list(self.mask_ratios)) for i in range(genes["num_heads"])
-            )
-            genes["mask_layers"] = trial.suggest_categorical("mask_layers", list(self.mask_layers))
-        if attention == "qna":
-            genes["qna_window"] = trial.suggest_categorical("qna_window", list(self.qna_window))
-        if attention == "refiner":
-            genes["refiner_expansion"] = trial.suggest_categorical("refiner_expansion", list(self.refiner_expansion))
+        for gene in spec.all_genes:
+            genes[gene.name] = gene.suggest(trial, getattr(self, gene.name), genes["num_heads"])
         return Architecture(**genes)
 
     def _pos_param(self, attention: str) -> tuple[str, list[str]]:
-        if attention in ROPE_ATTENTIONS:
+        if get_mechanism(attention).has_qkv:
             return "pos_encoding", list(self.pos_encoding)
         return "pos_encoding_no_rope", [p for p in self.pos_encoding if p not in ROPE_ENCODINGS]
+
+    def param_choices(self) -> dict[str, list[Any]]:
+        """Every Optuna parameter :meth:`suggest` may ask for, with its choices in the order it asks
+        them (per-head genes: one parameter per head up to the largest ``num_heads``). The categorical
+        distributions of a study over this space (e.g. to write trials with ``study.add_trials``)."""
+        choices = {name: list(getattr(self, name)) for name in ("attention",) + _MACRO_GENES}
+        choices["pos_encoding"] = list(self.pos_encoding)
+        choices["pos_encoding_no_rope"] = [p for p in self.pos_encoding if p not in ROPE_ENCODINGS]
+        for gene in registry.genes():
+            choices.update(gene.param_choices(getattr(self, gene.name), max(self.num_heads)))
+        return choices
 
     def to_params(self, arch: Architecture) -> dict[str, Any]:
         """The Optuna parameters :meth:`suggest` would ask for to produce ``arch`` (for enqueueing).
@@ -234,38 +246,25 @@ class SearchSpace:
         """
         if not self.contains(arch):
             raise SpaceError(f"arch: {arch.describe()} lies outside the search space ({self.why_outside(arch)})")
-        params: dict[str, Any] = {
-            "attention": arch.attention, "embed_dim": arch.embed_dim, "depth": arch.depth,
-            "num_heads": arch.num_heads, "mlp_ratio": arch.mlp_ratio, "patch_size": arch.patch_size,
-            "stem": arch.stem,
-        }
+        params: dict[str, Any] = {name: getattr(arch, name) for name in ("attention",) + _MACRO_GENES}
         params[self._pos_param(arch.attention)[0]] = arch.pos_encoding
-        if arch.attention in QKV_ATTENTIONS:
-            params["compact"] = arch.compact
-        if arch.attention == "mait":
-            params.update({f"mask_ratio_{i}": r for i, r in enumerate(arch.mask_ratios)})
-            params["mask_layers"] = arch.mask_layers
-        if arch.attention == "qna":
-            params["qna_window"] = arch.qna_window
-        if arch.attention == "refiner":
-            params["refiner_expansion"] = arch.refiner_expansion
+        for gene in get_mechanism(arch.attention).all_genes:
+            params.update(gene.params(getattr(arch, gene.name)))
         return params
 
     def why_outside(self, arch: Architecture) -> str:
-        """Empty string when ``arch`` is inside the space, else the first gene that is not."""
+        """Empty string when ``arch`` is inside the space, else the first gene that is not.
+
+        Raises:
+            GeneError: ``arch.attention`` is not a registered mechanism.
+        """
         checks: list[tuple[str, Any]] = [
             ("attention", arch.attention), ("embed_dim", arch.embed_dim), ("depth", arch.depth),
             ("num_heads", arch.num_heads), ("mlp_ratio", arch.mlp_ratio), ("patch_size", arch.patch_size),
             ("pos_encoding", arch.pos_encoding), ("stem", arch.stem),
         ]
-        if arch.attention in QKV_ATTENTIONS:
-            checks.append(("compact", arch.compact))
-        if arch.attention == "mait":
-            checks += [("mask_ratios", r) for r in arch.mask_ratios] + [("mask_layers", arch.mask_layers)]
-        if arch.attention == "qna":
-            checks.append(("qna_window", arch.qna_window))
-        if arch.attention == "refiner":
-            checks.append(("refiner_expansion", arch.refiner_expansion))
+        for gene in get_mechanism(arch.attention).all_genes:
+            checks += [(gene.name, v) for v in gene.values(getattr(arch, gene.name))]
         for name, value in checks:
             if value not in getattr(self, name):
                 return f"{name}={value!r} not in {list(getattr(self, name))}"
@@ -282,14 +281,9 @@ class SearchSpace:
         total = 0
         for h in self.num_heads:
             for a in self.attention:
-                n = len(self.pos_encoding) if a in ROPE_ATTENTIONS else no_rope
-                if a in QKV_ATTENTIONS:
-                    n *= len(self.compact)
-                if a == "qna":
-                    n *= len(self.qna_window)
-                if a == "refiner":
-                    n *= len(self.refiner_expansion)
-                if a == "mait":
-                    n *= len(self.mask_ratios) ** h * len(self.mask_layers)
+                spec = get_mechanism(a)
+                n = len(self.pos_encoding) if spec.has_qkv else no_rope
+                for gene in spec.all_genes:
+                    n *= gene.count(getattr(self, gene.name), h)
                 total += n
         return macro * total

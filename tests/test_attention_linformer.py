@@ -11,6 +11,7 @@ from search_spaces.attention.linformer import LinformerAttention
 from search_spaces.attention.mhsa import MHSA
 
 C, H, N = 32, 4, 10
+FLAT = TokenLayout.flat(N)
 
 
 def count(mod):
@@ -44,7 +45,7 @@ def test_token_permutation_projection_also_equals_mhsa():
         lin.token_proj.copy_(torch.eye(N)[torch.randperm(N)])
     x = torch.randn(2, N, C)
     with torch.no_grad():
-        torch.testing.assert_close(lin(x), ref(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(lin(x, FLAT), ref(x, FLAT), atol=1e-5, rtol=1e-5)
 
 
 def test_keys_and_values_share_one_projection_of_clamped_length():
@@ -57,7 +58,7 @@ def test_keys_and_values_share_one_projection_of_clamped_length():
     # token receives the same value (E V) and all output rows are equal.
     torch.manual_seed(0)
     lin = LinformerAttention(C, H, num_tokens=N, k=1)
-    y = lin(torch.randn(2, N, C))
+    y = lin(torch.randn(2, N, C), FLAT)
     assert y.shape == (2, N, C)
     torch.testing.assert_close(y, y[:, :1].expand_as(y))
 
@@ -65,7 +66,7 @@ def test_keys_and_values_share_one_projection_of_clamped_length():
 def test_wrong_token_count_raises():
     lin = LinformerAttention(C, H, num_tokens=N)
     with pytest.raises(ValueError, match="built for 10 tokens, got 12"):
-        lin(torch.randn(1, 12, C))
+        lin(torch.randn(1, 12, C), TokenLayout.flat(12))
 
 
 def test_invalid_arguments_raise():
@@ -83,7 +84,7 @@ def test_parameter_counts_and_compact_halves_attention(qkv_bias):
     compact = LinformerAttention(C, H, num_tokens=N, k=k, compact=True, qkv_bias=qkv_bias)
     assert count(full) == 4 * C * C + 3 * b * C + C + k * N
     assert count(compact) == 2 * C * C + b * C + C + k * N
-    assert compact(torch.randn(2, N, C)).shape == (2, N, C)
+    assert compact(torch.randn(2, N, C), FLAT).shape == (2, N, C)
 
 
 @pytest.mark.parametrize("compact", [False, True])
@@ -91,7 +92,7 @@ def test_macs_formula_matches_project_flop_count(compact):
     from trainers.measure import count_flops
 
     lin = LinformerAttention(C, H, num_tokens=N, k=8, compact=compact)
-    assert lin.macs() == (2 if compact else 4) * N * C * C + 4 * N * 8 * C
+    assert lin.macs(FLAT) == (2 if compact else 4) * N * C * C + 4 * N * 8 * C
 
     class Wrap(torch.nn.Module):  # count_flops feeds (1, *shape): a (1, 1, N, C) "image"
         def __init__(self):
@@ -99,9 +100,9 @@ def test_macs_formula_matches_project_flop_count(compact):
             self.lin = lin
 
         def forward(self, x):
-            return self.lin(x[:, 0])
+            return self.lin(x[:, 0], FLAT)
 
-    assert count_flops(Wrap(), (1, N, C)) == lin.macs()
+    assert count_flops(Wrap(), (1, N, C)) == lin.macs(FLAT)
 
 
 def test_projection_init_keeps_key_scale():

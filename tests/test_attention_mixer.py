@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from search_spaces import Architecture, build_model
+from search_spaces.attention.common import TokenLayout, WithLayout
 from search_spaces.attention.mixer import TokenMixingMLP
 
 C, N = 16, 10
+FLAT = TokenLayout.flat(N)
 
 
 def test_hidden_width_and_parameter_count():
@@ -32,7 +34,7 @@ def test_matches_explicit_per_channel_mlp():
         for i in range(C):  # paper eq. 1: the same MLP on every column X[:, i]
             expected[b, :, i] = w2 @ F.gelu(w1 @ x[b, :, i] + b1) + b2
     with torch.no_grad():
-        torch.testing.assert_close(mod(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mod(x, FLAT), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_weights_shared_across_channels():
@@ -42,18 +44,18 @@ def test_weights_shared_across_channels():
     x = torch.randn(2, N, C)
     perm = torch.randperm(C)
     with torch.no_grad():
-        torch.testing.assert_close(mod(x[..., perm]), mod(x)[..., perm])
+        torch.testing.assert_close(mod(x[..., perm], FLAT), mod(x, FLAT)[..., perm])
     # ... but it does mix tokens: a change in one token moves the others.
     x2 = x.clone()
     x2[:, 3] += 1.0
     with torch.no_grad():
-        assert (mod(x2)[:, 0] - mod(x)[:, 0]).abs().max() > 1e-6
+        assert (mod(x2, FLAT)[:, 0] - mod(x, FLAT)[:, 0]).abs().max() > 1e-6
 
 
 def test_wrong_token_count_raises():
     mod = TokenMixingMLP(C, N)
     with pytest.raises(ValueError, match="built for 10 tokens, got 9"):
-        mod(torch.randn(1, 9, C))
+        mod(torch.randn(1, 9, C), TokenLayout.flat(9))
     with pytest.raises(ValueError):
         TokenMixingMLP(C, 0)
 
@@ -62,10 +64,10 @@ def test_macs_formula_matches_fvcore():
     from fvcore.nn import FlopCountAnalysis
 
     mod = TokenMixingMLP(C, N)
-    flops = FlopCountAnalysis(mod, (torch.randn(1, N, C),))
+    flops = FlopCountAnalysis(WithLayout(mod, FLAT), (torch.randn(1, N, C),))
     flops.unsupported_ops_warnings(False)
     flops.uncalled_modules_warnings(False)
-    assert flops.total() == mod.macs() == 2 * N * (C // 2) * C
+    assert flops.total() == mod.macs(FLAT) == 2 * N * (C // 2) * C
 
 
 def test_builds_in_full_model():

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from search_spaces import Architecture, build_model
-from search_spaces.attention.common import Rotary, TokenLayout, merge_heads
+from search_spaces.attention.common import Rotary, TokenLayout, WithLayout
 from search_spaces.attention.mhsa import MHSA
 from search_spaces.attention.nystrom import NystromAttention, iterative_pinv, nystrom_attention, segment_means
 
@@ -48,7 +48,8 @@ def test_pinv_norms_are_per_matrix_so_images_are_independent():
     x = torch.randn(3, N, C)
     x[1] *= 5  # a very different neighbour in the batch must not change image 0
     with torch.no_grad():
-        torch.testing.assert_close(mod(x)[:1], mod(x[:1]), atol=1e-6, rtol=1e-5)
+        flat = TokenLayout.flat(N)
+        torch.testing.assert_close(mod(x, flat)[:1], mod(x[:1], flat), atol=1e-6, rtol=1e-5)
 
 
 def _exact_pair(pinv_iterations, compact=False, layout=None, num_landmarks=N):
@@ -89,7 +90,8 @@ def test_conv_residual_is_depthwise_per_head_along_tokens():
     assert ny.conv.weight.shape == (H, 1, 33, 1)
     x = torch.randn(2, 40, C)
     with torch.no_grad():
-        with_conv = ny(x)
+        flat = TokenLayout.flat(40)
+        with_conv = ny(x, flat)
         q, k, v = ny.qkv(x)
         # Reference: each head's kernel slides along the tokens of each of its d channels, zero padded.
         vv = v.permute(0, 1, 3, 2).reshape(2, H * (C // H), 40)  # (B, H*d, N)
@@ -97,7 +99,7 @@ def test_conv_residual_is_depthwise_per_head_along_tokens():
         conv = F.conv1d(vv, w, padding=16, groups=H * (C // H)).view(2, H, C // H, 40).permute(0, 1, 3, 2)
         ny_wo = NystromAttention(C, H, num_landmarks=4, conv_kernel=0)
         ny_wo.load_state_dict({k_: v_ for k_, v_ in ny.state_dict().items() if not k_.startswith("conv")})
-        expected = ny_wo(x) + conv.transpose(1, 2).reshape(2, 40, C) @ ny.proj.weight.T
+        expected = ny_wo(x, flat) + conv.transpose(1, 2).reshape(2, 40, C) @ ny.proj.weight.T
         torch.testing.assert_close(with_conv, expected, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="odd"):
         NystromAttention(C, H, conv_kernel=32)
@@ -115,7 +117,7 @@ def test_parameter_counts_and_compact_halves_attention(qkv_bias):
 
 def test_landmarks_clamped_to_short_sequences():
     mod = NystromAttention(C, H, num_landmarks=16)
-    y = mod(torch.randn(2, 5, C))
+    y = mod(torch.randn(2, 5, C), TokenLayout.flat(5))
     assert y.shape == (2, 5, C) and torch.isfinite(y).all()
 
 
@@ -123,10 +125,11 @@ def test_bf16_autocast():
     torch.manual_seed(0)
     mod = NystromAttention(C, H, num_landmarks=4)
     x = torch.randn(2, 20, C)
+    flat = TokenLayout.flat(20)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = mod(x)
+        y = mod(x, flat)
     assert torch.isfinite(y).all()
-    torch.testing.assert_close(y.float(), mod(x), atol=0.05, rtol=0.05)
+    torch.testing.assert_close(y.float(), mod(x, flat), atol=0.05, rtol=0.05)
 
 
 def test_macs_formula_matches_fvcore():
@@ -134,12 +137,12 @@ def test_macs_formula_matches_fvcore():
 
     for compact, n, m in ((False, 40, 8), (True, 23, 5), (False, 6, 16)):
         mod = NystromAttention(C, H, compact=compact, num_landmarks=m)
-        flops = FlopCountAnalysis(mod, (torch.randn(1, n, C),))
+        flops = FlopCountAnalysis(WithLayout(mod, TokenLayout.flat(n)), (torch.randn(1, n, C),))
         flops.unsupported_ops_warnings(False)
         flops.uncalled_modules_warnings(False)
         mm = min(m, n)
         formula = (2 if compact else 4) * n * C * C + 6 * n * mm * C + 2 * mm * mm * C + 4 * 6 * H * mm ** 3 + 33 * n * C
-        assert flops.total() == mod.macs(n) == formula
+        assert flops.total() == mod.macs(TokenLayout.flat(n)) == formula
 
 
 @pytest.mark.parametrize("kwargs", [dict(compact=True, pos_encoding="rope1d"), dict(pos_encoding="rope2d"), {}])

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from search_spaces import Architecture, build_model
-from search_spaces.attention.common import Rotary, TokenLayout
+from search_spaces.attention.common import Rotary, TokenLayout, WithLayout
 from search_spaces.attention.mhsa import MHSA
 from search_spaces.attention.performer import (
     PerformerAttention,
@@ -21,6 +21,7 @@ from search_spaces.attention.performer import (
 )
 
 C, H, N = 32, 4, 10
+FLAT = TokenLayout.flat(N)
 
 
 def test_default_num_features_is_d_ln_d():
@@ -89,8 +90,8 @@ def test_shares_weight_names_with_mhsa_and_exact_path_matches():
     assert missing == ["projection"] and unexpected == []
     x = torch.randn(2, N, C)
     with torch.no_grad():
-        torch.testing.assert_close(perf.exact_forward(x), ref(x), atol=1e-5, rtol=1e-5)
-        approx, exact = perf(x), ref(x)
+        torch.testing.assert_close(perf.exact_forward(x, FLAT), ref(x, FLAT), atol=1e-5, rtol=1e-5)
+        approx, exact = perf(x, FLAT), ref(x, FLAT)
     assert ((approx - exact).norm() / exact.norm()).item() < 0.1
 
 
@@ -104,7 +105,7 @@ def test_rotary_layout_is_applied():
     x = torch.randn(2, 10, C)
     with torch.no_grad():
         torch.testing.assert_close(perf.exact_forward(x, layout), ref(x, layout), atol=1e-5, rtol=1e-5)
-        assert not torch.allclose(perf(x, layout), perf(x))
+        assert not torch.allclose(perf(x, layout), perf(x, FLAT))
 
 
 @pytest.mark.parametrize("qkv_bias", [True, False])
@@ -116,7 +117,7 @@ def test_compact_halves_attention_parameters(qkv_bias):
     assert count(full) == 4 * C * C + 3 * b * C + C
     assert count(compact) == 2 * C * C + b * C + C
     assert "projection" not in dict(full.named_parameters())
-    y = compact(torch.randn(2, N, C))
+    y = compact(torch.randn(2, N, C), FLAT)
     assert y.shape == (2, N, C)
 
 
@@ -126,13 +127,13 @@ def test_state_dict_round_trips_through_safetensors(tmp_path):
     torch.manual_seed(2)
     b = PerformerAttention(C, H).eval()
     x = torch.randn(2, N, C)
-    assert not torch.equal(a(x), b(x))
+    assert not torch.equal(a(x, FLAT), b(x, FLAT))
     sd = a.state_dict()
     assert "projection" in sd and sd["projection"].is_contiguous() and sd["projection"].dtype == torch.float32
     save_file(sd, tmp_path / "w.safetensors")
     b.load_state_dict(load_file(tmp_path / "w.safetensors"))
     with torch.no_grad():
-        assert torch.equal(a(x), b(x))
+        assert torch.equal(a(x, FLAT), b(x, FLAT))
 
 
 def test_redraw_only_in_training():
@@ -141,15 +142,15 @@ def test_redraw_only_in_training():
     x = torch.randn(1, N, C)
     before = mod.projection.clone()
     mod.eval()
-    mod(x)
+    mod(x, FLAT)
     assert torch.equal(mod.projection, before)
     mod.train()
-    mod(x)
+    mod(x, FLAT)
     assert not torch.equal(mod.projection, before)
     fixed = PerformerAttention(C, H)
     before = fixed.projection.clone()
     fixed.train()
-    fixed(x)
+    fixed(x, FLAT)
     assert torch.equal(fixed.projection, before)
 
 
@@ -159,16 +160,16 @@ def test_large_logits_stay_finite_and_bf16_autocast_works():
     with torch.no_grad():
         mod.qkv.qkv.weight.mul_(20)  # logits of several hundred: unstabilised exp() would overflow
     x = torch.randn(2, N, C, requires_grad=True)
-    y = mod(x)
+    y = mod(x, FLAT)
     assert torch.isfinite(y).all()
     y.sum().backward()
     assert torch.isfinite(x.grad).all()
     mod = PerformerAttention(C, H)
     x = torch.randn(2, N, C)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y16 = mod(x)
+        y16 = mod(x, FLAT)
     assert torch.isfinite(y16).all()
-    torch.testing.assert_close(y16.float(), mod(x), atol=0.05, rtol=0.05)
+    torch.testing.assert_close(y16.float(), mod(x, FLAT), atol=0.05, rtol=0.05)
 
 
 def test_macs_formula_matches_fvcore():
@@ -176,11 +177,11 @@ def test_macs_formula_matches_fvcore():
 
     for compact in (False, True):
         mod = PerformerAttention(C, H, compact=compact)
-        flops = FlopCountAnalysis(mod, (torch.randn(1, N, C),))
+        flops = FlopCountAnalysis(WithLayout(mod, FLAT), (torch.randn(1, N, C),))
         flops.unsupported_ops_warnings(False)
         flops.uncalled_modules_warnings(False)
         m = mod.num_features
-        assert flops.total() == mod.macs(N) == (2 if compact else 4) * N * C * C + 4 * N * m * C + N * m * H
+        assert flops.total() == mod.macs(FLAT) == (2 if compact else 4) * N * C * C + 4 * N * m * C + N * m * H
 
 
 @pytest.mark.parametrize("kwargs", [dict(compact=True, pos_encoding="rope1d"), dict(pos_encoding="rope2d"), {}])

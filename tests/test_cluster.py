@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import optuna
 import pytest
@@ -34,8 +33,10 @@ def _search(tmp_path, storage, *extra, trials=3):
            "--config", str(tmp_path / "space.yaml"), "--no-presets", "--storage", storage,
            "--run-dir", str(tmp_path / "runs"), "--max-concurrent", "2", *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", **RAY_ENV)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):  # relative to the driver's cwd
+        storage = f"sqlite:///{tmp_path / storage[len('sqlite:///'):]}"
     return optuna.load_study(study_name="cluster", storage=storage)
 
 
@@ -59,13 +60,20 @@ def _overlapping(trials) -> bool:
 @pytest.fixture
 def ray_head(tmp_path):
     ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
-    port = _free_port()
-    temp_dir = f"/tmp/vitnas-ray-{port}"
-    subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-                    "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-                   check=True, capture_output=True, timeout=120, env=dict(os.environ, **RAY_ENV))
+    for _attempt in range(2):  # a free port can be taken between the check and Ray's bind: try another once
+        port = _free_port()
+        temp_dir = f"/tmp/vitnas-ray-{port}"
+        proc = subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                               "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                               f"--temp-dir={temp_dir}"],
+                              capture_output=True, text=True, timeout=120, env=dict(os.environ, **RAY_ENV))
+        if proc.returncode == 0:
+            break
+        subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     try:
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", temp_dir
     finally:
         # Stop only this head's processes (other Ray instances on the machine are left alone).
         subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)
@@ -74,9 +82,22 @@ def ray_head(tmp_path):
 
 
 def test_joins_a_real_ray_head_and_runs_trials_concurrently(tmp_path, ray_head):
-    study = _search(tmp_path, f"sqlite:///{tmp_path / 'ray.db'}", "--address", ray_head)
+    address, ray_temp = ray_head
+    # The study is a SQLite file named relative to the driver's working folder. Ray workers run in other
+    # folders: had one opened the storage, it would have made (or failed on) a database of its own there.
+    study = _search(tmp_path, "sqlite:///ray.db", "--address", address)
     _assert_nothing_lost(study, 3)
     assert _overlapping(study.get_trials(states=(TrialState.COMPLETE,)))
+    stray = [p for root in (tmp_path / "runs", pathlib.Path(ray_temp)) for p in root.rglob("*.db")]
+    assert not stray, stray
+
+
+def test_workers_are_given_no_storage_url():
+    from nas import SearchConfig
+
+    secret = "postgresql://alice:S3cret@db.example:5432/vitnas"
+    settings = SearchConfig(storage=secret).worker_settings()
+    assert not [v for v in settings.values() if isinstance(v, str) and ("S3cret" in v or "postgresql" in v)]
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ CLI command and the live server."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import threading
 import urllib.request
@@ -134,7 +133,7 @@ def test_parallel_importance_curves_breakdown(study, data):
 
     imp = dashboards.gene_importances(data, max_trials=30)
     assert set(imp) == {"accuracy", "params", "throughput"}
-    for obj, d in imp.items():
+    for d in imp.values():
         assert "embed_dim" in d and sum(d.values()) == pytest.approx(1.0, abs=1e-6)
     fig = dashboards.importance_figure(data, max_trials=30)
     assert {t.meta["objective"] for t in _traces(fig, "importance")} == {"accuracy", "params", "throughput"}

@@ -4,13 +4,12 @@ not counted)."""
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 from torch import nn
 
 from search_spaces import Architecture, build_model
+from search_spaces.attention.common import WithLayout as _Attend
 from search_spaces.genes import ATTENTIONS, QKV_ATTENTIONS
 from search_spaces.stems import ConvBNStem, ConvStem
 from trainers.measure import count_flops, count_module_flops
@@ -19,25 +18,9 @@ C, H, IMG = 32, 2, 16
 _EXTRA = {"mait": {"mask_ratios": (0.9, 0.0)}, "qna": {"qna_window": 3}, "refiner": {"refiner_expansion": 3}}
 
 
-class _Attend(nn.Module):
-    """Runs one attention module on (B, N, C) tokens with a fixed layout (fvcore traces tensors only)."""
-
-    def __init__(self, attn: nn.Module, layout):
-        super().__init__()
-        self.attn = attn
-        self.layout = layout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attn(x, self.layout)
-
-
 def _documented_macs(attn: nn.Module, layout, arch: Architecture) -> int:
-    """The module's own analytic count (``macs(layout)`` or ``macs(num_tokens)``); MHSA's from its docstring."""
-    if arch.attention == "mhsa":
-        n, c = layout.num_tokens, arch.embed_dim
-        return (2 if arch.compact else 4) * n * c * c + 2 * n * n * c
-    first = next(iter(inspect.signature(attn.macs).parameters))
-    return attn.macs(layout) if first == "layout" else attn.macs(layout.num_tokens)
+    """The module's own analytic count (every mechanism has ``macs(layout)``)."""
+    return attn.macs(layout)
 
 
 def _not_counted_by_fvcore(attn: nn.Module, layout, arch: Architecture) -> int:

@@ -7,7 +7,6 @@ import optuna
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from nas.cli import app

@@ -66,7 +66,8 @@ def test_genes_that_keep_failing_are_not_retried_forever(tmp_path):
     study = run_search(config, progress=events.append)  # returns instead of looping forever
     trials = study.get_trials()
     assert all(t.state == TrialState.FAIL for t in trials)
-    assert [t.user_attrs["fail_reason"] for t in trials[:2]] == ["RuntimeError: injected fault in trial 1".replace("1", str(i)) for i in range(2)]
+    assert [t.user_attrs["fail_reason"] for t in trials[:2]] == [
+        "RuntimeError: injected fault in trial 1".replace("1", str(i)) for i in range(2)]
     later = trials[2:]
     assert later and all(t.user_attrs["fail_reason"].startswith("RepeatedFailure: these genes failed 2 times") for t in later)
     assert len(trials) <= 6

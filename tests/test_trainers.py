@@ -5,8 +5,16 @@ import torch
 
 from search_spaces import Architecture, build_model
 from trainers import (
-    DataError, NonFiniteLossError, ProxyConfig, count_flops, count_params, evaluate_architecture, load_dataset,
-    measure_throughput, peak_memory, train_proxy,
+    DataError,
+    NonFiniteLossError,
+    ProxyConfig,
+    count_flops,
+    count_params,
+    evaluate_architecture,
+    load_dataset,
+    measure_throughput,
+    peak_memory,
+    train_proxy,
 )
 from trainers.measure import PeakMemoryTracker
 

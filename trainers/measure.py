@@ -11,15 +11,17 @@ import math
 import statistics
 import time
 import weakref
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = [
-    "count_params", "count_flops", "count_module_flops", "measure_throughput", "peak_memory", "PeakMemoryTracker", "resolve_device",
+    "count_params", "count_flops", "count_module_flops", "measure_throughput", "peak_memory", "PeakMemoryTracker",
+    "resolve_device",
 ]
 
 
@@ -151,6 +153,9 @@ def measure_throughput(model: nn.Module, input_shape: tuple[int, int, int], *, b
 class PeakMemoryTracker(TorchDispatchMode):
     """Tracks the peak bytes of tensors alive at once that were created inside the ``with`` block.
 
+    Built on ``TorchDispatchMode``, which torch documents and exports only from
+    ``torch.utils._python_dispatch`` (there is no public alias); it is the one private torch import here.
+
     Works on any device (it follows tensor storages, not the allocator), so it measures activation
     memory on CPU too. ``peak`` and ``current`` are in bytes; memory that existed before entry (inputs,
     weights) is not counted.
@@ -183,10 +188,19 @@ class PeakMemoryTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for t in torch.utils._pytree.tree_leaves(out):
-            if isinstance(t, torch.Tensor) and not t.is_meta:
+        for t in _tensors(out):
+            if not t.is_meta:
                 self._track(t)
         return out
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    """The tensors in an op's output (a tensor, or tuples/lists of them)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
 
 
 def peak_memory(model: nn.Module, input_shape: tuple[int, int, int], *, batch_size: int = 64,

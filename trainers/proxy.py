@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,8 @@ from search_spaces import Architecture, build_model
 from .data import ImageData
 from .measure import count_flops, count_params, measure_throughput, peak_memory, resolve_device
 
-__all__ = ["ProxyConfig", "TrialResult", "NonFiniteLossError", "train_proxy", "evaluate", "evaluate_architecture", "seed_everything"]
+__all__ = ["ProxyConfig", "TrialResult", "NonFiniteLossError", "train_proxy", "evaluate", "evaluate_architecture",
+           "seed_everything"]
 
 #: ``report(epoch, metrics)`` is called after every epoch with ``{"epoch", "train_loss", "val_accuracy"}``.
 ReportFn = Callable[[int, dict[str, float]], None]

@@ -1,5 +1,5 @@
-"""Pieces shared by the attention mechanisms: the token layout, rotary position encoding and the
-(optionally Armour-compact) Q, K, V projections.
+"""Pieces shared by the attention mechanisms: the module protocol (:class:`AttentionModule`), the token
+layout, rotary position encoding and the (optionally Armour-compact) Q, K, V projections.
 
 Notation: B batch, N tokens (prefix tokens first, then the R x C patch grid in row-major order),
 C channels (``embed_dim``), H heads, d = C / H (``head_dim``).
@@ -7,13 +7,15 @@ C channels (``embed_dim``), H heads, d = C / H (``head_dim``).
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import torch
 from timm.layers import apply_rot_embed, build_rotary_pos_embed
 from torch import nn
 
-__all__ = ["TokenLayout", "Rotary", "QKV", "split_heads", "merge_heads", "check_num_tokens"]
+__all__ = ["AttentionModule", "TokenLayout", "WithLayout", "Rotary", "QKV", "split_heads", "merge_heads",
+           "check_num_tokens"]
 
 
 class Rotary(nn.Module):
@@ -24,7 +26,8 @@ class Rotary(nn.Module):
     rotates with the patch row, the other half with the column. Frequencies are
     ``10000^(-2i/d')`` over integer positions, built with timm's ``build_rotary_pos_embed``.
     Prefix (class) tokens are not rotated (a deliberate difference from Vision Xformers' code, which
-    rotates the class token as position 0 of the sequence): the class token has no place on the grid. The score ``q_m . k_n`` after rotation depends on the
+    rotates the class token as position 0 of the sequence): the class token has no place on the grid. \
+The score ``q_m . k_n`` after rotation depends on the
     positions only through ``m - n`` (per axis for ``rope2d``).
 
     Args:
@@ -76,16 +79,64 @@ class TokenLayout:
 
     @property
     def num_tokens(self) -> int:
+        """N = num_prefix_tokens + rows * cols."""
         return self.num_prefix_tokens + self.grid[0] * self.grid[1]
 
+    @classmethod
+    def flat(cls, num_tokens: int) -> TokenLayout:
+        """A plain sequence of N = ``num_tokens`` tokens (a 1 x N grid, no prefix, no rotary encoding),
+        for mechanisms that do not look at the grid."""
+        return cls(grid=(1, num_tokens))
 
-def check_num_tokens(name: str, what: str, built: int, x: torch.Tensor) -> None:
-    """For mechanisms tied to a fixed token count (Linformer, Mixer).
+
+class AttentionModule(nn.Module, metaclass=abc.ABCMeta):
+    """The protocol every mechanism of the zoo implements (its spec in :mod:`search_spaces.registry`
+    names the subclass).
+
+    - ``forward(x, layout)``: ``x`` (B, N, C) tokens, ``layout`` the required :class:`TokenLayout` of
+      those N tokens; returns (B, N, C).
+    - ``macs(layout)``: analytic multiply-adds per image (one multiply-add = 1, fvcore's convention) at
+      the token count of ``layout``; each subclass's docstring gives its formula.
+    - ``reset_parameters_extra()``: (re-)initialise the mechanism's own parameters. The model calls it
+      on every attention module after timm's generic ViT init, which would otherwise overwrite them
+      (QnA's queries, the Refiner's kernels, Linformer's token projection). Default: nothing.
+    """
+
+    @abc.abstractmethod
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        """(B, N, C) -> (B, N, C)."""
+
+    @abc.abstractmethod
+    def macs(self, layout: TokenLayout) -> int:
+        """Analytic multiply-adds per image for the N = ``layout.num_tokens`` tokens of ``layout``."""
+
+    def reset_parameters_extra(self) -> None:
+        """Initialise the mechanism's own parameters (none here)."""
+
+
+class WithLayout(nn.Module):
+    """A mechanism with its :class:`TokenLayout` bound, so that it takes the tokens alone, for tools that
+    trace tensor inputs only (fvcore's ``FlopCountAnalysis``, ``torch.jit.trace``).
+
+    Shapes: ``x`` (B, N, C) -> (B, N, C), N = ``layout.num_tokens``.
+    """
+
+    def __init__(self, attn: AttentionModule, layout: TokenLayout):
+        super().__init__()
+        self.attn = attn
+        self.layout = layout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, self.layout)
+
+
+def check_num_tokens(name: str, what: str, built: int, n: int) -> None:
+    """For mechanisms tied to a fixed token count (Linformer, Mixer): N must be the built count.
 
     Raises:
-        ValueError: ``x`` (B, N, C) has N != ``built``; the message names the mechanism and ``what`` is tied.
+        ValueError: ``n`` (the N of a (B, N, C) input or of a layout) differs from ``built``; the message
+            names the mechanism and ``what`` is tied.
     """
-    n = x.shape[1]
     if n != built:
         raise ValueError(f"{name}: built for {built} tokens, got {n}; {what} is tied to the image size "
                          "(and patch size) the model was built for")
@@ -127,6 +178,7 @@ class QKV(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"num_heads: embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.dim = dim
         self.num_heads = num_heads
         self.compact = compact
         if compact:
@@ -134,7 +186,12 @@ class QKV(nn.Module):
         else:
             self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
 
+    def macs(self, num_tokens: int) -> int:
+        """Multiply-adds of the projections for N = ``num_tokens`` tokens: 3 N C^2, or N C^2 compact."""
+        return (1 if self.compact else 3) * num_tokens * self.dim * self.dim
+
     def forward(self, x: torch.Tensor, layout: TokenLayout | None = None):
+        """q, k, v (B, H, N, d) each from ``x`` (B, N, C); rotated when ``layout`` carries a rotary encoding."""
         b, n, c = x.shape
         h = self.num_heads
         if self.compact:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from .common import TokenLayout
+from ..registry import MechanismSpec
+from .common import AttentionModule, TokenLayout
 
-__all__ = ["FNetMixing"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..genes import Architecture
+
+__all__ = ["FNetMixing", "MECHANISM"]
 
 
-class FNetMixing(nn.Module):
+class FNetMixing(AttentionModule):
     """FNet Fourier mixing in place of attention (Lee-Thorp et al., arXiv 2105.03824, eq. 3)::
 
         y = Re(FFT_seq(FFT_hidden(x)))
@@ -38,12 +42,22 @@ class FNetMixing(nn.Module):
         super().__init__()
         self.dim = dim
 
-    def macs(self, num_tokens: int) -> int:
+    def macs(self, layout: TokenLayout) -> int:
         """Analytic multiply-adds of the 2-D FFT per image, ``N C log2(N C)`` rounded down."""
-        n, c = num_tokens, self.dim
+        n, c = layout.num_tokens, self.dim
         return int(n * c * math.log2(n * c))
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
             y = torch.fft.fft2(x.float(), dim=(-2, -1)).real
         return y.to(x.dtype)
+
+
+def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> FNetMixing:
+    return FNetMixing(arch.embed_dim)
+
+
+MECHANISM = MechanismSpec(
+    name="fnet", order=7, module=FNetMixing, build=_build, has_qkv=False, uses_heads=False,
+    summary="FNet: real part of a 2-D Fourier transform in place of attention (arXiv 2105.03824)",
+)

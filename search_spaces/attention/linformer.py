@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import QKV, TokenLayout, check_num_tokens, merge_heads
+from ..registry import MechanismSpec
+from .common import QKV, AttentionModule, TokenLayout, check_num_tokens, merge_heads
 
-__all__ = ["LinformerAttention"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..genes import Architecture
+
+__all__ = ["LinformerAttention", "MECHANISM"]
 
 
-class LinformerAttention(nn.Module):
+class LinformerAttention(AttentionModule):
     """Linformer self-attention (Wang et al., arXiv 2006.04768, eq. 7), as Vision Xformers uses it.
 
     Per head::
@@ -27,8 +32,8 @@ class LinformerAttention(nn.Module):
     ``torch.nn.functional.scaled_dot_product_attention``. Cost O(N k) per head instead of O(N^2).
 
     ``E`` is tied to the token count N the layer was built for (prefix tokens included); a different N
-    at forward raises ``ValueError``. Initialised N(0, 1/N) so that ``E K`` keeps the scale of the keys
-    (the paper does not say how E is initialised).
+    at forward (or in the layout given to :meth:`macs`) raises ``ValueError``. Initialised N(0, 1/N) so
+    that ``E K`` keeps the scale of the keys (the paper does not say how E is initialised).
 
     Args:
         dim: C. num_heads: H. num_tokens: N.
@@ -64,15 +69,20 @@ class LinformerAttention(nn.Module):
         """Initialise ``token_proj`` (E) as N(0, 1/N); the model builder calls this after its own init."""
         nn.init.normal_(self.token_proj, std=1.0 / math.sqrt(self.num_tokens))
 
-    def macs(self, num_tokens: int | None = None) -> int:
-        """Analytic multiply-adds per image (see the class docstring); N is the built token count."""
-        n, c, k = self.num_tokens, self.dim, self.k
-        return (2 if self.qkv.compact else 4) * n * c * c + 4 * n * k * c
+    def macs(self, layout: TokenLayout) -> int:
+        """Analytic multiply-adds per image (see the class docstring).
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout | None = None) -> torch.Tensor:
-        check_num_tokens("linformer", "its token projection", self.num_tokens, x)
+        Raises:
+            ValueError: ``layout`` has a token count other than the built one.
+        """
+        check_num_tokens("linformer", "its token projection", self.num_tokens, layout.num_tokens)
+        n, c, k = self.num_tokens, self.dim, self.k
+        return self.qkv.macs(n) + n * c * c + 4 * n * k * c
+
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        check_num_tokens("linformer", "its token projection", self.num_tokens, x.shape[1])
         n = self.num_tokens
-        if (layout is None or layout.rotary is None) and not self.qkv.compact:
+        if layout.rotary is None and not self.qkv.compact:
             # Fast path: one token-axis GEMM over the fused keys and values, before splitting heads.
             b, _, c = x.shape
             h = self.num_heads
@@ -87,3 +97,13 @@ class LinformerAttention(nn.Module):
             v = torch.matmul(v.transpose(-2, -1), e_t).transpose(-2, -1)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(merge_heads(out))
+
+
+def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> LinformerAttention:
+    return LinformerAttention(arch.embed_dim, arch.num_heads, num_tokens=layout.num_tokens, compact=arch.compact)
+
+
+MECHANISM = MechanismSpec(
+    name="linformer", order=5, module=LinformerAttention, build=_build, fixed_tokens=True,
+    summary="Linformer: keys and values projected along the tokens (arXiv 2006.04768)",
+)

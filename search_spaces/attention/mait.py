@@ -2,14 +2,70 @@
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING, Any
+
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ..genes import mait_window_for_ratio
-from .common import QKV, TokenLayout, merge_heads
+from ..registry import GeneSpec, MechanismSpec, format_domain
+from .common import TokenLayout, merge_heads
+from .mhsa import MHSA
 
-__all__ = ["MaiTAttention", "local_window_mask"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..genes import Architecture
+
+__all__ = ["MaiTAttention", "local_window_mask", "mait_window_for_ratio", "layer_mask_ratios", "MECHANISM"]
+
+#: Domain of one head's mask ratio (the fraction of key positions outside its window); 0 = a global head.
+MASK_RATIO_CHOICES: tuple[float, ...] = (0.0, 0.5, 0.75, 0.9)
+#: Which layers carry masks: ``all`` layers use ``mask_ratios`` as given; ``paper`` follows MaiT's finding
+#: (all masked heads in the first third, one in the middle third, none in the last); see
+#: :func:`layer_mask_ratios`.
+MASK_LAYERS: tuple[str, ...] = ("all", "paper")
+
+
+def mait_window_for_ratio(ratio: float, grid: tuple[int, int]) -> int | None:
+    """Side of the square window whose hidden fraction on ``grid`` is closest to ``ratio``.
+
+    MaiT (arXiv 2207.03006) calls the fraction of key positions outside a head's window its mask
+    ratio. ``ratio == 0`` means a global head and returns ``None``. Only odd windows (centred on the
+    query patch) are considered; the hidden fraction of a window k on an R x C grid is taken as
+    ``1 - k^2 / (R C)`` (the interior value; windows are clipped at the border).
+    """
+    if ratio <= 0:
+        return None
+    rows, cols = grid
+    n = rows * cols
+    best, best_err = 1, math.inf
+    for k in range(1, 2 * max(rows, cols), 2):
+        err = abs((1 - min(k * k, n) / n) - ratio)
+        if err < best_err - 1e-12:
+            best, best_err = k, err
+    return best
+
+
+def layer_mask_ratios(arch: Architecture, layer_index: int) -> tuple[float, ...]:
+    """MaiT mask ratios of the heads of layer ``layer_index`` (0-based).
+
+    ``mask_layers == "all"``: every layer uses ``arch.mask_ratios``. ``"paper"``: MaiT (arXiv
+    2207.03006, section 4.3) masks most in early layers: the first third of the layers uses all the
+    given masks, the middle third keeps only the first masked head (the others become global), the
+    last third is unmasked.
+    """
+    ratios = tuple(arch.mask_ratios)
+    if arch.mask_layers == "all":
+        return ratios
+    third = layer_index * 3 // arch.depth  # 0, 1 or 2
+    if third == 0:
+        return ratios
+    if third == 1:
+        out, kept = [], False
+        for r in ratios:
+            out.append(r if (r > 0 and not kept) else 0.0)
+            kept = kept or r > 0
+        return tuple(out)
+    return tuple(0.0 for _ in ratios)
 
 
 def local_window_mask(grid: tuple[int, int], window: int | None, num_prefix_tokens: int = 0,
@@ -35,7 +91,7 @@ def local_window_mask(grid: tuple[int, int], window: int | None, num_prefix_toke
     return mask
 
 
-class MaiTAttention(nn.Module):
+class MaiTAttention(MHSA):
     """Masked multi-head self-attention of MaiT ("MaiT: Leverage Attention Masks for More Efficient
     Image Transformers", arXiv 2207.03006).
 
@@ -52,7 +108,7 @@ class MaiTAttention(nn.Module):
 
     Mask ratio -> window: ``mask_ratios[h]`` is the fraction of key positions a head hides; it is mapped
     to the odd window k whose interior hidden fraction ``1 - k^2 / (R C)`` is closest on the layer's grid
-    (:func:`search_spaces.genes.mait_window_for_ratio`). Ratio 0 = a global head (mask of ones).
+    (:func:`mait_window_for_ratio`). Ratio 0 = a global head (mask of ones).
 
     Prefix (class) tokens: the class-token *row* stays unmasked (the paper's choice: the class token
     gathers from every patch). We also keep the class-token *column* unmasked, i.e. every patch may
@@ -61,9 +117,9 @@ class MaiTAttention(nn.Module):
 
     Masks are built lazily and cached per ``(grid, num_prefix_tokens, device)`` in a plain dict on the
     module (not a registered buffer), so the state dict holds only ``qkv`` and ``proj`` and is
-    interchangeable with :class:`~search_spaces.attention.mhsa.MHSA`. With every ratio 0 the layer is
-    exactly MHSA and uses ``F.scaled_dot_product_attention`` (fused kernels); otherwise the N x N score
-    map is formed explicitly.
+    interchangeable with :class:`~search_spaces.attention.mhsa.MHSA`, which this class extends. With
+    every ratio 0 the layer is exactly MHSA and uses ``F.scaled_dot_product_attention`` (fused kernels);
+    otherwise the N x N score map is formed explicitly.
 
     Args:
         dim: C. num_heads: H (``len(mask_ratios)`` must equal H).
@@ -73,31 +129,26 @@ class MaiTAttention(nn.Module):
 
     Shapes: ``x`` (B, N, C) -> (B, N, C), N = num_prefix_tokens + R C from ``layout``.
     Parameters: exactly MHSA's, 4C^2 + 4C (``compact``: 2C^2 + 2C); the masks add none.
-    Multiply-adds per image: 4 N C^2 (2 N C^2 compact) for the projections + 2 N^2 C for scores and
-    values (:meth:`macs`); the mask costs a further H N^2 element-wise products (not multiply-adds).
+    Multiply-adds per image: MHSA's, 4 N C^2 (2 N C^2 compact) for the projections + 2 N^2 C for scores
+    and values (:meth:`macs`, inherited); the mask costs a further H N^2 element-wise products (not multiply-adds).
     Memory: the explicit path keeps B H N^2 scores (and weights) per layer, like unfused attention.
 
     Deliberate differences: none in the attention itself; the class-token column choice above is ours
     (the paper does not spell it out). Which layers carry masks is decided by the builder
-    (:func:`~search_spaces.attention.layer_mask_ratios`).
+    (:func:`layer_mask_ratios`).
     """
 
     def __init__(self, dim: int, num_heads: int, mask_ratios: tuple[float, ...], compact: bool = False,
                  qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
-        super().__init__()
         mask_ratios = tuple(float(r) for r in mask_ratios)
         if len(mask_ratios) != num_heads:
             raise ValueError(f"mask_ratios: need one ratio per head ({num_heads}), got {len(mask_ratios)}")
         if any(not (0.0 <= r < 1.0) for r in mask_ratios):
             raise ValueError(f"mask_ratios: each ratio must lie in [0, 1), got {mask_ratios}")
-        self.num_heads = num_heads
+        super().__init__(dim, num_heads, compact=compact, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
         self.mask_ratios = mask_ratios
-        self.qkv = QKV(dim, num_heads, compact=compact, qkv_bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
         self._masks: dict[tuple, torch.Tensor] = {}
 
     @property
@@ -132,19 +183,44 @@ class MaiTAttention(nn.Module):
         return s
 
     def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        q, k, v = self.qkv(x, layout)
-        p = self.attn_drop if self.training else 0.0
         if self.is_global:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-        else:
-            attn = self._scores(q, k, layout).softmax(dim=-1)
-            if p:
-                attn = F.dropout(attn, p)
-            out = attn @ v
-        return self.proj_drop(self.proj(merge_heads(out)))
+            return super().forward(x, layout)
+        q, k, v = self.qkv(x, layout)
+        attn = self._scores(q, k, layout).softmax(dim=-1)
+        if self.training and self.attn_drop:
+            attn = F.dropout(attn, self.attn_drop)
+        return self.proj_drop(self.proj(merge_heads(attn @ v)))
 
-    def macs(self, layout: TokenLayout) -> int:
-        """Analytic multiply-adds for one image (matrix products only; mask and softmax excluded)."""
-        n, c = layout.num_tokens, self.proj.in_features
-        proj = (2 if self.qkv.compact else 4) * n * c * c
-        return proj + 2 * n * n * c
+
+def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> MaiTAttention:
+    return MaiTAttention(arch.embed_dim, arch.num_heads, mask_ratios=layer_mask_ratios(arch, layer_index),
+                         compact=arch.compact)
+
+
+def _canonical(arch: Architecture, img_size: Any, genes: dict[str, Any]) -> None:
+    """Mask ratios that map to the same window on the token grid are the same mask (e.g. 0.75 and 0.9 on
+    an 8x8 grid); with every head global, ``mask_layers`` changes nothing."""
+    grid = arch.check_image(img_size)
+    windows = [mait_window_for_ratio(r, grid) for r in arch.mask_ratios]
+    genes["mask_ratios"] = windows
+    if all(w is None for w in windows):
+        genes["mask_layers"] = None
+
+
+def _masks_label(arch: Architecture) -> str:
+    return "masks=" + ",".join(f"{r:g}" for r in arch.mask_ratios) + f"/{arch.mask_layers}"
+
+
+MECHANISM = MechanismSpec(
+    name="mait", order=1, module=MaiTAttention, build=_build, explicit_map=True, canonical=_canonical,
+    summary="MaiT: local 0/1 masks on some heads (arXiv 2207.03006)",
+    genes=(
+        GeneSpec(name="mask_ratios", choices=MASK_RATIO_CHOICES, neutral=(), per_head=True, item="ratio",
+                 param="mask_ratio", label=_masks_label,
+                 rule=f"{{owners}} only: one ratio per head, each in {format_domain(MASK_RATIO_CHOICES)}; "
+                      "0 = global head"),
+        GeneSpec(name="mask_layers", choices=MASK_LAYERS, neutral="all", label=lambda arch: None,
+                 invalid="{gene}: unknown value {value!r}; allowed: {allowed}",
+                 rule="{owners} only: 'all' masks every layer, 'paper' masks early layers most (MaiT)"),
+    ),
+)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import QKV, TokenLayout, merge_heads
+from ..registry import MechanismSpec
+from .common import QKV, AttentionModule, TokenLayout, merge_heads
 
-__all__ = ["MHSA"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..genes import Architecture
+
+__all__ = ["MHSA", "MECHANISM"]
 
 
-class MHSA(nn.Module):
+class MHSA(AttentionModule):
     """Multi-head self-attention, ``softmax(Q K^T / sqrt(d)) V`` per head, then the output projection.
 
     Source: Vaswani et al. (arXiv 1706.03762, eq. 1) as used by ViT (arXiv 2010.11929, eq. 5-7).
@@ -32,7 +38,22 @@ class MHSA(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         q, k, v = self.qkv(x, layout)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(merge_heads(out)))
+
+    def macs(self, layout: TokenLayout) -> int:
+        """Analytic multiply-adds for one image: 4 N C^2 (2 N C^2 compact) + 2 N^2 C; softmax excluded."""
+        n, c = layout.num_tokens, self.proj.in_features
+        return self.qkv.macs(n) + n * c * c + 2 * n * n * c
+
+
+def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> MHSA:
+    return MHSA(arch.embed_dim, arch.num_heads, compact=arch.compact)
+
+
+MECHANISM = MechanismSpec(
+    name="mhsa", order=0, module=MHSA, build=_build,
+    summary="ViT/DeiT multi-head self-attention (arXiv 2010.11929, 2012.12877)",
+)

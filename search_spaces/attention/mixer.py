@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from timm.layers import Mlp
 from torch import nn
 
-from .common import TokenLayout, check_num_tokens
+from ..registry import MechanismSpec
+from .common import AttentionModule, TokenLayout, check_num_tokens
 
-__all__ = ["TokenMixingMLP"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..genes import Architecture
+
+__all__ = ["TokenMixingMLP", "MECHANISM"]
 
 
-class TokenMixingMLP(nn.Module):
+class TokenMixingMLP(AttentionModule):
     """MLP-Mixer token-mixing MLP in place of attention (Tolstikhin et al., arXiv 2105.01601, eq. 1)::
 
         U[:, i] = X[:, i] + W_2 GELU(W_1 LayerNorm(X)[:, i]),   i = 1..C
@@ -23,7 +29,7 @@ class TokenMixingMLP(nn.Module):
     D_S = C / 2 (Mixer-B/16: C = 768, D_S = 384). No queries or keys (so no rotary encoding).
 
     The layer is tied to the token count N it was built for (prefix tokens included): a different N at
-    forward raises ``ValueError``.
+    forward (or in the layout given to :meth:`macs`) raises ``ValueError``.
 
     Args:
         dim: C. num_tokens: N. hidden_ratio: D_S / C.
@@ -43,10 +49,25 @@ class TokenMixingMLP(nn.Module):
         self.hidden = max(1, int(hidden_ratio * dim))
         self.mlp = Mlp(num_tokens, self.hidden, num_tokens, act_layer=nn.GELU)
 
-    def macs(self, num_tokens: int | None = None) -> int:
-        """Analytic multiply-adds per image (see the class docstring); N is the built token count."""
+    def macs(self, layout: TokenLayout) -> int:
+        """Analytic multiply-adds per image (see the class docstring).
+
+        Raises:
+            ValueError: ``layout`` has a token count other than the built one.
+        """
+        check_num_tokens("mixer", "the token-mixing MLP", self.num_tokens, layout.num_tokens)
         return 2 * self.num_tokens * self.hidden * self.dim
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout | None = None) -> torch.Tensor:
-        check_num_tokens("mixer", "the token-mixing MLP", self.num_tokens, x)
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        check_num_tokens("mixer", "the token-mixing MLP", self.num_tokens, x.shape[1])
         return self.mlp(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> TokenMixingMLP:
+    return TokenMixingMLP(arch.embed_dim, num_tokens=layout.num_tokens)
+
+
+MECHANISM = MechanismSpec(
+    name="mixer", order=8, module=TokenMixingMLP, build=_build, has_qkv=False, fixed_tokens=True,
+    uses_heads=False, summary="MLP-Mixer token mixing in place of attention (arXiv 2105.01601)",
+)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from .common import QKV, TokenLayout, merge_heads
+from ..registry import MechanismSpec
+from .common import QKV, AttentionModule, TokenLayout, merge_heads
 
-__all__ = ["NystromAttention", "segment_means", "iterative_pinv", "nystrom_attention"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..genes import Architecture
+
+__all__ = ["NystromAttention", "segment_means", "iterative_pinv", "nystrom_attention", "MECHANISM"]
 
 
 def _segment_matrix(num_tokens: int, num_segments: int, device, dtype) -> torch.Tensor:
@@ -77,7 +83,7 @@ def nystrom_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_lan
     return torch.matmul(f, torch.matmul(iterative_pinv(a, pinv_iterations), bv))
 
 
-class NystromAttention(nn.Module):
+class NystromAttention(AttentionModule):
     """Nystromformer self-attention (Xiong et al., arXiv 2102.03902, eq. 14-15, pinv eq. 16).
 
     Per head, the softmax map is approximated from m landmarks (segment means of queries and keys)::
@@ -135,15 +141,15 @@ class NystromAttention(nn.Module):
         else:
             self.conv = None
 
-    def macs(self, num_tokens: int) -> int:
-        """Analytic multiply-adds per image for N = ``num_tokens`` (see the class docstring)."""
-        n, c, h = num_tokens, self.dim, self.num_heads
+    def macs(self, layout: TokenLayout) -> int:
+        """Analytic multiply-adds per image for N = ``layout.num_tokens`` (see the class docstring)."""
+        n, c, h = layout.num_tokens, self.dim, self.num_heads
         m = max(1, min(self.num_landmarks, n))
-        total = (2 if self.qkv.compact else 4) * n * c * c
+        total = self.qkv.macs(n) + n * c * c
         total += 6 * n * m * c + 2 * m * m * c + 4 * self.pinv_iterations * h * m ** 3
         return total + self.conv_kernel * n * c
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         q, k, v = self.qkv(x, layout)
         with torch.autocast(device_type=q.device.type, enabled=False):
             out = nystrom_attention(q.float(), k.float(), v.float(), self.num_landmarks, self.pinv_iterations)
@@ -151,3 +157,13 @@ class NystromAttention(nn.Module):
         if self.conv is not None:
             out = out + self.conv(v)  # (B, H, N, d): heads as channels, kernel along N
         return self.proj(merge_heads(out))
+
+
+def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> NystromAttention:
+    return NystromAttention(arch.embed_dim, arch.num_heads, compact=arch.compact)
+
+
+MECHANISM = MechanismSpec(
+    name="nystrom", order=6, module=NystromAttention, build=_build,
+    summary="Nystromformer: landmark approximation of the softmax map (arXiv 2102.03902)",
+)

@@ -6,13 +6,19 @@ Used as one of the linear-attention variants of Vision Xformers (Jeevan and Seth
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .common import QKV, TokenLayout, merge_heads
+from ..registry import MechanismSpec
+from .common import QKV, AttentionModule, TokenLayout, merge_heads
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..genes import Architecture
 
 __all__ = [
+    "MECHANISM",
     "PerformerAttention",
     "default_num_features",
     "orthogonal_gaussian_matrix",
@@ -110,7 +116,7 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
     return torch.matmul(scores.softmax(dim=-1), v)
 
 
-class PerformerAttention(nn.Module):
+class PerformerAttention(AttentionModule):
     """Performer self-attention with FAVOR+ (Choromanski et al., arXiv 2009.14794), as in Vision Xformers.
 
     Per head, the softmax kernel ``exp(q^T k / sqrt(d))`` is replaced by an inner product of m positive
@@ -171,24 +177,33 @@ class PerformerAttention(nn.Module):
         fresh = orthogonal_gaussian_matrix(self.num_features, self.head_dim, generator=generator)
         self.projection.copy_(fresh.to(self.projection.device, self.projection.dtype))
 
-    def macs(self, num_tokens: int) -> int:
-        """Analytic multiply-adds per image for N = ``num_tokens`` (see the class docstring)."""
-        n, c, m, h = num_tokens, self.dim, self.num_features, self.num_heads
-        proj = (2 if self.qkv.compact else 4) * n * c * c
-        return proj + 4 * n * m * c + n * m * h
+    def macs(self, layout: TokenLayout) -> int:
+        """Analytic multiply-adds per image for N = ``layout.num_tokens`` (see the class docstring)."""
+        n, c, m, h = layout.num_tokens, self.dim, self.num_features, self.num_heads
+        return self.qkv.macs(n) + n * c * c + 4 * n * m * c + n * m * h
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=q.device.type, enabled=False):
             out = favor_attention(q.float(), k.float(), v.float(), self.projection.float())
         return out.to(v.dtype)
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         if self.redraw and self.training:
             self.redraw_projection()
         q, k, v = self.qkv(x, layout)
         return self.proj(merge_heads(self._attend(q, k, v)))
 
-    def exact_forward(self, x: torch.Tensor, layout: TokenLayout | None = None) -> torch.Tensor:
+    def exact_forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """The same layer with exact softmax attention in place of FAVOR+ (for approximation tests)."""
         q, k, v = self.qkv(x, layout)
         return self.proj(merge_heads(softmax_attention(q, k, v)))
+
+
+def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> PerformerAttention:
+    return PerformerAttention(arch.embed_dim, arch.num_heads, compact=arch.compact)
+
+
+MECHANISM = MechanismSpec(
+    name="performer", order=4, module=PerformerAttention, build=_build,
+    summary="Performer: FAVOR+ random features, as in Vision Xformers (arXiv 2009.14794, 2107.02239)",
+)

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import TokenLayout
+from ..registry import GeneSpec, MechanismSpec, or_list
+from .common import AttentionModule, TokenLayout
 
-__all__ = ["QnAAttention"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..genes import Architecture
+
+__all__ = ["QnAAttention", "MECHANISM"]
+
+#: Domain of the window side k (3 in QnA-ViT-Tiny, 7 in the paper's larger-window variant).
+QNA_WINDOWS: tuple[int, ...] = (3, 5, 7)
 
 #: Floor on ``score - max`` before the exponential (see "Numerical stability" in the class docstring).
 _EXP_FLOOR = -40.0
 
 
-class QnAAttention(nn.Module):
+class QnAAttention(AttentionModule):
     """Query-and-Attend local attention (QnA, "Learned Queries for Efficient Local Attention",
     Arar, Shamir and Bermano, arXiv 2112.11435; official JAX code github.com/moabarar/qna).
 
@@ -165,3 +173,17 @@ class QnAAttention(nn.Module):
         n, c = layout.num_tokens, self.dim
         lq, h, k = self.num_queries, self.num_heads, self.window
         return lq * c * c + n * c * lq * h + 2 * n * c * c + n * k * k * (lq * c + lq * h) + lq * n * c
+
+
+def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> QnAAttention:
+    return QnAAttention(arch.embed_dim, arch.num_heads, window=arch.qna_window)
+
+
+MECHANISM = MechanismSpec(
+    name="qna", order=3, module=QnAAttention, build=_build, has_qkv=False, class_token=False,
+    summary="QnA: local attention with learned queries (arXiv 2112.11435)",
+    genes=(
+        GeneSpec(name="qna_window", choices=QNA_WINDOWS, neutral=None, item="window",
+                 label=lambda arch: f"k{arch.qna_window}", rule=f"{{owners}} only (required): {or_list(QNA_WINDOWS)}"),
+    ),
+)

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import QKV, TokenLayout, merge_heads
+from ..registry import GeneSpec, MechanismSpec, or_list
+from .common import QKV, AttentionModule, TokenLayout, merge_heads
 
-__all__ = ["RefinerAttention"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..genes import Architecture
+
+__all__ = ["RefinerAttention", "MECHANISM"]
+
+#: Domain of the attention-expansion ratio r (the paper's models use 3 and 6).
+REFINER_EXPANSIONS: tuple[int, ...] = (1, 2, 3, 4, 6)
 
 
-class RefinerAttention(nn.Module):
+class RefinerAttention(AttentionModule):
     """Self-attention whose attention maps are refined before they weigh the values (Refiner,
     "Refiner: Refining Self-attention for Vision Transformers", arXiv 2106.03714).
 
@@ -119,8 +128,7 @@ class RefinerAttention(nn.Module):
         """Analytic multiply-adds for one image (products only; softmax excluded)."""
         n, c = layout.num_tokens, self.proj.in_features
         h, r, k = self.num_heads, self.expansion, self.kernel_size
-        proj = (2 if self.qkv.compact else 4) * n * c * c
-        return proj + 2 * n * n * c + n * n * (2 * r * h * h + r * h * k * k)
+        return self.qkv.macs(n) + n * c * c + 2 * n * n * c + n * n * (2 * r * h * h + r * h * k * k)
 
     @staticmethod
     def num_params(dim: int, num_heads: int, expansion: int, compact: bool = False, qkv_bias: bool = True,
@@ -129,3 +137,18 @@ class RefinerAttention(nn.Module):
         c, h, r = dim, num_heads, expansion
         qkv = (c * c + (c if qkv_bias else 0)) if compact else (3 * c * c + (3 * c if qkv_bias else 0))
         return qkv + c * c + c + 2 * r * h * h + r * h * kernel_size ** 2
+
+
+def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> RefinerAttention:
+    return RefinerAttention(arch.embed_dim, arch.num_heads, expansion=arch.refiner_expansion, compact=arch.compact)
+
+
+MECHANISM = MechanismSpec(
+    name="refiner", order=2, module=RefinerAttention, build=_build, explicit_map=True,
+    summary="Refiner: expansion and local convolution of the attention maps (arXiv 2106.03714)",
+    genes=(
+        GeneSpec(name="refiner_expansion", choices=REFINER_EXPANSIONS, neutral=None, item="expansion",
+                 label=lambda arch: f"r{arch.refiner_expansion}",
+                 rule=f"{{owners}} only (required): {or_list(REFINER_EXPANSIONS)}"),
+    ),
+)

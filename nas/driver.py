@@ -1,0 +1,139 @@
+"""The driver's side of a trial: the only writer of the Optuna study.
+
+:class:`StudyDriver` is a Ray Tune :class:`~ray.tune.search.Searcher`. It asks the study for a trial
+(``study.ask()``: enqueued presets first, then the sampler), samples the genes through the search space,
+decides what the trial needs (a reused result, a refusal, or training), hands Ray a plain config, and
+when Ray reports the trial's end it stores the result through Optuna's public API (``set_user_attr`` on
+the trial it owns, ``study.tell``). Workers never open the storage, so a cluster worker needs no
+database access.
+
+Decisions, made with the canonical architecture key (:meth:`search_spaces.Architecture.canonical_key`):
+
+- *reuse*: a proposal that builds the same model as a complete, trained trial reports that trial's
+  objectives and attributes (``reused_from``) instead of training again;
+- *refusal*: genes that already failed ``max_failures_per_arch`` times fail at once (``RepeatedFailure``),
+  with the earlier reason;
+- a trial that ends without a result (the time budget ran out, the worker died) fails with the reason
+  ``stopped: ...``.
+
+The lookups are dictionaries keyed by the canonical key, built from the study once and updated as trials
+end, so deciding costs the same whatever the study's size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from search_spaces import SearchSpace
+
+from . import objectives
+from .trial import RESULT_ATTRS
+
+__all__ = ["StudyDriver", "STOPPED", "NOT_COUNTED"]
+
+#: Reason stored on a trial that ended without a result of its own.
+STOPPED = "stopped: the search ended before the trial finished"
+#: Failure reasons that say nothing about the genes (not counted towards refusing them).
+NOT_COUNTED = ("interrupted", "stopped", "RepeatedFailure")
+
+
+class StudyDriver(Searcher):
+    """Ray Tune searcher over a multi-objective Optuna study; the study's only writer.
+
+    Args:
+        study: the Optuna study (its sampler proposes; enqueued trials come first).
+        space: the search space the genes are sampled from.
+        img_size: the proxy's image size (canonical keys depend on the token grid).
+        target: complete trials the study should hold; :meth:`suggest` says FINISHED once it does.
+        max_failures_per_arch: failures after which the same genes are refused.
+        faults: trial number -> injected fault (testing only; see ``SearchConfig.inject_faults``).
+    """
+
+    def __init__(self, study: optuna.Study, space: SearchSpace, img_size: int, target: int,
+                 max_failures_per_arch: int = 2, faults: dict[int, str] | None = None) -> None:
+        super().__init__()
+        self.study, self.space, self.img_size, self.target = study, space, img_size, target
+        self.max_failures = max_failures_per_arch
+        self.faults = dict(faults or {})
+        self.live: dict[str, tuple[optuna.Trial, str]] = {}
+        self.trained: dict[str, tuple[int, list[float], dict[str, Any]]] = {}
+        self.failures: dict[str, list[tuple[int, str]]] = {}
+        self.complete = 0
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            self._index(t.number, t.state, t.user_attrs, t.values)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _index(self, number: int, state: TrialState, attrs: dict[str, Any], values: Any) -> None:
+        key = attrs.get("arch_key")
+        if state == TrialState.COMPLETE:
+            self.complete += 1
+            if key and "reused_from" not in attrs and key not in self.trained:
+                self.trained[key] = (number, list(values), {k: attrs[k] for k in RESULT_ATTRS if k in attrs})
+        elif state == TrialState.FAIL and key:
+            reason = attrs.get("fail_reason", "")
+            if reason.split(":")[0] not in NOT_COUNTED:
+                self.failures.setdefault(key, []).append((number, reason))
+
+    def _known(self, key: str) -> dict[str, Any] | None:
+        """The result this proposal gets without training: a reused one, a refusal, or None."""
+        if key in self.trained:
+            number, values, attrs = self.trained[key]
+            return {**dict(zip(objectives.names(), values, strict=True)), **attrs, "reused_from": number}
+        failures = self.failures.get(key, [])
+        if len(failures) >= self.max_failures:
+            number, reason = failures[-1]
+            return {"fail_reason": f"RepeatedFailure: these genes failed {len(failures)} times (last: trial "
+                                   f"{number}, {reason}); not retried"}
+        return None
+
+    # ------------------------------------------------------------------ Searcher API
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        """A new proposal as a plain config, or ``FINISHED`` once the study holds ``target`` complete trials."""
+        if self.complete >= self.target:
+            return Searcher.FINISHED
+        trial = self.study.ask()
+        arch = self.space.suggest(trial)
+        key = arch.canonical_key(self.img_size)
+        trial.set_user_attr("arch", arch.to_dict())
+        trial.set_user_attr("arch_key", key)
+        self.live[trial_id] = (trial, key)
+        return {"arch": arch.to_dict(), "number": trial.number, "fault": self.faults.get(trial.number),
+                "known": self._known(key)}
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        """Store the trial's end: COMPLETE with its objectives, or FAIL with its reason."""
+        entry = self.live.pop(trial_id, None)
+        if entry is None:
+            return
+        trial, _ = entry
+        result = result or {}
+        names = objectives.names()
+        if all(result.get(name) is not None for name in names):
+            for name in (*RESULT_ATTRS, "reused_from"):
+                if result.get(name) is not None:
+                    trial.set_user_attr(name, result[name])
+            values = [float(result[name]) for name in names]
+            self.study.tell(trial, values)
+            self._index(trial.number, TrialState.COMPLETE, trial.user_attrs, values)
+            return
+        self._fail(trial, result.get("fail_reason") or STOPPED, result.get("traceback"))
+
+    def stop_all(self, reason: str = STOPPED) -> list[int]:
+        """Fail every trial this driver handed out that has not ended (e.g. Ray stopped it); their numbers."""
+        numbers = []
+        for trial_id in list(self.live):
+            trial, _ = self.live.pop(trial_id)
+            self._fail(trial, reason)
+            numbers.append(trial.number)
+        return numbers
+
+    def _fail(self, trial: optuna.Trial, reason: str, tb: str | None = None) -> None:
+        trial.set_user_attr("fail_reason", reason[:500])
+        if tb:
+            trial.set_user_attr("traceback", tb)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self._index(trial.number, TrialState.FAIL, trial.user_attrs, None)

@@ -1,0 +1,184 @@
+"""Settings of a search: :class:`SearchConfig`, its validation, the sampler factory and the progress events.
+
+Library errors name the setting (``trials``, ``sampler``, ...); the CLI maps settings to its flags.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from search_spaces import SearchSpace
+
+from .study import DEFAULT_STORAGE
+
+__all__ = ["SAMPLERS", "FAULTS", "SearchConfig", "SearchError", "TrialEvent", "make_sampler", "population_size"]
+
+SAMPLERS: tuple[str, ...] = ("nsga2", "tpe", "random")
+#: Faults a test can inject into a trial (see :attr:`SearchConfig.inject_faults`).
+FAULTS: tuple[str, ...] = ("nan", "raise")
+
+
+class SearchError(ValueError):
+    """A search setting outside its allowed values (the message names the setting)."""
+
+
+@dataclass
+class SearchConfig:
+    """Settings of one search (the CLI options of ``vitnas search``).
+
+    Attributes:
+        study: study name (also the run folder name under ``run_dir``).
+        trials: target number of complete trials in the study (>= 1).
+        epochs: proxy-training epochs per trial.
+        dataset: ``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` or ``imagefolder:PATH``.
+        data_dir: folder of the torchvision data sets. download: allow torchvision to download.
+        train_subset, val_subset: images per split used by the proxy (None: all).
+        storage: SQLAlchemy URL of the Optuna storage (default ``sqlite:///runs/vitnas.db``). Only the
+            driver opens it; Ray workers never see it.
+        sampler: ``nsga2`` (default), ``tpe`` or ``random``; population_size: NSGA-II population (None:
+            sized to the budget, between 4 and 50).
+        seed: seeds the sampler and every trial's training.
+        space: the search space (default :class:`SearchSpace`); config: a YAML/TOML file narrowing it.
+        presets: enqueue the paper presets that lie in the space as the first trials.
+        cpus_per_trial, gpus_per_trial: Ray resources per trial (fractions allowed for GPUs).
+        max_concurrent: trials at once (0: one per GPU share when GPUs are used, else 1 so CPU
+            throughput is measured on an idle machine).
+        address: Ray cluster address (``auto`` or ``host:port``); None starts a local Ray.
+        run_dir: folder for run data (weights, Ray results); default ``runs``.
+        timeout: wall-clock budget in seconds for this invocation (None: none).
+        batch_size, lr: proxy-training batch size and peak learning rate.
+        max_failures_per_arch: genes that failed this many times are failed at once when proposed again
+            (with the earlier reason) instead of being trained again.
+        inject_faults: for testing the failure handling: trial number -> ``"nan"`` (the model's head is
+            filled with NaN so the real training loop meets a NaN loss) or ``"raise"`` (the trial raises).
+    """
+
+    study: str = "digits"
+    trials: int = 12
+    epochs: int = 6
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    train_subset: int | None = None
+    val_subset: int | None = None
+    storage: str = DEFAULT_STORAGE
+    sampler: str = "nsga2"
+    population_size: int | None = None
+    seed: int = 0
+    space: SearchSpace = field(default_factory=SearchSpace)
+    config: str | None = None
+    presets: bool = True
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int = 0
+    address: str | None = None
+    run_dir: str = "runs"
+    timeout: float | None = None
+    batch_size: int = 32
+    lr: float = 3e-3
+    max_failures_per_arch: int = 2
+    inject_faults: dict[int, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise :class:`SearchError` naming the first setting outside its allowed values."""
+        def positive_int(name: str, value: Any, minimum: int = 1) -> None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise SearchError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+
+        positive_int("trials", self.trials)
+        positive_int("epochs", self.epochs)
+        positive_int("batch_size", self.batch_size)
+        positive_int("max_concurrent", self.max_concurrent, 0)
+        bad_name = any(c in self.study for c in "/\\\0") if isinstance(self.study, str) else True
+        if not self.study or bad_name or self.study.startswith("."):
+            raise SearchError(f"study: {self.study!r} is not a usable name; use letters, digits, '-' and '_'")
+        if self.sampler not in SAMPLERS:
+            raise SearchError(f"sampler: unknown value {self.sampler!r}; allowed: {', '.join(SAMPLERS)}")
+        if self.population_size is not None:
+            positive_int("population_size", self.population_size, 2)
+        for name in ("train_subset", "val_subset"):
+            if getattr(self, name) is not None:
+                positive_int(name, getattr(self, name))
+        if not (isinstance(self.cpus_per_trial, (int, float)) and self.cpus_per_trial > 0):
+            raise SearchError(f"cpus_per_trial: must be > 0, got {self.cpus_per_trial!r}")
+        if not (isinstance(self.gpus_per_trial, (int, float)) and self.gpus_per_trial >= 0):
+            raise SearchError(f"gpus_per_trial: must be >= 0 (fractions allowed), got {self.gpus_per_trial!r}")
+        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+            raise SearchError(f"gpus_per_trial: above 1 it must be a whole number, got {self.gpus_per_trial!r}")
+        if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
+            raise SearchError(f"timeout: must be a positive number of seconds, got {self.timeout!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise SearchError(f"lr: must be a positive number, got {self.lr!r}")
+        positive_int("max_failures_per_arch", self.max_failures_per_arch)
+        for number, kind in self.inject_faults.items():
+            if kind not in FAULTS:
+                raise SearchError(f"inject_faults: trial {number}: unknown fault {kind!r}; allowed: {', '.join(FAULTS)}")
+
+    def resolved_max_concurrent(self, gpus: float = 1.0) -> int:
+        """Trials at once: ``max_concurrent`` if given; else one per GPU share of the ``gpus`` GPUs in the
+        cluster when trials use GPUs; else 1 (CPU throughput is measured on an idle machine)."""
+        if self.max_concurrent:
+            return self.max_concurrent
+        if self.gpus_per_trial > 0:
+            return max(1, int(max(gpus, 1.0) / self.gpus_per_trial + 1e-9))
+        return 1
+
+    def worker_settings(self) -> dict[str, Any]:
+        """The plain, picklable settings a Ray worker's trial body reads (:func:`nas.trial.run_trial`).
+
+        Deliberately without the storage URL: workers compute and report; only the driver writes the study.
+        """
+        from pathlib import Path
+
+        return {
+            "study": self.study, "epochs": self.epochs, "seed": self.seed, "batch_size": self.batch_size,
+            "lr": self.lr, "cpus_per_trial": self.cpus_per_trial, "run_dir": str(Path(self.run_dir).resolve()),
+        }
+
+
+def population_size(trials: int, given: int | None = None) -> int:
+    """NSGA-II's population: ``given``, else sized to the budget (``trials // 3`` clamped to [4, 50]), so a
+    small search runs several generations instead of one random one."""
+    return given or max(4, min(50, trials // 3))
+
+
+def make_sampler(name: str, seed: int, trials: int, population: int | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler for ``name``.
+
+    NSGA-II's population: :func:`population_size`. TPE is Optuna's multi-objective TPE with the constant
+    liar for concurrent trials.
+
+    Raises:
+        SearchError: unknown sampler name.
+    """
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=population_size(trials, population), seed=seed)
+    if name == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                              n_startup_trials=5)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise SearchError(f"sampler: unknown value {name!r}; allowed: {', '.join(SAMPLERS)}")
+
+
+@dataclass
+class TrialEvent:
+    """What the search tells its progress callback.
+
+    ``kind``: ``start``, ``epoch``, ``complete``, ``fail``, ``stopped`` (cut off by the time budget) or
+    ``stalled`` (the search gave up: every proposal failed). ``metrics`` holds the epoch's or the final
+    figures; ``reason`` a failure's reason.
+    """
+
+    kind: str
+    number: int
+    arch: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""

@@ -1,0 +1,94 @@
+"""The trial body: what a Ray worker does with one proposal. It computes and reports; it never opens the
+study storage (the driver, :mod:`nas.driver`, is the only writer).
+
+A proposal arrives as a plain config: ``{"arch": genes, "number": trial number, "fault": None | "nan" |
+"raise", "known": None | result}``. ``known`` is a result the driver already decided (the stored result
+of an identical architecture, or the refusal of genes that failed before): the worker reports it as it is.
+Otherwise the worker proxy-trains the architecture, saves its weights as safetensors and reports the
+objectives with the attributes the driver stores on the trial (:data:`RESULT_ATTRS`).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from search_spaces import Architecture
+
+__all__ = ["RESULT_ATTRS", "run_trial", "failure_result"]
+
+#: Trial user attributes a trained trial reports (stored by the driver, copied when a result is reused).
+RESULT_ATTRS: tuple[str, ...] = ("flops", "peak_memory", "curve", "device", "train_seconds", "wall_seconds", "weights")
+
+
+def failure_result(exc: BaseException) -> dict[str, Any]:
+    """The report of a failed trial: ``fail_reason`` (one line, ``Type: first line``) and ``traceback``."""
+    text = str(exc).strip()
+    reason = f"{exc.__class__.__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+    return {"fail_reason": reason[:500], "traceback": traceback.format_exc()[-4000:]}
+
+
+def run_trial(config: dict[str, Any], settings: dict[str, Any], report: Callable[[dict[str, Any]], None],
+              data: Any, device: str = "cpu") -> dict[str, Any]:
+    """Evaluate one proposal on ``data`` (an :class:`trainers.ImageData`) and ``device``.
+
+    ``report`` receives each epoch's ``{"epoch", "val_accuracy", "train_loss"}`` and then the final result:
+    the objectives (``accuracy``, ``params``, ``throughput``), ``epoch`` and the :data:`RESULT_ATTRS`, or,
+    when the trial fails, :func:`failure_result` (the exception does not escape: a failed trial is a
+    result like any other). Returns the final result.
+    """
+    import torch
+
+    if config.get("known") is not None:
+        report(config["known"])
+        return config["known"]
+    try:
+        final = _train(config, settings, report, data, device)
+    except Exception as exc:  # noqa: BLE001 - any failure of the trial is its result; the search goes on
+        final = failure_result(exc)
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    report(final)
+    return final
+
+
+def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[dict[str, Any]], None],
+           data: Any, device: str) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import save_model
+
+    from trainers import ProxyConfig, evaluate_architecture
+
+    number, fault = config["number"], config.get("fault")
+    arch = Architecture.from_dict(config["arch"])
+    if fault == "raise":
+        raise RuntimeError(f"injected fault in trial {number}")
+    torch.set_num_threads(max(1, int(settings["cpus_per_trial"])))
+    proxy = ProxyConfig(epochs=settings["epochs"], seed=settings["seed"], batch_size=settings["batch_size"],
+                        lr=settings["lr"], device=device)
+    curve: list[dict[str, float]] = []
+
+    def on_epoch(epoch: int, record: dict[str, float]) -> None:
+        curve.append(record)
+        report({"epoch": epoch, "val_accuracy": record["val_accuracy"], "train_loss": record["train_loss"]})
+
+    result = evaluate_architecture(arch, data, proxy, report=on_epoch, prepare=_poison if fault == "nan" else None)
+    weights_dir = Path(settings["run_dir"]) / settings["study"] / "weights"
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    weights = (weights_dir / f"trial_{number:05d}.safetensors").resolve()
+    save_model(result.model.cpu(), str(weights))
+    return {"accuracy": result.accuracy, "params": result.params, "throughput": result.throughput,
+            "epoch": settings["epochs"], "flops": result.flops, "peak_memory": result.peak_memory, "curve": curve,
+            "device": result.device, "train_seconds": round(result.train_seconds, 3),
+            "wall_seconds": round(result.wall_seconds, 3), "weights": str(weights)}
+
+
+def _poison(model) -> None:
+    """Fault injection: fill the classifier with NaN so training meets a real NaN loss."""
+    import torch
+
+    with torch.no_grad():
+        model.get_classifier().weight.fill_(float("nan"))
