@@ -107,7 +107,39 @@ model = timm.create_model("local-dir:PATH_TO_THIS_FOLDER")
 
 Data set: `{info['dataset']}`, {info['img_size']}x{info['img_size']} px, {info['in_chans']} channel(s),
 {info['num_classes']} classes; {info.get('epochs', '?')} proxy epochs. Validation accuracy per epoch: {curve}.
+
+{_shapes_section(arch, info)}
 """
+
+
+def _shapes_section(arch: Architecture, info: dict[str, Any]) -> str:
+    """What this export allows when loaded at another shape (img_size, in_chans, num_classes, backbone)."""
+    from search_spaces import registry
+
+    spec = registry.get_mechanism(arch.attention)
+    size = info["img_size"]
+    if spec.fixed_tokens:
+        img = (f"no: `{arch.attention}` has learned weights per token position, tied to the "
+               f"{(size // arch.patch_size) ** 2} patches of {size} px; load it at {size} px")
+    elif arch.pos_encoding == "learned":
+        img = (f"yes, any multiple of the patch size {arch.patch_size}: the learned position embedding is "
+               "resampled (bicubic) to the new token grid, as timm does for its ViT")
+    else:
+        img = f"yes, any multiple of the patch size {arch.patch_size} (`{arch.pos_encoding}` position encoding)"
+    return f"""## Loading at another shape
+
+```python
+model = timm.create_model("local-dir:PATH_TO_THIS_FOLDER", img_size=2 * {size}, in_chans=3, num_classes=5)
+```
+
+- `img_size`: {img}.
+- `in_chans`: yes: the first convolution (`{info.get('first_conv', '?')}`) is adapted from {info['in_chans']}
+  channel(s) by timm (`adapt_input_conv`).
+- `num_classes`: yes: a new, untrained head.
+- As a backbone: `features_only=True` (the last 3 blocks as NCHW maps, stride {arch.patch_size}),
+  `forward_intermediates`, `set_grad_checkpointing`; `no_weight_decay` and `group_matcher` make timm's
+  optimiser factory apply weight decay and layer-wise learning-rate decay as for its ViT. TorchScript is not
+  supported."""
 
 
 def export_trial(storage_url: str, study_name: str, number: int, out: str | Path) -> Path:
@@ -125,6 +157,7 @@ def export_trial(storage_url: str, study_name: str, number: int, out: str | Path
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"out: {str(out)!r} already exists and is not an empty folder; choose a new --out")
     model, info = load_trial_model(storage_url, study_name, number)
+    info["first_conv"] = timm.models.get_model_traits(model).get("first_conv")
     arch: Architecture = info["arch"]
     model_args = {"arch": arch.to_dict(), "img_size": info["img_size"], "in_chans": info["in_chans"],
                   "num_classes": info["num_classes"]}

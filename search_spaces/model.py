@@ -20,13 +20,15 @@ from timm.layers import DropPath, Mlp, build_sincos2d_pos_embed, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import init_weights_vit_timm
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from . import registry
 from .attention import build_attention
 from .attention.common import AttentionModule, Rotary, TokenLayout
 from .genes import Architecture, GeneError
 from .stems import build_stem
 
-__all__ = ["NasViT", "Block", "build_model", "nas_vit"]
+__all__ = ["NasViT", "Block", "build_model", "checkpoint_filter_fn", "nas_vit"]
 
 
 class Block(nn.Module):
@@ -48,6 +50,26 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x), layout))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+def feature_take_indices(num_blocks: int, indices: int | list[int] | tuple[int, ...] | None) -> tuple[list[int], int]:
+    """Block indices to take and the last one, with timm's conventions: None takes every block, an int ``n``
+    the last ``n``, a sequence the given indices (negative ones count from the end).
+
+    Raises:
+        ValueError: ``n`` outside [1, num_blocks], or an index outside the blocks.
+    """
+    if indices is None:
+        indices = num_blocks
+    if isinstance(indices, int):
+        if not 0 < indices <= num_blocks:
+            raise ValueError(f"indices: take 1 to {num_blocks} blocks, got {indices}")
+        take = list(range(num_blocks - indices, num_blocks))
+    else:
+        take = [i + num_blocks if i < 0 else i for i in indices]
+        if any(not 0 <= i < num_blocks for i in take):
+            raise ValueError(f"indices: block indices must lie in [-{num_blocks}, {num_blocks - 1}], got {list(indices)}")
+    return take, max(take)
 
 
 def _as_arch(arch: Architecture | Mapping[str, Any] | str | None) -> Architecture:
@@ -96,14 +118,14 @@ class NasViT(nn.Module):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.num_features = self.embed_dim = arch.embed_dim
-        default_pool = "token" if arch.class_token else "avg"
-        self.global_pool = global_pool or default_pool
-        if self.global_pool not in ("token", "avg"):
-            raise ValueError(f"global_pool: must be 'token' or 'avg', got {self.global_pool!r}")
-        if self.global_pool == "token" and not arch.class_token:
-            raise ValueError(f"global_pool: {arch.attention} has no class token; use 'avg'")
+        self.global_pool = self._check_pool(global_pool)
+        self.grad_checkpointing = False
 
         self.patch_embed = build_stem(arch.stem, img_size, arch.patch_size, in_chans, arch.embed_dim)
+        # timm reads the input stem's name from the model's traits when it adapts a checkpoint to other
+        # input channels (load_pretrained -> adapt_input_conv); the stem decides which convolution is first.
+        first_conv = next(f"patch_embed.{n}" for n, m in self.patch_embed.named_modules() if isinstance(m, nn.Conv2d))
+        self._traits = {"first_conv": first_conv}
         self.num_prefix_tokens = 1 if arch.class_token else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, arch.embed_dim)) if arch.class_token else None
         num_patches = grid[0] * grid[1]
@@ -124,7 +146,20 @@ class NasViT(nn.Module):
         self.norm = nn.LayerNorm(arch.embed_dim, eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(arch.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head_hidden_size = arch.embed_dim
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=arch.embed_dim, reduction=arch.patch_size)
+                             for i in range(arch.depth)]
         self._init_weights()
+
+    def _check_pool(self, global_pool: str | None) -> str:
+        """``token``, ``avg`` or ``''`` (no pooling: the head sees every token); None: the architecture's own."""
+        if global_pool is None:
+            return "token" if self.arch.class_token else "avg"
+        if global_pool not in ("token", "avg", ""):
+            raise ValueError(f"global_pool: must be 'token', 'avg' or '', got {global_pool!r}")
+        if global_pool == "token" and not self.arch.class_token:
+            raise ValueError(f"global_pool: {self.arch.attention} has no class token; use 'avg'")
+        return global_pool
 
     def _init_weights(self) -> None:
         if self.pos_embed is not None:
@@ -140,17 +175,35 @@ class NasViT(nn.Module):
                 module.reset_parameters_extra()
 
     # ------------------------------------------------------------------ timm model API
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW should not decay (timm's ViT convention): the position embedding and class token."""
+        return {name for name in ("pos_embed", "cls_token") if getattr(self, name) is not None}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups for layer-wise learning-rate decay (timm's ``param_groups_layer_decay``): the stem
+        and embeddings first, then one group per block, the final norm last (as timm's ViT)."""
+        return dict(stem=r"^cls_token|pos_embed|patch_embed",
+                    blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass (less memory, more compute)."""
+        self.grad_checkpointing = enable
+
     def get_classifier(self) -> nn.Module:
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new head with ``num_classes`` outputs (0: none); ``global_pool`` as in the constructor."""
         self.num_classes = num_classes
         if global_pool is not None:
-            self.global_pool = global_pool
+            self.global_pool = self._check_pool(global_pool)
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, H, W) -> (B, N, C) normalised tokens (class token first when there is one)."""
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, N, C) tokens with position information, class token first."""
         x = self.patch_embed(x)
         if self.sincos_embed is not None:
             x = x + self.sincos_embed.to(x.dtype)
@@ -158,15 +211,76 @@ class NasViT(nn.Module):
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         if self.pos_embed is not None:
             x = x + self.pos_embed
+        return x
+
+    def _block(self, block: Block, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return checkpoint(block, x, self.layout, use_reentrant=False)
+        return block(x, self.layout)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, N, C) normalised tokens (class token first when there is one)."""
+        x = self._embed(x)
         for block in self.blocks:
-            x = block(x, self.layout)
+            x = self._block(block, x)
         return self.norm(x)
 
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None,
+                              return_prefix_tokens: bool = False, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """The outputs of chosen blocks, as timm's ViT gives them (the backbone contract of ``features_only``).
+
+        Args:
+            indices: the last ``n`` blocks (an int) or block indices (negative from the end); None: all.
+            return_prefix_tokens: pair each intermediate with its prefix (class) tokens (B, 1, C).
+            norm: apply the final norm to each intermediate. stop_early: run no block past the last one taken.
+            output_fmt: ``NCHW`` (B, C, rows, cols) or ``NLC`` (B, rows * cols, C); prefix tokens are stripped.
+            intermediates_only: return the intermediates alone.
+
+        Returns:
+            ``(final normalised tokens (B, N, C), intermediates)``, or the intermediates alone.
+
+        Raises:
+            ValueError: an ``output_fmt`` other than NCHW or NLC; ``indices`` outside the blocks.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt: must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take, last = feature_take_indices(len(self.blocks), indices)
+        x = self._embed(x)
+        blocks = self.blocks[:last + 1] if stop_early else self.blocks
+        taken = []
+        for i, block in enumerate(blocks):
+            x = self._block(block, x)
+            if i in take:
+                taken.append(self.norm(x) if norm else x)
+        p = self.num_prefix_tokens
+        prefixes = [y[:, :p] for y in taken]
+        taken = [y[:, p:] for y in taken]
+        if output_fmt == "NCHW":
+            rows, cols = self.layout.grid
+            taken = [y.reshape(y.shape[0], rows, cols, -1).permute(0, 3, 1, 2).contiguous() for y in taken]
+        if return_prefix_tokens and p:
+            taken = list(zip(taken, prefixes))
+        if intermediates_only:
+            return taken
+        return self.norm(x), taken
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the blocks after the last one ``indices`` takes (and the norm and head if asked); the kept indices."""
+        take, last = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:last + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """(B, N, C) -> (B, num_classes), or (B, C) with ``pre_logits``."""
+        """(B, N, C) -> (B, num_classes), or (B, C) with ``pre_logits`` (tokens kept with ``global_pool=''``)."""
         if self.global_pool == "token":
             x = x[:, 0]
-        else:
+        elif self.global_pool == "avg":
             x = x[:, self.num_prefix_tokens:].mean(dim=1)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
@@ -175,12 +289,51 @@ class NasViT(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: NasViT) -> dict[str, torch.Tensor]:
+    """Adapt a ``nas_vit`` state dict to ``model`` built at another shape (timm's ``pretrained_filter_fn``).
+
+    - ``pos_embed`` (learned position embedding) is resampled to the model's token grid with timm's
+      ``resample_abs_pos_embed`` (bicubic, antialiased; prefix tokens kept), as timm does for its ViT. The
+      source grid is taken as square.
+    - Other input channels: timm adapts the first convolution itself (``adapt_input_conv``), from the
+      model's ``first_conv`` trait and the checkpoint's ``input_size``.
+    - Another ``num_classes``: timm drops the head.
+    - Mechanisms tied to a token count (the registry's ``fixed_tokens``: Linformer's token projection,
+      Mixer's token MLP) have learned weights per token position: there is no meaningful resampling of a
+      learned projection from N to N' tokens, so loading them at another token count is refused.
+
+    Raises:
+        ValueError: a token-tied mechanism at another token count, or a position embedding whose source
+            grid is not square (one line naming the mechanism or the field).
+    """
+    from timm.layers import resample_abs_pos_embed
+
+    spec = registry.get_mechanism(model.arch.attention)
+    own = model.state_dict()
+    out = {}
+    for key, value in state_dict.items():
+        if key == "pos_embed" and model.pos_embed is not None and value.shape != model.pos_embed.shape:
+            patches = value.shape[1] - model.num_prefix_tokens
+            side = int(round(patches ** 0.5))
+            if side * side != patches:
+                raise ValueError(f"img_size: the checkpoint's position embedding has {patches} patch tokens, "
+                                 "not a square grid; load it at its own image size")
+            value = resample_abs_pos_embed(value, new_size=list(model.layout.grid), old_size=[side, side],
+                                           num_prefix_tokens=model.num_prefix_tokens)
+        elif spec.fixed_tokens and key.startswith("blocks.") and key in own and value.shape != own[key].shape:
+            raise ValueError(f"img_size: {spec.name} is tied to the token count it was trained at ({key} has shape "
+                             f"{tuple(value.shape)}, this model needs {tuple(own[key].shape)}); load it at its own "
+                             "img_size and patch_size")
+        out[key] = value
+    return out
+
+
 def _cfg(**kwargs: Any) -> dict[str, Any]:
     return {
         "url": "", "num_classes": 10, "input_size": (3, 32, 32), "pool_size": None,
         "crop_pct": 1.0, "interpolation": "bilinear", "fixed_input_size": True,
         "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-        "first_conv": "", "classifier": "head", **kwargs,
+        "first_conv": "patch_embed.proj", "classifier": "head", "license": "apache-2.0", **kwargs,
     }
 
 
@@ -200,7 +353,11 @@ def nas_vit(pretrained: bool = False, **kwargs: Any) -> NasViT:
     source = cfg.get("source") if isinstance(cfg, dict) else getattr(cfg, "source", None)
     if source == "local-dir":
         pretrained = True
-    return build_model_with_cfg(NasViT, "nas_vit", pretrained, feature_cfg=None, **kwargs)
+    # features_only: timm's FeatureGetterNet over forward_intermediates, the last 3 blocks by default.
+    depth = _as_arch(kwargs.get("arch")).depth
+    out_indices = kwargs.pop("out_indices", min(3, depth))
+    return build_model_with_cfg(NasViT, "nas_vit", pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **kwargs)
 
 
 def build_model(arch: Architecture | Mapping[str, Any] | str, img_size: int | tuple[int, int] = 32,

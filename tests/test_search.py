@@ -102,6 +102,57 @@ def test_export_reloads_with_identical_logits(searched):
     assert (out / "model.safetensors").read_bytes() == before
 
 
+def test_export_fine_tunes_at_another_resolution_and_channel_count(searched):
+    """The README's fine-tuning recipe: an export of a trial trained at 16 px on one channel, loaded at 32 px
+    with 3 channels (position embedding resampled, first convolution adapted), one epoch of timm's AdamW
+    with layer decay and a cosine schedule on upsampled digits reaches at least the trial's stored accuracy."""
+    import timm
+    import torch.nn.functional as F
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    from trainers import load_dataset
+
+    tmp, storage, _ = searched
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    trial = study.trials[0]
+    assert trial.user_attrs["arch"]["pos_encoding"] == "learned"  # the deit preset: a position embedding to resample
+    out = tmp / "finetune"
+    result = runner.invoke(app, ["export", "--study", "tiny", "--trial", "0", "--out", str(out), "--storage", storage])
+    assert result.exit_code == 0, result.output
+    card = (out / "README.md").read_text()
+    assert "img_size" in card and "in_chans" in card
+
+    data = load_dataset("digits")
+
+    def batches(x, y, batch_size, shuffle):
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0)) if shuffle else torch.arange(len(y))
+        for i in range(0, len(y), batch_size):
+            idx = order[i:i + batch_size]
+            img = F.interpolate(data.normalize(x[idx]), size=32, mode="bilinear", align_corners=False)
+            yield img.expand(-1, 3, -1, -1), y[idx]
+
+    torch.manual_seed(0)
+    model = timm.create_model(f"local-dir:{out}", img_size=32, in_chans=3, num_classes=10)
+    with torch.no_grad():
+        assert torch.isfinite(model.eval()(next(batches(data.x_val, data.y_val, 8, False))[0])).all()
+    steps = (len(data.y_train) + 31) // 32
+    optimizer = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.75)
+    scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=1, warmup_epochs=0, step_on_epochs=False,
+                                       updates_per_epoch=steps)
+    model.train()
+    for step, (x, y) in enumerate(batches(data.x_train, data.y_train, 32, True)):
+        loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step_update(step + 1)
+    model.eval()
+    with torch.no_grad():
+        correct = sum(int((model(x).argmax(-1) == y).sum()) for x, y in batches(data.x_val, data.y_val, 128, False))
+    assert correct / len(data.y_val) >= trial.values[0]
+
+
 def test_rerun_with_reached_target_trains_nothing_and_changes_nothing(searched):
     tmp, storage, _ = searched
     study = optuna.load_study(study_name="tiny", storage=storage)

@@ -8,6 +8,7 @@ C channels (``embed_dim``), H heads, d = C / H (``head_dim``).
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -137,9 +138,18 @@ def check_num_tokens(name: str, what: str, built: int, n: int) -> None:
         ValueError: ``n`` (the N of a (B, N, C) input or of a layout) differs from ``built``; the message
             names the mechanism and ``what`` is tied.
     """
-    if n != built:
+    if not isinstance(n, torch.fx.Proxy) and n != built:  # symbolic under torch.fx: checked when run eagerly
         raise ValueError(f"{name}: built for {built} tokens, got {n}; {what} is tied to the image size "
                          "(and patch size) the model was built for")
+
+
+def full_precision(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """A context with autocast off on ``x``'s device, for the parts of a mechanism that must run in fp32
+    (exponentials, FFTs, pseudo-inverses). Under ``torch.fx`` tracing the device is symbolic: the context is
+    then a no-op (the explicit ``.float()`` casts are still recorded in the graph)."""
+    if isinstance(x, torch.fx.Proxy):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:

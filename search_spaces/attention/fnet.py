@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..registry import MechanismSpec
-from .common import AttentionModule, TokenLayout
+from .common import AttentionModule, TokenLayout, full_precision
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..genes import Architecture
@@ -48,7 +48,7 @@ class FNetMixing(AttentionModule):
         return int(n * c * math.log2(n * c))
 
     def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with full_precision(x):
             y = torch.fft.fft2(x.float(), dim=(-2, -1)).real
         return y.to(x.dtype)
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 
 from ..registry import GeneSpec, MechanismSpec, format_domain
 from .common import TokenLayout, merge_heads
@@ -68,6 +69,7 @@ def layer_mask_ratios(arch: Architecture, layer_index: int) -> tuple[float, ...]
     return tuple(0.0 for _ in ratios)
 
 
+@register_notrace_function  # built from Python ints: torch.fx keeps it as one call, not traced through
 def local_window_mask(grid: tuple[int, int], window: int | None, num_prefix_tokens: int = 0,
                       device: torch.device | str | None = None) -> torch.Tensor:
     """The 0/1 mask (N, N) of one head: 1 where query token i may score key token j.

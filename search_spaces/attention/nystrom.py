@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..registry import MechanismSpec
-from .common import QKV, AttentionModule, TokenLayout, merge_heads
+from .common import QKV, AttentionModule, TokenLayout, full_precision, merge_heads
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..genes import Architecture
@@ -72,7 +72,7 @@ def nystrom_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_lan
     Shapes: q, k, v (B, H, N, d) -> (B, H, N, d).
     """
     n, d = q.shape[-2], q.shape[-1]
-    m = max(1, min(num_landmarks, n))
+    m = num_landmarks if isinstance(n, torch.fx.Proxy) else max(1, min(num_landmarks, n))
     scale = d ** -0.5
     q_l = segment_means(q, m)
     k_l = segment_means(k, m)
@@ -151,8 +151,11 @@ class NystromAttention(AttentionModule):
 
     def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         q, k, v = self.qkv(x, layout)
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            out = nystrom_attention(q.float(), k.float(), v.float(), self.num_landmarks, self.pinv_iterations)
+        with full_precision(q):
+            # Under torch.fx the token count is symbolic: the layout's N (a Python int) clamps the landmarks.
+            n = layout.num_tokens if isinstance(x, torch.fx.Proxy) else x.shape[1]
+            m = max(1, min(self.num_landmarks, n))
+            out = nystrom_attention(q.float(), k.float(), v.float(), m, self.pinv_iterations)
         out = out.to(v.dtype)
         if self.conv is not None:
             out = out + self.conv(v)  # (B, H, N, d): heads as channels, kernel along N

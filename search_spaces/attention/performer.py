@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..registry import MechanismSpec
-from .common import QKV, AttentionModule, TokenLayout, merge_heads
+from .common import QKV, AttentionModule, TokenLayout, full_precision, merge_heads
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..genes import Architecture
@@ -183,7 +183,7 @@ class PerformerAttention(AttentionModule):
         return self.qkv.macs(n) + n * c * c + 4 * n * m * c + n * m * h
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=q.device.type, enabled=False):
+        with full_precision(q):
             out = favor_attention(q.float(), k.float(), v.float(), self.projection.float())
         return out.to(v.dtype)
 

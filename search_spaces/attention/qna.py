@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import GeneSpec, MechanismSpec, or_list
-from .common import AttentionModule, TokenLayout
+from .common import AttentionModule, TokenLayout, full_precision
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..genes import Architecture
@@ -128,7 +128,7 @@ class QnAAttention(AttentionModule):
         per-token cost is N C L H and no key tensor is formed. Always float32 (autocast disabled): these
         are the logits of the exponentials, and their cost is small.
         """
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with full_precision(x):
             q = self.queries().float()
             w = self.key.weight.float().view(self.num_heads, self.head_dim, self.dim)  # (H, d, C_in)
             fused = torch.einsum("lhd,hdc->lhc", q, w).reshape(-1, self.dim)       # (L H, C_in)
@@ -143,12 +143,12 @@ class QnAAttention(AttentionModule):
             raise ValueError("pos_encoding: qna has no per-token queries; rotary encodings do not apply")
         b, n, c = x.shape
         rows, cols = layout.grid
-        if n != rows * cols:
+        if not isinstance(n, torch.fx.Proxy) and n != rows * cols:  # shapes are symbolic under torch.fx
             raise ValueError(f"qna: {n} tokens do not fill the {rows}x{cols} grid")
         lq, h, d, k = self.num_queries, self.num_heads, self.head_dim, self.window
         s = self.scores(x)                                          # (B, L, H, N), float32
         v = self.value(x)                                           # (B, N, C)
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with full_precision(x):
             s = s.float()
             s = s - s.amax(dim=-1, keepdim=True).detach()
             e = s.clamp_min(_EXP_FLOOR).exp()                       # (B, L, H, N), in (0, 1]
