@@ -13,9 +13,12 @@ from the DOM.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import html
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from nas import objectives
-from nas.study import hypervolume
+from nas.study import display_url, hypervolume
 
 from .data import StudyData, load_data, preset_comparison
 from .figures import (
@@ -37,7 +40,10 @@ from .figures import (
     pareto_figure,
 )
 
-__all__ = ["build_report", "render_report", "trials_table_html", "presets_table_html", "report_figures"]
+__all__ = ["build_report", "render_report", "is_report", "trials_table_html", "presets_table_html", "report_figures"]
+
+#: Written in the ``<head>`` of every report: how ``build_report`` recognises a file it may replace.
+GENERATOR_META = '<meta name="generator" content="vitnas">'
 
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True,
                 "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -249,7 +255,8 @@ def render_report(study: optuna.Study | StudyData, *, plotlyjs: str = "inline", 
     ``<script src>``. ``refresh`` (seconds): add a script that polls ``state_url`` and reloads the page
     when the study changed (falls back to a plain reload every ``refresh`` seconds without it).
     ``state``: the study signature the page was drawn at (``data-state`` on ``<html>``; the polling
-    script reloads when ``state_url`` answers something else). ``source``: storage URL shown in the header.
+    script reloads when ``state_url`` answers something else). ``source``: storage URL shown in the header
+    (any password masked, :func:`nas.study.display_url`).
     """
     data = load_data(study)
     figs = report_figures(data, importance_trials=importance_trials, curve_trials=curve_trials)
@@ -298,12 +305,12 @@ def render_report(study: optuna.Study | StudyData, *, plotlyjs: str = "inline", 
             live = f'<meta http-equiv="refresh" content="{max(1, round(refresh))}">'
     state_attr = f" data-state='{html.escape(state, quote=True)}'" if state else ""
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-    sub = f"{counts['total']} trials · generated {when}" + (f" · {html.escape(source)}" if source else "")
+    sub = f"{counts['total']} trials · generated {when}" + (f" · {html.escape(display_url(source))}" if source else "")
     if refresh:
         sub += f" · live: redraws as trials finish (checks every {refresh:g} s)"
     dataset = data.user_attrs.get("dataset")
     title = f"vitnas — study {html.escape(data.study_name)}" + (f" on {html.escape(str(dataset))}" if dataset else "")
-    return (f"<!DOCTYPE html>\n<html lang='en'{state_attr}><head><meta charset='utf-8'>"
+    return (f"<!DOCTYPE html>\n<html lang='en'{state_attr}><head><meta charset='utf-8'>{GENERATOR_META}"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{title}</title>"
             f"{_ERROR_HOOK}<style>{_CSS}</style>{js}</head><body><header><h1>{title}</h1>"
             f"<div class='sub'>{sub}</div></header><main><div class='cards'>{cards_html}</div>"
@@ -312,19 +319,100 @@ def render_report(study: optuna.Study | StudyData, *, plotlyjs: str = "inline", 
             "front = Optuna best_trials · made by vitnas dashboards</footer>" + _READY + live + "</body></html>")
 
 
-def build_report(study: optuna.Study | StudyData, out_path: str | Path, **kwargs: Any) -> Path:
+def is_report(path: str | Path) -> bool:
+    """Whether the file at ``path`` is a vitnas report (the ``generator`` marker near its start, or the
+    footer of a report written before the marker existed near its end)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            tail = f.read()
+    except OSError:
+        return False
+    return GENERATOR_META.encode() in head or (head.startswith(b"<!DOCTYPE html>")
+                                                and b"made by vitnas dashboards</footer>" in tail)
+
+
+def _sqlite_path(url: str | None) -> Path | None:
+    if url and url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):].split("?")[0]
+        if path and path != ":memory:":
+            return Path(path).expanduser()
+    return None
+
+
+def _storage_paths(study: Any, source: str | None) -> list[Path]:
+    """The SQLite files the study is read from (its ``source`` URL and, for an ``optuna.Study``, its storage)."""
+    paths = [p for p in (_sqlite_path(source),) if p]
+    storage = getattr(study, "_storage", None)
+    for candidate in (storage, getattr(storage, "_backend", None)):
+        engine = getattr(candidate, "engine", None)
+        if engine is not None:
+            p = _sqlite_path(engine.url.render_as_string(hide_password=True))
+            if p:
+                paths.append(p)
+    return paths
+
+
+def _check_target(out: Path, study: Any, source: str | None, force: bool) -> None:
+    """Refuse to write over the study's storage, any SQLite database, or (unless ``force``) an existing
+    file that is not a vitnas report."""
+    if out.is_dir():
+        raise ValueError(f"out: {str(out)!r} is a folder; give an HTML file name")
+    for db in _storage_paths(study, source):
+        try:
+            same = db.exists() and out.exists() and os.path.samefile(db, out)
+        except OSError:
+            same = False
+        if same or db.resolve() == out.resolve():
+            raise ValueError(f"out: {str(out)!r} is the study's storage; choose another --out")
+    if not out.exists():
+        return
+    try:
+        with open(out, "rb") as f:
+            magic = f.read(16)
+    except OSError as exc:
+        raise ValueError(f"out: cannot read {str(out)!r} ({exc.strerror or exc})") from None
+    if magic.startswith(b"SQLite format 3"):
+        raise ValueError(f"out: {str(out)!r} is an SQLite database; choose another --out")
+    if not force and not is_report(out):
+        raise ValueError(f"out: {str(out)!r} exists and is not a vitnas report; choose another --out "
+                         "or pass --force to overwrite it")
+
+
+def build_report(study: optuna.Study | StudyData, out_path: str | Path, *, force: bool = False, **kwargs: Any) -> Path:
     """Write the self-contained HTML report of ``study`` to ``out_path`` (parents created); returns the path.
 
     Keyword arguments go to :func:`render_report` (``importance_trials``, ``curve_trials``, ``source``).
+    The page is written to a temporary file in the same folder, then renamed over ``out_path``. An existing
+    ``out_path`` is replaced only when it is a vitnas report (:func:`is_report`) or with ``force``; the
+    study's storage and any SQLite database are never replaced.
 
     Raises:
-        ValueError: the file cannot be written, or the study lacks vitnas' three objectives.
+        ValueError: the file cannot be written, ``out_path`` is refused (see above), or the study lacks
+            vitnas' three objectives.
     """
     out = Path(out_path).expanduser()
+    _check_target(out, study, kwargs.get("source"), force)
     page = render_report(study, **kwargs)
+    tmp = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+        if out.exists():
+            mode = out.stat().st_mode & 0o777
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+        os.replace(tmp, out)
     except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise ValueError(f"out: cannot write {str(out)!r} ({exc.strerror or exc})") from None
     return out

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 
-from nas.study import load_study
+from nas.study import display_url, load_study
 
 from .report import render_report
 
@@ -47,7 +47,7 @@ class DashboardServer(ThreadingHTTPServer):
                  log: Callable[[str], None] | None = None) -> None:
         super().__init__(address, _Handler)
         self.study = study
-        self.source = source
+        self.source = display_url(source)  # shown in the page header: never the password
         self.refresh = refresh
         self.log = log
         self._lock = threading.Lock()

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .study import DEFAULT_STORAGE, OBJECTIVES
@@ -32,7 +33,7 @@ def _print_json(value: Any) -> None:
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -58,14 +59,14 @@ def _front_table(records: list[dict[str, Any]], title: str) -> Table:
     from .study import describe_arch
 
     spec = objectives.spec()
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     for name, justify in (("trial", "right"), ("preset / note", "left"), *((o.header, "right") for o in spec),
                           ("FLOPs", "right"), ("genes", "left")):
         table.add_column(name, justify=justify)
     for r in records:
         note = r.get("preset") or (f"= trial {r['reused_from']}" if r.get("reused_from") is not None else "")
-        table.add_row(str(r["trial"]), note, *(o.format(r.get(o.name)) for o in spec), _fmt_int(r.get("flops")),
-                      describe_arch({"arch": r.get("arch")}))
+        table.add_row(str(r["trial"]), escape(str(note)), *(o.format(r.get(o.name)) for o in spec),
+                      _fmt_int(r.get("flops")), escape(describe_arch({"arch": r.get("arch")})))
     return table
 
 
@@ -105,7 +106,8 @@ def search(
                        presets=presets, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                        max_concurrent=max_concurrent, address=address, run_dir=run_dir, timeout=timeout)
     _guard(cfg.validate)
-    console.print(f"[bold]vitnas search[/] study [cyan]{study}[/] on [cyan]{dataset}[/] -> {display_url(storage)}",
+    console.print(f"[bold]vitnas search[/] study [cyan]{escape(study)}[/] on [cyan]{escape(dataset)}[/] -> "
+                  f"{escape(display_url(storage))}",
                   highlight=False)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
@@ -126,7 +128,7 @@ def search(
 
     def on_event(ev: TrialEvent) -> None:
         if ev.kind == "start":
-            progress.update(task, description=f"trial {ev.number}: {ev.arch}")
+            progress.update(task, description=f"trial {ev.number}: {escape(str(ev.arch))}")
         elif ev.kind == "epoch":
             progress.update(task, description=f"trial {ev.number} epoch {ev.metrics.get('epoch')}: "
                                               f"val acc {ev.metrics.get('val_accuracy', 0):.3f}")
@@ -134,25 +136,33 @@ def search(
             m = ev.metrics
             reused = f" (reused trial {m['reused_from']})" if m.get("reused_from") is not None else ""
             measured = "  ".join(o.brief(m.get(o.name)) for o in objectives.spec())
-            progress.console.print(f"  [green]trial {ev.number:>3}[/] {measured}  {ev.arch}{reused}", highlight=False)
+            progress.console.print(f"  [green]trial {ev.number:>3}[/] {escape(measured)}  {escape(str(ev.arch))}{reused}",
+                                   highlight=False)
             progress.update(task, completed=done_count())
         elif ev.kind == "stopped":
-            progress.console.print(f"  [yellow]trial {ev.number:>3} stopped[/] by the time budget  {ev.arch}",
+            progress.console.print(f"  [yellow]trial {ev.number:>3} stopped[/] by the time budget  {escape(str(ev.arch))}",
                                    highlight=False)
         elif ev.kind == "stalled":
-            progress.console.print(f"  [yellow]stopped:[/] {ev.reason}", highlight=False)
+            progress.console.print(f"  [yellow]stopped:[/] {escape(str(ev.reason))}", highlight=False)
         elif ev.kind == "fail":
             reason = ev.reason
             if not reason and done_count() >= 0 and "study" in opened:
                 reason = next((t.user_attrs.get("fail_reason", "") for t in opened["study"].get_trials(deepcopy=False)
                                if t.number == ev.number), "")
-            progress.console.print(f"  [red]trial {ev.number:>3} failed[/]: {reason or 'see the Ray logs'}  {ev.arch}",
+            progress.console.print(f"  [red]trial {ev.number:>3} failed[/]: {escape(str(reason or 'see the Ray logs'))}  "
+                                   f"{escape(str(ev.arch))}",
                                    highlight=False)
 
-    with progress:
-        progress.update(task, completed=done_count())
-        result = _guard(run_search, cfg, progress=on_event)
-        progress.update(task, completed=done_count(), description="done")
+    try:
+        with progress:
+            progress.update(task, completed=done_count())
+            result = _guard(run_search, cfg, progress=on_event)
+            progress.update(task, completed=done_count(), description="done")
+    except KeyboardInterrupt:  # Ctrl-C: run_search stopped the trials and Ray, and kept what finished
+        kept = done_count()
+        err_console.print(f"interrupted: study {study} keeps {kept} complete trial(s); running trials were marked "
+                          "'interrupted'. Run the same command again to continue.", highlight=False, markup=False)
+        raise typer.Exit(130) from None
     records = front_records(result)
     console.print(_front_table(records, f"Pareto front of {study} ({len(records)} of "
                                         f"{len(result.get_trials(deepcopy=False))} trials)"))
@@ -161,14 +171,18 @@ def search(
 @app.command()
 def pareto(study: StudyName, storage: StorageURL = DEFAULT_STORAGE, as_json: JSONFlag = False) -> None:
     """Print the Pareto front of a study (accuracy, params, throughput: see nas.objectives)."""
-    from .study import front_records, load_study
+    from .study import front_records, load_study, nonfinite_trials
 
     st = _guard(load_study, storage, study)
     records = _guard(front_records, st)
     if as_json:
         return _print_json(records)
-    console.print(_front_table(records,
-                               f"Pareto front of {study} ({len(records)} of {len(st.get_trials(deepcopy=False))} trials)"))
+    trials = st.get_trials(deepcopy=False)
+    console.print(_front_table(records, f"Pareto front of {study} ({len(records)} of {len(trials)} trials)"))
+    left_out = [t.number for t in nonfinite_trials(trials)]
+    if left_out:
+        console.print(f"note: {len(left_out)} complete trial(s) with an infinite or NaN objective value left out "
+                      f"of the front: {', '.join(map(str, left_out))}", highlight=False, markup=False)
 
 
 @app.command()
@@ -198,8 +212,8 @@ def export(
         trial = _guard(choose)
         console.print(f"picked trial {trial} ({pick})", highlight=False)
     path = _guard(export_trial, storage, study, trial, out)
-    console.print(f"exported trial {trial} of {study} to [cyan]{path}[/]: "
-                  f"import search_spaces, timm; timm.create_model('local-dir:{path}')", highlight=False)
+    console.print(f"exported trial {trial} of {escape(study)} to [cyan]{escape(str(path))}[/]: "
+                  f"import search_spaces, timm; timm.create_model('local-dir:{escape(str(path))}')", highlight=False)
 
 
 @app.command()
@@ -211,13 +225,13 @@ def status(study: StudyName, storage: StorageURL = DEFAULT_STORAGE, as_json: JSO
     info = _guard(study_status, _guard(load_study, storage, study))
     if as_json:
         return _print_json(info)
-    table = Table(title=f"Study {study} ({info['dataset']})", title_justify="left", show_header=False)
+    table = Table(title=escape(f"Study {study} ({info['dataset']})"), title_justify="left", show_header=False)
     for key in ("complete", "running", "failed", "queued", "pruned", "front_size"):
         table.add_row(key.replace("_", " "), str(info[key]))
     table.add_row("hypervolume", f"{info['hypervolume']:.4g} {objectives.hv_units()} (reference: "
-                                 f"{objectives.describe_reference(info['reference_point'])})")
+                                 f"{escape(objectives.describe_reference(info['reference_point']))})")
     for reason, n in sorted(info["fail_reasons"].items(), key=lambda kv: -kv[1]):
-        table.add_row("failed because", f"{n} x {reason}")
+        table.add_row("failed because", escape(f"{n} x {reason}"))
     console.print(table)
 
 
@@ -244,13 +258,13 @@ def space(
             where = ", ".join(a for a in sp.attention if name in applicable_genes(a))
             if where and attention_genes[name].per_head:
                 where += f" (one {attention_genes[name].item} per head)"
-        table.add_row(name, ", ".join(json.dumps(v) for v in values), where or "-")
+        table.add_row(escape(name), escape(", ".join(json.dumps(v) for v in values)), escape(where or "-"))
     console.print(table)
     rule_table = Table(title="Rules", title_justify="left")
     rule_table.add_column("gene")
     rule_table.add_column("rule")
     for gene, rule in rules():
-        rule_table.add_row(gene, rule)
+        rule_table.add_row(escape(gene), escape(rule))
     console.print(rule_table)
 
 
@@ -263,6 +277,8 @@ def dashboard(
     host: str = typer.Option("127.0.0.1", help="Address to bind with --serve."),
     port: int = typer.Option(8050, help="Port to listen on with --serve."),
     refresh: float = typer.Option(5.0, help="Seconds between checks for finished trials with --serve."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out that is not a vitnas report "
+                                                      "(never the study's storage)."),
 ) -> None:
     """Write the HTML dashboard of a study (Pareto front, hypervolume, genes, curves), or serve it live."""
     import dashboards
@@ -271,12 +287,12 @@ def dashboard(
 
     if serve:
         _guard(dashboards.serve, storage, study, host=host, port=port, refresh=refresh,
-               log=lambda message: console.print(message, highlight=False))
+               log=lambda message: console.print(message, highlight=False, markup=False))
         return
     st = _guard(load_study, storage, study)
-    path = _guard(dashboards.build_report, st, out, source=storage)
-    console.print(f"dashboard of {study} ({len(st.get_trials(deepcopy=False))} trials) written to [cyan]{path}[/]",
-                  highlight=False)
+    path = _guard(dashboards.build_report, st, out, source=storage, force=force)
+    console.print(f"dashboard of {escape(study)} ({len(st.get_trials(deepcopy=False))} trials) written to "
+                  f"[cyan]{escape(str(path))}[/]", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -295,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        err_console.print(f"[bold red]error:[/] {message}{hint}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(message + hint)}", highlight=False, soft_wrap=True)
         sys.exit(getattr(exc, "exit_code", 2) or 2)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -14,7 +14,8 @@ Decisions, made with the canonical architecture key (:meth:`search_spaces.Archit
 - *refusal*: genes that already failed ``max_failures_per_arch`` times fail at once (``RepeatedFailure``),
   with the earlier reason;
 - a trial that ends without a result (the time budget ran out, the worker died) fails with the reason
-  ``stopped: ...``.
+  ``stopped: ...``, or ``interrupted`` once :meth:`StudyDriver.interrupt` was called (Ctrl-C): after that
+  the driver proposes nothing more.
 
 The lookups are dictionaries keyed by the canonical key, built from the study once and updated as trials
 end, so deciding costs the same whatever the study's size.
@@ -63,6 +64,7 @@ class StudyDriver(Searcher):
         self.trained: dict[str, tuple[int, list[float], dict[str, Any]]] = {}
         self.failures: dict[str, list[tuple[int, str]]] = {}
         self.complete = 0
+        self.interrupted = False  # set by :meth:`interrupt` (Ctrl-C): no new proposal, unfinished = interrupted
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
             self._index(t.number, t.state, t.user_attrs, t.values)
 
@@ -93,7 +95,7 @@ class StudyDriver(Searcher):
     # ------------------------------------------------------------------ Searcher API
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         """A new proposal as a plain config, or ``FINISHED`` once the study holds ``target`` complete trials."""
-        if self.complete >= self.target:
+        if self.complete >= self.target or self.interrupted:
             return Searcher.FINISHED
         trial = self.study.ask()
         arch = self.space.suggest(trial)
@@ -120,10 +122,21 @@ class StudyDriver(Searcher):
             self.study.tell(trial, values)
             self._index(trial.number, TrialState.COMPLETE, trial.user_attrs, values)
             return
+        if self.interrupted:  # stopped (or killed by the same Ctrl-C) without a result of its own
+            self._fail(trial, "interrupted")
+            return
         self._fail(trial, result.get("fail_reason") or STOPPED, result.get("traceback"))
 
+    def interrupt(self) -> None:
+        """Stop proposing (Ctrl-C): trials that end from now on without their objectives fail as ``interrupted``
+        (not counted against their genes; a rerun of the search continues the study)."""
+        self.interrupted = True
+
     def stop_all(self, reason: str = STOPPED) -> list[int]:
-        """Fail every trial this driver handed out that has not ended (e.g. Ray stopped it); their numbers."""
+        """Fail every trial this driver handed out that has not ended (e.g. Ray stopped it); their numbers.
+        After :meth:`interrupt` the reason is ``interrupted``."""
+        if self.interrupted:
+            reason = "interrupted"
         numbers = []
         for trial_id in list(self.live):
             trial, _ = self.live.pop(trial_id)

@@ -50,7 +50,14 @@ def load_trial_model(storage_url: str, study_name: str, number: int) -> tuple[to
     weights = trial.user_attrs.get("weights")
     if not weights or not Path(weights).is_file():
         raise ExportError(f"trial: the weights of trial {number} are missing ({weights or 'not recorded'})")
-    load_model(model, weights, strict=True)
+    try:
+        load_model(model, weights, strict=True)
+    except Exception as exc:  # noqa: BLE001 - SafetensorError (corrupt, truncated), RuntimeError (another model's)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        if "size mismatch" in str(exc) or "Missing key" in str(exc) or "Unexpected key" in str(exc):
+            detail = "they belong to another architecture"
+        raise ExportError(f"trial: the weights of trial {number} cannot be loaded from {weights!r} "
+                          f"({detail[:200]})") from None
     model.eval()
     info.update(trial=trial, study=study, arch=arch)
     return model, info
@@ -154,8 +161,13 @@ def export_trial(storage_url: str, study_name: str, number: int, out: str | Path
     from timm.models import save_for_hf
 
     out = Path(out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ExportError(f"out: {str(out)!r} already exists and is not an empty folder; choose a new --out")
+    if out.is_symlink():
+        raise ExportError(f"out: {str(out)!r} is a symlink; choose a new --out")
+    try:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ExportError(f"out: {str(out)!r} already exists and is not an empty folder; choose a new --out")
+    except OSError as exc:
+        raise ExportError(f"out: cannot use {str(out)!r} ({exc.strerror or exc})") from None
     model, info = load_trial_model(storage_url, study_name, number)
     info["first_conv"] = timm.models.get_model_traits(model).get("first_conv")
     arch: Architecture = info["arch"]
@@ -163,8 +175,11 @@ def export_trial(storage_url: str, study_name: str, number: int, out: str | Path
                   "num_classes": info["num_classes"]}
     data_config = info.get("data_config") or {}
     data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise ExportError(f"out: cannot write in {str(out.parent)!r} ({exc.strerror or exc})") from None
     try:
         save_for_hf(model, str(tmp), model_args=model_args, safe_serialization=True, data_config=data_config)
         (tmp / "README.md").write_text(_model_card(info), encoding="utf-8")
@@ -174,9 +189,14 @@ def export_trial(storage_url: str, study_name: str, number: int, out: str | Path
         with torch.no_grad():
             if not torch.equal(model(x), reloaded(x)):
                 raise ExportError(f"export: the reloaded model of trial {number} gives different logits")
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
+        try:
+            if out.is_symlink():
+                raise ExportError(f"out: {str(out)!r} is a symlink; choose a new --out")
+            if out.exists():
+                out.rmdir()
+            tmp.rename(out)
+        except OSError as exc:
+            raise ExportError(f"out: cannot put the export at {str(out)!r} ({exc.strerror or exc})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -150,6 +150,8 @@ class Objective:
         """``value`` as stored in a JSON record: an ``int`` for counts, else a ``float``; ``None`` stays ``None``."""
         if value is None:
             return None
+        if self.integer and isinstance(value, float) and not math.isfinite(value):
+            return value  # int(inf) overflows
         return int(value) if self.integer else float(value)
 
     def format(self, value: Any, style: str = "text", missing: str = "-") -> str:

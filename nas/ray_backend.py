@@ -1,8 +1,10 @@
 """The Ray Tune backend: start or join Ray, run one round of trials with :class:`ray.tune.Tuner`, forward
 trial events to the caller's progress handler.
 
-Ray's console chatter is kept out of the user's terminal (vitnas shows its own progress); a local Ray
-talks over loopback only.
+Ray's console chatter is kept out of the user's terminal (vitnas shows its own progress). A local Ray
+is started with the loopback node address, but Ray 2.x's gRPC servers (GCS, raylet, workers) still listen
+on every interface (``listen_to_localhost_only`` is not exposed); use a firewall, or token authentication
+(``RAY_AUTH_MODE=token`` set before Python starts: Ray reads it once per process), on shared networks.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ def quiet_ray() -> None:
     os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Ctrl-C is vitnas' own (nas.search): Tune's handler would swallow it and end the round as if the
+    # trials had merely been stopped.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
     for name in ("ray", "ray.tune", "ray.train", "ray.data"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -66,7 +71,7 @@ def start_ray(address: str | None) -> bool:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise SearchError(f"address: cannot join the Ray cluster at {address!r} ({first})") from None
     else:
-        ray.init(_node_ip_address="127.0.0.1", **kwargs)  # a local Ray talks over loopback only
+        ray.init(_node_ip_address="127.0.0.1", **kwargs)  # the node's address; see the module docstring
     quiet_ray()
     return True
 
@@ -89,9 +94,10 @@ _HANDLERS: dict[int, Callable[[TrialEvent], None]] = {}
 class ProgressCallback(tune.Callback):
     """Forwards Ray Tune trial events to the progress handler registered under ``key``, as :class:`TrialEvent`."""
 
-    def __init__(self, handler: Callable[[TrialEvent], None]) -> None:
+    def __init__(self, handler: Callable[[TrialEvent], None], driver: StudyDriver | None = None) -> None:
         self.key = id(handler)
         _HANDLERS[self.key] = handler
+        self.driver_key = id(driver) if driver is not None else None
 
     def _emit(self, kind: str, trial, metrics: dict[str, Any] | None = None, reason: str = "") -> None:
         handler = _HANDLERS.get(self.key)
@@ -112,7 +118,10 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         r = trial.last_result or {}
-        if r.get("fail_reason"):
+        driver = _DRIVERS.get(self.driver_key)
+        if driver is not None and driver.interrupted and r.get("accuracy") is None:
+            self._emit("fail", trial, reason="interrupted")
+        elif r.get("fail_reason"):
             self._emit("fail", trial, reason=r["fail_reason"])
         elif r.get("accuracy") is None:  # stopped by the time budget before its final report
             self._emit("stopped", trial)
@@ -120,15 +129,39 @@ class ProgressCallback(tune.Callback):
             self._emit("complete", trial, {k: r.get(k) for k in (*objectives.names(), "flops", "reused_from")})
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._emit("fail", trial, reason="the Ray worker failed (see the Ray logs)")
+        driver = _DRIVERS.get(self.driver_key)
+        interrupted = driver is not None and driver.interrupted
+        self._emit("fail", trial, reason="interrupted" if interrupted else "the Ray worker failed (see the Ray logs)")
+
+
+#: Drivers by key, for :class:`InterruptStopper` (Tune may copy its stopper; a key survives that).
+_DRIVERS: dict[int, StudyDriver] = {}
+
+
+class InterruptStopper(tune.Stopper):
+    """Stops every trial of the round once the driver was interrupted (Ctrl-C)."""
+
+    def __init__(self, driver: StudyDriver) -> None:
+        self.key = id(driver)
+        _DRIVERS[self.key] = driver
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        driver = _DRIVERS.get(self.key)
+        return bool(driver is not None and driver.interrupted)
 
 
 def run_round(config: SearchConfig, driver: StudyDriver, remaining: int, budget: float | None, data: Any,
               progress: Callable[[TrialEvent], None] | None) -> None:
     """Run up to ``remaining`` trials proposed by ``driver`` under ``ray.tune.Tuner`` (one round).
 
-    Trials Ray stopped or lost without a result are failed (``stopped``) by the driver at the end.
+    Trials Ray stopped or lost without a result are failed (``stopped``) by the driver at the end; after
+    :meth:`StudyDriver.interrupt` the round stops its trials and they fail as ``interrupted``.
     """
+    if driver.interrupted:
+        return
     limiter = ConcurrencyLimiter(driver, max_concurrent=config.resolved_max_concurrent(cluster_gpus()))
     try:
         # The data set travels once through Ray's object store; actors are reused across trials, so a
@@ -142,10 +175,11 @@ def run_round(config: SearchConfig, driver: StudyDriver, remaining: int, budget:
             run_config=tune.RunConfig(
                 name=f"{config.study}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(Path(config.run_dir, "ray").resolve()), verbose=0,
-                callbacks=[ProgressCallback(progress)] if progress else [],
+                callbacks=[ProgressCallback(progress, driver)] if progress else [], stop=InterruptStopper(driver),
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
         tuner.fit()
     finally:
         driver.stop_all()
+        _DRIVERS.pop(id(driver), None)

@@ -12,12 +12,18 @@ sampling, reuse, refusals, storing results), :mod:`nas.ray_backend` (Ray start-u
 
 ``trials`` is the number of *finished* (complete) trials the study should hold: running the same search
 again continues a study to that target (trials left RUNNING by a killed process are failed with the
-reason ``interrupted``). Identical genes are never trained twice in one study: a trial whose genes
+reason ``interrupted``). A first Ctrl-C (SIGINT) stops the search: no new trial or round starts, the
+running trials are failed as ``interrupted``, Ray shuts down and :func:`run_search` raises
+:class:`KeyboardInterrupt` (what finished stays in the study; running the search again continues it); a
+second Ctrl-C raises at once. Identical genes are never trained twice in one study: a trial whose genes
 match a complete trial reuses that trial's stored result (``reused_from``).
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +76,8 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
     Raises:
         SearchError, StudyError, SpaceError, DataError: bad settings, storage, space or data (checked
         before anything is written).
+        KeyboardInterrupt: Ctrl-C (SIGINT) stopped the search; the study keeps what finished, and the trials
+        that were running are failed as ``interrupted``.
     """
     from trainers import load_dataset
 
@@ -116,7 +124,7 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storag
         _enqueue_presets(study, space)
 
     from .driver import StudyDriver
-    from .ray_backend import run_round, start_ray
+    from .ray_backend import start_ray
 
     driver = StudyDriver(study, space, data.img_size, config.trials, config.max_failures_per_arch,
                          config.inject_faults)
@@ -126,28 +134,66 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storag
 
             ray.shutdown()
         return study
-    started_ray = start_ray(config.address) or ray_started
-    deadline = time.monotonic() + config.timeout if config.timeout else None
+    restore = _catch_sigint(driver)  # before Ray starts: a Ctrl-C from here on stops the search cleanly
     try:
-        stalled = 0
-        while (remaining := config.trials - driver.complete) > 0:
-            budget = None if deadline is None else deadline - time.monotonic()
-            if budget is not None and budget <= 0:
-                break
-            before = driver.complete
-            # Reseed per round from the study's size, so a continued study does not replay the
-            # proposals of its first run (NSGA-II's first generation and random sampling are seeded).
-            study.sampler = make_sampler(config.sampler, config.seed + len(study.trials), config.trials,
-                                         study.user_attrs.get("population_size"))
-            run_round(config, driver, remaining, budget, data, progress)
-            stalled = stalled + 1 if driver.complete == before else 0
-            if stalled >= 2:
-                if progress:
-                    progress(TrialEvent("stalled", -1, reason="two rounds in a row completed no trial; stopping"))
-                break
+        started_ray = False  # for the finally below, should start_ray itself be interrupted
+        started_ray = start_ray(config.address) or ray_started
+        _run_rounds(config, driver, study, data, progress)
     finally:
-        if started_ray:
-            import ray
+        try:
+            if started_ray or ray_started:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
+        finally:
+            restore()
+    if driver.interrupted:
+        raise KeyboardInterrupt("vitnas search interrupted")
     return study
+
+
+def _catch_sigint(driver: Any) -> Callable[[], None]:
+    """Make the first SIGINT call ``driver.interrupt()`` (stop proposing, stop the round) and a second one
+    raise :class:`KeyboardInterrupt` at once; returns the function restoring the previous handler. Only in
+    the main thread (where Python delivers signals); elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # installed outside Python: put Python's default back afterwards
+        previous = signal.default_int_handler
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if driver.interrupted:
+            raise KeyboardInterrupt
+        driver.interrupt()
+        try:
+            os.write(2, b"\nvitnas: stopping after Ctrl-C; the running trials are kept as 'interrupted' "
+                        b"(press Ctrl-C again to force)\n")
+        except OSError:
+            pass
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
+def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, data: Any,
+                progress: Callable[[TrialEvent], None] | None) -> None:
+    from .ray_backend import run_round
+
+    deadline = time.monotonic() + config.timeout if config.timeout else None
+    stalled = 0
+    while (remaining := config.trials - driver.complete) > 0 and not driver.interrupted:
+        budget = None if deadline is None else deadline - time.monotonic()
+        if budget is not None and budget <= 0:
+            break
+        before = driver.complete
+        # Reseed per round from the study's size, so a continued study does not replay the
+        # proposals of its first run (NSGA-II's first generation and random sampling are seeded).
+        study.sampler = make_sampler(config.sampler, config.seed + len(study.trials), config.trials,
+                                     study.user_attrs.get("population_size"))
+        run_round(config, driver, remaining, budget, data, progress)
+        stalled = stalled + 1 if driver.complete == before else 0
+        if stalled >= 2 and not driver.interrupted:
+            if progress:
+                progress(TrialEvent("stalled", -1, reason="two rounds in a row completed no trial; stopping"))
+            break

@@ -22,7 +22,7 @@ from . import objectives
 
 __all__ = [
     "OBJECTIVES", "DIRECTIONS", "DEFAULT_STORAGE", "StudyError", "open_storage", "create_or_load_study",
-    "load_study", "get_trial", "pareto_front", "front_records", "trial_record", "mark_interrupted",
+    "load_study", "get_trial", "pareto_front", "nonfinite_trials", "front_records", "trial_record", "mark_interrupted",
     "hypervolume", "reference_point", "knee_trial", "pick_trial",
 ]
 
@@ -129,7 +129,12 @@ def load_study(storage_url: str, name: str) -> optuna.Study:
     if name not in names:
         known = ", ".join(names) if names else "none"
         raise StudyError(f"study: no study {name!r} in {display_url(storage_url)}; studies there: {known}")
-    return optuna.load_study(study_name=name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    if list(study.directions) != objectives.directions():
+        wanted = ", ".join(f"{n} ({d})" for n, d in zip(objectives.names(), objectives.direction_names(), strict=True))
+        raise StudyError(f"study: {name!r} is not a vitnas study ({len(study.directions)} objective(s); vitnas "
+                         f"studies have {wanted}); choose another --study")
+    return study
 
 
 def get_trial(study: optuna.Study, number: int, *, finished: bool = False) -> FrozenTrial:
@@ -153,8 +158,23 @@ def get_trial(study: optuna.Study, number: int, *, finished: bool = False) -> Fr
 
 
 def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
-    """The Pareto-optimal complete trials (Optuna's ``best_trials``), by trial number."""
-    return sorted(study.best_trials, key=lambda t: t.number)
+    """The Pareto-optimal complete trials (Optuna's ``best_trials``), by trial number.
+
+    Complete trials with a non-finite objective value (inf, nan) are left out (:func:`nonfinite_trials`).
+    """
+    trials = study.get_trials(deepcopy=False)
+    if not any(t.state == TrialState.COMPLETE and t.values and not all(math.isfinite(v) for v in t.values)
+               for t in trials):
+        return sorted(study.best_trials, key=lambda t: t.number)
+    left_out = {t.number for t in nonfinite_trials(trials)}
+    finite = [t for t in trials if t.number not in left_out]
+    return sorted(objectives.front_trials(finite, study.directions), key=lambda t: t.number)
+
+
+def nonfinite_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The complete trials among ``trials`` with a non-finite objective value (left out of the front)."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and t.values
+            and not all(math.isfinite(v) for v in t.values)]
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
@@ -260,44 +280,125 @@ class StudyLease:
     """Marks a study as driven by this process, so a second ``vitnas search`` on it is refused instead of
     failing the first one's running trials as "interrupted".
 
-    The lease is the study user attribute ``driver`` = {host, pid, heartbeat (Unix seconds)}, renewed
-    every ``renew`` seconds by a daemon thread and removed by :meth:`release`. A lease is free when it is
-    missing, when its process is gone (same host: the pid no longer exists, e.g. after SIGKILL), or when
-    its heartbeat is older than ``stale`` seconds (another host).
+    The lease is one row of the table ``vitnas_study_leases`` in the study's own database (study name,
+    host, pid, a per-lease token, heartbeat in Unix seconds, version). Taking it is a compare-and-set: an
+    ``INSERT`` when no row exists (the primary key lets one of two racers win) or an ``UPDATE ... WHERE
+    version = <the version read>`` over a dead holder's row (one racer changes the row, the other's
+    update matches nothing), so two searches started at the same instant never both hold it. The
+    heartbeat is renewed every ``renew`` seconds by a daemon thread and the row is deleted by
+    :meth:`release`. A lease is free when there is no row, when its process is gone (same host: the pid
+    no longer exists, e.g. after SIGKILL), or when its heartbeat is older than ``stale`` seconds.
+
+    The study user attribute ``driver`` = {host, pid, token, heartbeat} mirrors the holder for people and
+    tools reading the study (written on acquisition, cleared on release); a live holder recorded there by
+    an older vitnas is respected too.
 
     Raises:
-        StudyError: another live process holds the lease (the message says which and how to proceed).
+        StudyError: another live process holds the lease (the message says which and how to proceed), or
+        the database cannot be written (read-only file or URL).
     """
 
-    def __init__(self, study: optuna.Study, stale: float = 120.0, renew: float = 20.0) -> None:
+    TABLE = "vitnas_study_leases"
+    _TABLES: dict[str, Any] = {}  # SQLAlchemy tables by name, made once per process
+
+    def __init__(self, study: optuna.Study, stale: float = 120.0, renew: float = 20.0,
+                 storage: optuna.storages.BaseStorage | None = None) -> None:
         import os
         import socket
         import threading
         import time
+        import uuid
 
-        self.study, self._time = study, time.time
-        self.me = {"host": socket.gethostname(), "pid": os.getpid()}
-        held = study.user_attrs.get("driver")
-        if held and {k: held.get(k) for k in ("host", "pid")} != self.me:
-            age = time.time() - float(held.get("heartbeat", 0))
-            alive = age < stale
-            if held.get("host") == self.me["host"]:
-                try:
-                    os.kill(int(held["pid"]), 0)
-                except (OSError, ValueError, TypeError):
-                    alive = False
-            if alive:
-                raise StudyError(
-                    f"study: {study.study_name!r} is being searched by pid {held.get('pid')} on {held.get('host')} "
-                    f"(last seen {age:.0f} s ago); wait for it to finish or stop it first"
-                )
-        self._beat()
+        self.study, self._time, self.stale = study, time.time, stale
+        self.me: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex}
+        self.lost = False  # set when a heartbeat finds the row taken over by another process
+        self._engine = StudyLease._engine_of(storage if storage is not None else study._storage)
+        self._table = None
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self._engine is None:  # an in-memory study: no other process can drive it
+            return
+        self._table = StudyLease._lease_table(self.TABLE)
+        try:
+            self._acquire()
+        except StudyError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemyError: read-only, locked or broken storage
+            raise StudyError(f"storage: cannot lock study {study.study_name!r} for this search "
+                             f"({StudyLease._first_line(exc)}); a search needs a writable database") from None
         self._thread = threading.Thread(target=self._run, args=(renew,), daemon=True, name="vitnas-lease")
         self._thread.start()
 
+    # ------------------------------------------------------------------ acquisition
+    def _alive(self, held: dict[str, Any]) -> tuple[bool, float]:
+        import os
+
+        age = self._time() - float(held.get("heartbeat") or 0)
+        alive = age < self.stale
+        if held.get("host") == self.me["host"]:
+            try:
+                os.kill(int(held["pid"]), 0)
+            except (OSError, ValueError, TypeError, KeyError):
+                alive = False
+        return alive, age
+
+    def _refuse(self, held: dict[str, Any], age: float) -> StudyError:
+        return StudyError(
+            f"study: {self.study.study_name!r} is being searched by pid {held.get('pid')} on {held.get('host')} "
+            f"(last seen {age:.0f} s ago); wait for it to finish or stop it first"
+        )
+
+    def _acquire(self) -> None:
+        import sqlalchemy as sa
+
+        name, t = self.study.study_name, self._table
+        StudyLease._create_table(self._engine, t)
+        # A holder recorded only in the study attribute (an older vitnas): respect it while it is alive.
+        legacy = self.study.user_attrs.get("driver")
+        if isinstance(legacy, dict) and legacy.get("token") is None \
+                and {k: legacy.get(k) for k in ("host", "pid")} != {k: self.me[k] for k in ("host", "pid")}:
+            alive, age = self._alive(legacy)
+            if alive:
+                raise self._refuse(legacy, age)
+        for _ in range(50):
+            with self._engine.connect() as conn:
+                row = conn.execute(sa.select(t).where(t.c.study_name == name)).mappings().first()
+            now = self._time()
+            if row is None:
+                try:
+                    with self._engine.begin() as conn:
+                        conn.execute(sa.insert(t).values(study_name=name, **self.me, heartbeat=now, version=1))
+                    break
+                except sa.exc.IntegrityError:  # another process inserted first: read its row and decide again
+                    continue
+            held = dict(row)
+            if held["token"] != self.me["token"]:
+                alive, age = self._alive(held)
+                if alive:
+                    raise self._refuse(held, age)
+            with self._engine.begin() as conn:  # compare-and-set over the row read above
+                won = conn.execute(sa.update(t).where(t.c.study_name == name, t.c.version == held["version"])
+                                   .values(**self.me, heartbeat=now, version=held["version"] + 1)).rowcount
+            if won == 1:
+                break
+        else:
+            raise StudyError(f"study: cannot lock {name!r}: the lease kept changing; try again")
+        try:  # informational mirror for people and tools reading the study
+            self.study.set_user_attr("driver", {**self.me, "heartbeat": now})
+        except Exception:  # noqa: BLE001 - the lease row is what counts
+            pass
+
+    # ------------------------------------------------------------------ renewal and release
     def _beat(self) -> None:
-        self.study.set_user_attr("driver", {**self.me, "heartbeat": self._time()})
+        import sqlalchemy as sa
+
+        t = self._table
+        with self._engine.begin() as conn:
+            n = conn.execute(sa.update(t).where(t.c.study_name == self.study.study_name,
+                                                t.c.token == self.me["token"])
+                             .values(heartbeat=self._time(), version=t.c.version + 1)).rowcount
+        if n == 0:
+            self.lost = True
 
     def _run(self, renew: float) -> None:
         while not self._stop.wait(renew):
@@ -308,11 +409,70 @@ class StudyLease:
 
     def release(self) -> None:
         """Stop renewing and remove the lease (only if it is still ours)."""
+        import sqlalchemy as sa
+
         self._stop.set()
-        self._thread.join(timeout=5)
-        held = self.study.user_attrs.get("driver") or {}
-        if {k: held.get(k) for k in ("host", "pid")} == self.me:
-            self.study.set_user_attr("driver", None)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._table is None:
+            return
+        t = self._table
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(sa.delete(t).where(t.c.study_name == self.study.study_name,
+                                                t.c.token == self.me["token"]))
+            held = self.study.user_attrs.get("driver") or {}
+            if held.get("token") == self.me["token"]:
+                self.study.set_user_attr("driver", None)
+        except Exception:  # noqa: BLE001 - a row left behind is taken over once its pid is gone
+            pass
+
+
+    @staticmethod
+    def _first_line(exc: BaseException) -> str:
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        return text.splitlines()[0][:200] if text else exc.__class__.__name__
+
+    @staticmethod
+    def _engine_of(storage: Any) -> Any:
+        """The SQLAlchemy engine behind an Optuna storage (RDB, possibly cached), or None."""
+        for _ in range(3):
+            if storage is None:
+                return None
+            engine = getattr(storage, "engine", None)
+            if engine is not None:
+                return engine
+            storage = getattr(storage, "_backend", None)
+        return None
+
+    @staticmethod
+    def _lease_table(name: str) -> Any:
+        import sqlalchemy as sa
+
+        if name not in StudyLease._TABLES:
+            StudyLease._TABLES[name] = sa.Table(
+                name, sa.MetaData(),
+                sa.Column("study_name", sa.String(512), primary_key=True),
+                sa.Column("host", sa.String(255), nullable=False),
+                sa.Column("pid", sa.Integer, nullable=False),
+                sa.Column("token", sa.String(64), nullable=False),
+                sa.Column("heartbeat", sa.Float, nullable=False),
+                sa.Column("version", sa.Integer, nullable=False),
+            )
+        return StudyLease._TABLES[name]
+
+    @staticmethod
+    def _create_table(engine: Any, table: Any) -> None:
+        """Create the lease table if missing; a racing creator's table is as good as ours."""
+        import sqlalchemy as sa
+
+        if sa.inspect(engine).has_table(table.name):
+            return
+        try:
+            table.create(engine, checkfirst=True)
+        except sa.exc.SQLAlchemyError:
+            if not sa.inspect(engine).has_table(table.name):
+                raise
 
 
 def reference_point(params_max: float = 5e6, throughput_min: float = 0.0, **worst: float) -> list[float]:

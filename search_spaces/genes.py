@@ -34,7 +34,13 @@ __all__ = [
     "QNA_WINDOWS",
     "REFINER_EXPANSIONS",
     "GeneError",
+    "MAX_GENE",
+    "MAX_PARAMS",
+    "MAX_MESSAGE",
     "Architecture",
+    "clip_message",
+    "estimate_params",
+    "short_repr",
     "applicable_genes",
     "mait_window_for_ratio",
     "rules",
@@ -56,6 +62,58 @@ STEMS: tuple[str, ...] = ("patch", "conv", "conv_bn")
 MASK_RATIO_CHOICES: tuple[float, ...] = registry.gene("mask_ratios").choices
 QNA_WINDOWS: tuple[int, ...] = registry.gene("qna_window").choices
 REFINER_EXPANSIONS: tuple[int, ...] = registry.gene("refiner_expansion").choices
+
+
+#: Upper bound of each integer macro gene. Far above any published ViT (ViT-G/14: C 1664, 48 blocks, 16
+#: heads; ViT-22B: C 6144 is the one exception) and above every domain vitnas ships, but low enough that
+#: an untrusted ``config.json`` cannot ask for a model that does not fit in memory.
+MAX_GENE: dict[str, int] = {"embed_dim": 4096, "depth": 64, "num_heads": 64, "patch_size": 64}
+#: Largest estimated parameter count (plus position tables) of a model, checked from the genes before
+#: anything is allocated: 2e9 float32 values are 8 GB (ViT-G/14, 1.8e9 parameters, still fits).
+MAX_PARAMS: int = 2_000_000_000
+#: Longest error message (one screen line); user values inside it are cut by :func:`short_repr`.
+MAX_MESSAGE: int = 200
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (``...`` marks the cut), for error messages that quote
+    untrusted input; never fails (an int too long to print shows its bit length)."""
+    try:
+        text = repr(value)
+    except ValueError:  # int with more digits than sys.get_int_max_str_digits()
+        return f"<int of {value.bit_length()} bits>" if isinstance(value, int) else f"<{type(value).__name__}>"
+    except Exception:  # pragma: no cover - hostile __repr__
+        return f"<{type(value).__name__}>"
+    text = " ".join(text.split()) if "\n" in text or "\r" in text else text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clip_message(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` on one line and at most ``limit`` characters."""
+    message = " ".join(str(message).split())
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def estimate_params(embed_dim: int, depth: int, mlp_ratio: float, patch_size: int, *, stem: str = "patch",
+                    num_tokens: int = 0, in_chans: int = 3, num_classes: int = 0, attention: str = "mhsa") -> int:
+    """An upper estimate of the parameters (and position tables) of a model with these genes, computed
+    before anything is allocated: per block attention (4 C^2) and MLP (2 r C^2), the stem (``p^2
+    in_chans C`` linear; ``9 in_chans C + 6 C^2 (+ p^2 C^2)`` conv; ``9 in_chans C + 13 C^2`` conv_bn),
+    the head, and for ``num_tokens`` N the position tables (2 N C) and the token-tied mechanisms (Mixer:
+    N^2 per block, Linformer: 64 N per block)."""
+    c, n = embed_dim, num_tokens
+    block = 4 * c * c + int(2 * mlp_ratio * c * c) + 16 * c
+    if attention == "mixer":
+        block += n * n + 2 * n
+    elif attention == "linformer":
+        block += 64 * n
+    if stem == "conv":
+        stem_params = 9 * in_chans * c + 6 * c * c + (patch_size * patch_size * c * c if patch_size > 1 else 0)
+    elif stem == "conv_bn":
+        stem_params = 9 * in_chans * c + 13 * c * c
+    else:
+        stem_params = patch_size * patch_size * in_chans * c + c
+    return depth * block + stem_params + 2 * n * c + c * num_classes + num_classes + 4 * c
 
 
 def _facts(names: list[str], singular: str, plural: str) -> str:
@@ -140,12 +198,18 @@ class Architecture:
     refiner_expansion: int | None = None
 
     def __post_init__(self) -> None:
-        # Normalise JSON-ish inputs (lists, ints for floats) so equal genes compare and hash equal.
-        for gene in registry.genes():
-            object.__setattr__(self, gene.name, gene.normalise(getattr(self, gene.name)))
-        if isinstance(self.mlp_ratio, (int, float)) and not isinstance(self.mlp_ratio, bool):
-            object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
-        self.validate()
+        try:
+            # Normalise JSON-ish inputs (lists, ints for floats) so equal genes compare and hash equal.
+            for gene in registry.genes():
+                object.__setattr__(self, gene.name, gene.normalise(getattr(self, gene.name)))
+            if isinstance(self.mlp_ratio, (int, float)) and not isinstance(self.mlp_ratio, bool):
+                object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
+            self.validate()
+        except GeneError as exc:  # messages quote user values: keep them to one short line
+            message = str(exc)
+            if len(message) > MAX_MESSAGE or "\n" in message or "\r" in message:
+                raise GeneError(clip_message(message)) from None
+            raise
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
@@ -155,17 +219,28 @@ class Architecture:
         Raises:
             GeneError: one line naming the gene and what is allowed.
         """
-        for name in ("embed_dim", "depth", "num_heads", "patch_size"):
+        for name, top in MAX_GENE.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise GeneError(f"{name}: must be a positive integer, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+                raise GeneError(f"{name}: must be an integer in [1, {top}], got {short_repr(value)}")
         if not isinstance(self.mlp_ratio, float) or not (0 < self.mlp_ratio <= 16):
-            raise GeneError(f"mlp_ratio: must be a number in (0, 16], got {self.mlp_ratio!r}")
+            raise GeneError(f"mlp_ratio: must be a number in (0, 16], got {short_repr(self.mlp_ratio)}")
+        params = estimate_params(self.embed_dim, self.depth, self.mlp_ratio, self.patch_size,
+                                 stem=self.stem if isinstance(self.stem, str) else "patch")
+        if params > MAX_PARAMS:
+            raise GeneError(
+                f"embed_dim: {self.embed_dim} with depth {self.depth}, mlp_ratio {self.mlp_ratio:g}, patch_size "
+                f"{self.patch_size} gives about {params:.2g} parameters, over the limit of {MAX_PARAMS:.2g}"
+            )
+        if not isinstance(self.attention, str) or len(self.attention) > 60:
+            raise GeneError(f"attention: unknown value {short_repr(self.attention)}; "
+                            f"allowed: {', '.join(registry.names())}")
         spec = get_mechanism(self.attention)  # raises on unknown attention
         if self.pos_encoding not in POS_ENCODINGS:
-            raise GeneError(f"pos_encoding: unknown value {self.pos_encoding!r}; allowed: {', '.join(POS_ENCODINGS)}")
+            raise GeneError(f"pos_encoding: unknown value {short_repr(self.pos_encoding)}; "
+                            f"allowed: {', '.join(POS_ENCODINGS)}")
         if self.stem not in STEMS:
-            raise GeneError(f"stem: unknown value {self.stem!r}; allowed: {', '.join(STEMS)}")
+            raise GeneError(f"stem: unknown value {short_repr(self.stem)}; allowed: {', '.join(STEMS)}")
         for gene in registry.genes():
             gene.check_choices(self)
         if self.embed_dim % self.num_heads:
@@ -218,7 +293,7 @@ class Architecture:
         h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         if h % self.patch_size or w % self.patch_size:
             raise GeneError(
-                f"patch_size: img_size {h}x{w} is not divisible by patch_size {self.patch_size}; "
+                f"patch_size: img_size {short_repr(h, 20)}x{short_repr(w, 20)} is not divisible by patch_size {self.patch_size}; "
                 "choose a patch_size that divides the image size"
             )
         return h // self.patch_size, w // self.patch_size
@@ -266,11 +341,12 @@ class Architecture:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted((k for k in data if k not in names), key=str)
         if unknown:
-            raise GeneError(f"arch: unknown gene {str(unknown[0])[:40]!r}; known genes: {', '.join(sorted(names))}")
+            raise GeneError(clip_message(f"arch: unknown gene {short_repr(str(unknown[0]), 24)}; "
+                                         f"known genes: {', '.join(sorted(names))}"))
         try:
             return cls(**data)
         except TypeError as exc:  # pragma: no cover - defensive (e.g. unhashable values)
-            raise GeneError(f"arch: {exc}") from None
+            raise GeneError(clip_message(f"arch: {exc}")) from None
 
     @classmethod
     def from_json(cls, text: str) -> Architecture:

@@ -12,6 +12,7 @@ The body is the pre-norm ViT block (ViT, arXiv 2010.11929, eq. 2-3): ``x + attn(
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ from torch.utils.checkpoint import checkpoint
 from . import registry
 from .attention import build_attention
 from .attention.common import AttentionModule, Rotary, TokenLayout
-from .genes import Architecture, GeneError
+from .genes import MAX_PARAMS, Architecture, GeneError, estimate_params, short_repr
 from .stems import build_stem
 
 __all__ = ["NasViT", "Block", "build_model", "checkpoint_filter_fn", "nas_vit"]
@@ -83,6 +84,61 @@ def _as_arch(arch: Architecture | Mapping[str, Any] | str | None) -> Architectur
     return Architecture.from_dict(arch)
 
 
+#: Largest image side in pixels, and largest token grid (rows x cols), that a model may be built for:
+#: 4096 px is far beyond any ViT checkpoint (ImageNet 224-518 px); 65536 tokens is a 256 x 256 grid
+#: (512 px at patch 2), where one N x N attention map is already 16 GB in float32.
+MAX_IMG_SIZE = 4096
+MAX_TOKENS = 65536
+#: Largest classifier width (ImageNet-21k has 21841 classes) and input channel count.
+MAX_NUM_CLASSES = 100_000
+MAX_IN_CHANS = 4096
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> int:
+    try:
+        number = operator.index(value)  # int, or an integer type such as numpy.int64
+    except TypeError:
+        number = None
+    if number is None or isinstance(value, bool) or not low <= number <= high:
+        raise GeneError(f"{name}: must be an integer in [{low}, {high}], got {short_repr(value)}")
+    return number
+
+
+def _check_args(arch: Architecture, img_size: Any, in_chans: Any, num_classes: Any
+                ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Check the constructor's arguments before anything is allocated: ``img_size`` (int or (H, W)) per
+    side in [1, MAX_IMG_SIZE], at most MAX_TOKENS patch tokens, ``in_chans`` and ``num_classes`` in range,
+    and the estimated parameter count within :data:`~search_spaces.genes.MAX_PARAMS`.
+
+    Returns:
+        ``(img_size, grid)`` as (H, W) and (rows, cols).
+
+    Raises:
+        GeneError: (a ``ValueError``) one line naming the argument and the allowed range.
+    """
+    if not isinstance(img_size, (tuple, list)):
+        sides: tuple[Any, ...] = (img_size, img_size)
+    elif len(img_size) == 2:
+        sides = tuple(img_size)
+    else:
+        raise GeneError(f"img_size: expected an integer or (height, width), got {short_repr(img_size)}")
+    sides = tuple(_check_int("img_size", side, 1, MAX_IMG_SIZE) for side in sides)
+    in_chans = _check_int("in_chans", in_chans, 1, MAX_IN_CHANS)
+    num_classes = _check_int("num_classes", num_classes, 0, MAX_NUM_CLASSES)
+    grid = arch.check_image(sides)
+    tokens = grid[0] * grid[1]
+    if tokens > MAX_TOKENS:
+        raise GeneError(f"img_size: {sides[0]}x{sides[1]} at patch_size {arch.patch_size} gives {tokens} tokens; "
+                        f"at most {MAX_TOKENS} are allowed")
+    params = estimate_params(arch.embed_dim, arch.depth, arch.mlp_ratio, arch.patch_size, stem=arch.stem,
+                             num_tokens=tokens + 1, in_chans=in_chans, num_classes=num_classes,
+                             attention=arch.attention)
+    if params > MAX_PARAMS:
+        raise GeneError(f"img_size: {arch.describe()[:60]} at {sides[0]}x{sides[1]} px gives about {params:.2g} "
+                        f"parameters, over the limit of {MAX_PARAMS:.2g}")
+    return sides, grid
+
+
 class NasViT(nn.Module):
     """A vision transformer built from genes.
 
@@ -98,7 +154,9 @@ class NasViT(nn.Module):
     Shapes: (B, in_chans, H, W) -> (B, num_classes) logits.
 
     Raises:
-        GeneError: invalid genes, or ``img_size`` not divisible by ``patch_size``.
+        GeneError: invalid genes, or ``img_size`` not divisible by ``patch_size``; ``img_size`` over
+            ``MAX_IMG_SIZE`` px a side or ``MAX_TOKENS`` tokens, ``in_chans`` or ``num_classes`` out of
+            range, or an estimated parameter count over ``MAX_PARAMS`` (checked before allocating).
     """
 
     def __init__(self, arch: Architecture | Mapping[str, Any] | str | None = None, img_size: int | tuple[int, int] = 32,
@@ -110,8 +168,7 @@ class NasViT(nn.Module):
         if kwargs:
             raise TypeError(f"nas_vit: unexpected arguments {sorted(kwargs)}")
         self.arch = arch = _as_arch(arch)
-        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        grid = arch.check_image(img_size)
+        img_size, grid = _check_args(arch, img_size, in_chans, num_classes)
         if arch.pos_encoding == "sincos2d" and arch.embed_dim % 4:
             raise GeneError(f"pos_encoding: sincos2d needs embed_dim divisible by 4, got {arch.embed_dim}")
         self.img_size = img_size

@@ -28,7 +28,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import registry
-from .genes import POS_ENCODINGS, ROPE_ENCODINGS, STEMS, Architecture
+from .genes import (
+    MAX_GENE,
+    MAX_MESSAGE,
+    MAX_PARAMS,
+    POS_ENCODINGS,
+    ROPE_ENCODINGS,
+    STEMS,
+    Architecture,
+    clip_message,
+    estimate_params,
+    short_repr,
+)
 from .registry import get_mechanism
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,6 +50,53 @@ __all__ = ["SearchSpace", "SpaceError"]
 
 class SpaceError(ValueError):
     """A search-space domain that is malformed, outside a gene's universe or internally inconsistent."""
+
+
+#: Largest config file read by :meth:`SearchSpace.from_file` (checked before reading it all): a space is a
+#: few lines; a megabyte is thousands of times more than any real one.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _Refused(Exception):
+    """A config file construct vitnas refuses (YAML aliases, duplicate keys)."""
+
+
+_loader_class: type | None = None
+
+
+def _strict_yaml_loader() -> type:
+    """A ``yaml.SafeLoader`` that refuses anchors and aliases (an alias bomb of a few hundred bytes
+    expands to gigabytes) and duplicate mapping keys (the last one would silently win). Built on first
+    use so that importing vitnas does not import PyYAML."""
+    global _loader_class
+    if _loader_class is None:
+        import yaml
+
+        class StrictLoader(yaml.SafeLoader):
+            def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+                event = self.peek_event()
+                if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                    raise _Refused(f"YAML anchors and aliases (& and *) are not allowed "
+                                   f"(line {event.start_mark.line + 1})")
+                return super().compose_node(parent, index)
+
+            def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+                if isinstance(node, yaml.MappingNode):
+                    seen: set[Any] = set()
+                    for key_node, _ in node.value:
+                        key = self.construct_object(key_node, deep=True)
+                        try:
+                            duplicate = key in seen
+                            seen.add(key)
+                        except TypeError:  # unhashable key: SafeLoader refuses it itself
+                            continue
+                        if duplicate:
+                            raise _Refused(f"duplicate key {short_repr(key, 40)} "
+                                           f"(line {key_node.start_mark.line + 1})")
+                return super().construct_mapping(node, deep=deep)
+
+        _loader_class = StrictLoader
+    return _loader_class
 
 
 _INT_GENES = ("embed_dim", "depth", "num_heads", "patch_size")
@@ -87,7 +145,7 @@ class SearchSpace:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-                raise SpaceError(f"{f.name}: expected a list of values, got {value!r}")
+                raise SpaceError(f"{f.name}: expected a list of values, got {short_repr(value)}")
             if not value:
                 raise SpaceError(f"{f.name}: the domain is empty; give at least one value")
             if f.name in categorical:
@@ -95,17 +153,18 @@ class SearchSpace:
                 for v in value:
                     if isinstance(v, bool) != isinstance(universe[0], bool) or v not in universe:
                         allowed = ", ".join(json.dumps(u) for u in universe)
-                        raise SpaceError(f"{f.name}: {v!r} is not allowed; allowed: {allowed}")
+                        raise SpaceError(clip_message(f"{f.name}: {short_repr(v)} is not allowed; allowed: {allowed}"))
                 if all(isinstance(u, float) for u in universe):  # e.g. mask ratios given as 0 or 1
                     value = tuple(float(v) for v in value)
             elif f.name in _INT_GENES:
+                top = MAX_GENE[f.name]
                 for v in value:
-                    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 4096:
-                        raise SpaceError(f"{f.name}: {v!r} is not allowed; values are integers in [1, 4096]")
+                    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
+                        raise SpaceError(f"{f.name}: {short_repr(v)} is not allowed; values are integers in [1, {top}]")
             else:  # mlp_ratio
                 for v in value:
                     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= 16:
-                        raise SpaceError(f"mlp_ratio: {v!r} is not allowed; values are numbers in (0, 16]")
+                        raise SpaceError(f"mlp_ratio: {short_repr(v)} is not allowed; values are numbers in (0, 16]")
                 value = tuple(float(v) for v in value)
             # Drop duplicates, keep order (after the type checks, so True and 1 never merge).
             object.__setattr__(self, f.name, tuple(dict.fromkeys(value)))
@@ -136,6 +195,11 @@ class SearchSpace:
         if not set(self.pos_encoding) - set(ROPE_ENCODINGS) and set(self.attention) - rope_attentions:
             bad = sorted(set(self.attention) - rope_attentions)
             raise SpaceError(f"pos_encoding: only RoPE allowed, which {', '.join(bad)} cannot use; add learned, sincos2d or none")
+        c, depth, ratio = max(self.embed_dim), max(self.depth), max(self.mlp_ratio)
+        params = max(estimate_params(c, depth, ratio, p, stem=s) for p in self.patch_size for s in self.stem)
+        if params > MAX_PARAMS:
+            raise SpaceError(f"embed_dim: {c} with depth {depth}, mlp_ratio {ratio:g} gives models of about "
+                             f"{params:.2g} parameters, over the limit of {MAX_PARAMS:.2g}")
 
     # ------------------------------------------------------------------ construction from files
     @classmethod
@@ -150,39 +214,58 @@ class SearchSpace:
         names = [f.name for f in dataclasses.fields(cls)]
         for key in data:
             if key not in names:
-                raise SpaceError(f"config: unknown gene {str(key)[:40]!r}; known genes: {', '.join(names)}")
+                raise SpaceError(clip_message(f"config: unknown gene {short_repr(str(key), 24)}; "
+                                              f"known genes: {', '.join(names)}"))
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
 
     @classmethod
     def from_file(cls, path: str | Path) -> SearchSpace:
         """Domains from a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file.
 
+        Untrusted files are safe to give: a file over :data:`MAX_CONFIG_BYTES` is refused before it is
+        read, YAML anchors/aliases and duplicate keys (YAML and TOML) are refused, and every error is
+        one line of at most 200 characters.
+
         Raises:
-            SpaceError: the file is missing, unreadable, not YAML/TOML, or holds invalid domains.
+            SpaceError: the file is missing, unreadable, too large, not YAML/TOML, uses YAML aliases or
+                duplicate keys, or holds invalid domains.
         """
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SpaceError(f"config: cannot read {str(path)!r} ({exc.__class__.__name__}: {exc})") from None
+        shown = short_repr(str(path), 60)
         suffix = path.suffix.lower()
+        if suffix not in (".toml", ".yaml", ".yml"):
+            raise SpaceError(f"config: {shown} must end in .yaml, .yml or .toml")
+        try:
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise SpaceError(f"config: {shown} is larger than {MAX_CONFIG_BYTES} bytes; a search space is a few lines")
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_CONFIG_BYTES + 1)  # bounded even if the file grows or is not a regular file
+            if len(raw) > MAX_CONFIG_BYTES:
+                raise SpaceError(f"config: {shown} is larger than {MAX_CONFIG_BYTES} bytes; a search space is a few lines")
+            text = raw.decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpaceError(clip_message(f"config: cannot read {shown} ({exc.__class__.__name__}: {exc})")) from None
         try:
             if suffix == ".toml":
                 data = tomllib.loads(text)
-            elif suffix in (".yaml", ".yml"):
+            else:
                 import yaml
 
-                data = yaml.safe_load(text)
-            else:
-                raise SpaceError(f"config: {str(path)!r} must end in .yaml, .yml or .toml")
-        except SpaceError:
-            raise
+                data = yaml.load(text, Loader=_strict_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+        except _Refused as exc:
+            raise SpaceError(clip_message(f"config: {shown} {exc}")) from None
         except Exception as exc:  # yaml.YAMLError, tomllib.TOMLDecodeError, recursion in hostile YAML...
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-            raise SpaceError(f"config: {str(path)!r} is not valid {suffix[1:].upper()}: {first}") from None
+            raise SpaceError(clip_message(f"config: {shown} is not valid {suffix[1:].upper()}: {first}")) from None
         if data is None:
             data = {}
-        return cls.from_mapping(data)
+        try:
+            return cls.from_mapping(data)
+        except SpaceError as exc:
+            message = str(exc)
+            if len(message) > MAX_MESSAGE or "\n" in message:
+                raise SpaceError(clip_message(message)) from None
+            raise
 
     def to_dict(self) -> dict[str, list[Any]]:
         """JSON-able form (lists)."""
