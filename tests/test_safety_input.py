@@ -37,17 +37,8 @@ def _write(tmp_path, name, text):
 
 def test_yaml_alias_bomb_is_refused_before_expansion(tmp_path):
     path = _write(tmp_path, "bomb.yaml", ALIAS_BOMB)
-    tracemalloc.start()
-    try:
-        with pytest.raises(SpaceError) as err:
-            SearchSpace.from_file(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    message = str(err.value)
-    _one_short_line(message)
-    assert message.startswith("config:") and "alias" in message
-    assert peak < 50 * 2**20  # nothing like the expanded 9**9 strings
+    # Under 50 MiB allocated: nothing like the expanded 9**9 strings.
+    assert "alias" in _refused_before_allocation(lambda: SearchSpace.from_file(path), SpaceError, "config")
 
 
 @pytest.mark.parametrize("text", [
@@ -96,17 +87,9 @@ def test_oversized_config_file_is_refused_by_size(tmp_path, suffix):
             fh.write(chunk)
         fh.write("32]\n")
     assert path.stat().st_size > 50 * 10**6
-    tracemalloc.start()
-    try:
-        with pytest.raises(SpaceError) as err:
-            SearchSpace.from_file(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    message = str(err.value)
-    _one_short_line(message)
-    assert message.startswith("config:") and f"larger than {MAX_CONFIG_BYTES} bytes" in message
-    assert peak < 4 * 2**20  # the file was never read into memory
+    # Under 4 MiB allocated: the file was never read into memory.
+    message = _refused_before_allocation(lambda: SearchSpace.from_file(path), SpaceError, "config", 4 * 2**20)
+    assert f"larger than {MAX_CONFIG_BYTES} bytes" in message
 
 
 def test_config_just_under_the_limit_is_parsed(tmp_path):
@@ -166,17 +149,24 @@ def test_space_errors_are_one_short_line(data, field):
     ({"attention": "qna", "qna_window": "w" * 10**5}, "qna_window"),
 ])
 def test_huge_genes_are_refused_before_allocation(genes, field):
+    _refused_before_allocation(lambda: Architecture.from_dict(genes), GeneError, field)
+
+
+def _refused_before_allocation(build, error, field, limit=50 * 2**20):
+    """``build()`` raises ``error`` with one short line starting with ``field:``, having allocated < ``limit``
+    bytes; returns the message."""
     tracemalloc.start()
     try:
-        with pytest.raises(GeneError) as err:
-            Architecture.from_dict(genes)
+        with pytest.raises(error) as err:
+            build()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     message = str(err.value)
     _one_short_line(message)
     assert message.startswith(field + ":"), message
-    assert peak < 50 * 2**20
+    assert peak < limit
+    return message
 
 
 def test_largest_values_in_use_stay_valid():
@@ -202,17 +192,7 @@ def test_largest_values_in_use_stay_valid():
 ])
 def test_nasvit_arguments_are_refused_before_allocation(kwargs, field):
     kwargs = {"img_size": 16, "in_chans": 3, "num_classes": 10, **kwargs}
-    tracemalloc.start()
-    try:
-        with pytest.raises(ValueError) as err:
-            NasViT(Architecture(), **kwargs)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    message = str(err.value)
-    _one_short_line(message)
-    assert message.startswith(field + ":"), message
-    assert peak < 50 * 2**20
+    _refused_before_allocation(lambda: NasViT(Architecture(), **kwargs), ValueError, field)
 
 
 def test_nasvit_token_tied_models_are_refused_by_parameter_estimate():
