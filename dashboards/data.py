@@ -171,7 +171,9 @@ def load_data(study: optuna.Study | StudyData, ref: list[float] | None = None) -
         a = arch.get("attention") if isinstance(arch, dict) else t.params.get("attention")
         attention.append(a if a in ATTENTION_COLORS else "other")
         genes.append(describe_genes(t))
-    front = {t.number for t in objectives.front_trials(trials, study.directions)}  # = study.best_trials
+    # As study.best_trials, without complete trials whose values are not finite (as nas.study.pareto_front).
+    finite = [t for t in trials if t.state != TrialState.COMPLETE or _finite_values(t)]
+    front = {t.number for t in objectives.front_trials(finite, study.directions)}
     metric_names = getattr(study, "metric_names", None) or list(names)
     return StudyData(
         study_name=study.study_name, directions=list(study.directions), trials=trials, complete=complete,

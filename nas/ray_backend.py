@@ -1,10 +1,14 @@
 """The Ray Tune backend: start or join Ray, run one round of trials with :class:`ray.tune.Tuner`, forward
 trial events to the caller's progress handler.
 
-Ray's console chatter is kept out of the user's terminal (vitnas shows its own progress). A local Ray
-is started with the loopback node address, but Ray 2.x's gRPC servers (GCS, raylet, workers) still listen
-on every interface (``listen_to_localhost_only`` is not exposed); use a firewall, or token authentication
-(``RAY_AUTH_MODE=token`` set before Python starts: Ray reads it once per process), on shared networks.
+Ray's console chatter is kept out of the user's terminal (vitnas shows its own progress).
+
+A local Ray is started with the loopback node address, but Ray's gRPC servers (GCS, raylet, workers)
+listen on every interface and ray 2.60 exposes no setting to bind them to loopback
+(``listen_to_localhost_only`` is internal). What protects them is Ray's token authentication, which a new
+local ``ray.init()`` turns on by default (the token is written to ``~/.ray/auth_token``): vitnas refuses
+to start a local Ray with ``RAY_AUTH_MODE=disabled``. A watchdog (:mod:`nas.reaper`) kills what Ray
+leaves behind if the driver is killed.
 """
 
 from __future__ import annotations
@@ -71,7 +75,14 @@ def start_ray(address: str | None) -> bool:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise SearchError(f"address: cannot join the Ray cluster at {address!r} ({first})") from None
     else:
+        if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+            raise SearchError("address: a local Ray listens on every interface, so vitnas starts it only with "
+                              "Ray's token authentication; unset RAY_AUTH_MODE (now "
+                              f"{os.environ['RAY_AUTH_MODE']!r}) or join your own cluster with address")
         ray.init(_node_ip_address="127.0.0.1", **kwargs)  # the node's address; see the module docstring
+        from .reaper import watch
+
+        watch()
     quiet_ray()
     return True
 

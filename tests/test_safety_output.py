@@ -222,3 +222,19 @@ def test_infinite_objective_value(tmp_path):
     result = invoke("pareto", "--study", "inf", "--storage", url)
     assert "left out" in result.output.replace("\n", ""), result.output
     assert Path(tmp_path / "i.db").is_file()
+
+
+def test_infinite_objective_value_stays_off_the_dashboards_front(tmp_path):
+    from dashboards.data import load_data
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    study = create_or_load_study(open_storage(url), "inf", attrs={"dataset": "digits"})
+    arch = DEMO_PRESETS["deit"].to_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for values in ([0.8, 1e5, math.inf], [0.7, 1e5, 1000.0]):
+            study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=values,
+                                                      user_attrs={"arch": arch}))
+    data = load_data(study)
+    assert data.front == {1}  # the infinite throughput would dominate; it is not a measurement
+    assert invoke("dashboard", "--study", "inf", "--storage", url, "--out", str(tmp_path / "r.html")).exit_code == 0
