@@ -75,9 +75,10 @@ def test_local_search_listeners_need_rays_token_and_die_with_the_driver(tmp_path
 
         listeners = _listeners(proc.pid)
         outside = [entry for entry in listeners if not _loopback(entry[0])]
-        # Ray cannot bind its gRPC servers to loopback alone: whatever listens outside is Ray's ...
-        assert outside and all(n in ("gcs_server", "raylet", "python") or n.startswith("ray::")
-                               for _, _, n, _ in outside), outside
+        # Ray cannot bind its gRPC servers to loopback alone: whatever listens outside is Ray's (its head
+        # processes, its workers and agents, and the driver's own core worker) ...
+        assert outside and all(n in ("gcs_server", "raylet") or n.startswith("ray::") or pid == proc.pid
+                               for _, _, n, pid in outside), outside
         gcs = [port for _, port, name, _ in outside if name == "gcs_server"]
         assert gcs, outside
         # ... and the cluster refuses a client that does not hold the token (another home: no token file).
