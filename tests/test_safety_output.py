@@ -206,16 +206,21 @@ def test_single_objective_study_is_not_a_vitnas_study(tmp_path):
     assert (tmp_path / "s.db").read_bytes() == before
 
 
-def test_infinite_objective_value(tmp_path):
-    url = f"sqlite:///{tmp_path / 'i.db'}"
+def _study_of(url, *rows):
+    """A vitnas study "inf" at ``url`` with one complete deit trial per row of objective values."""
     study = create_or_load_study(open_storage(url), "inf", attrs={"dataset": "digits"})
     arch = DEMO_PRESETS["deit"].to_dict()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=[0.8, math.inf, 2000.0],
-                                                  user_attrs={"arch": arch}))
-        study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=[0.7, 1e5, 1000.0],
-                                                  user_attrs={"arch": arch}))
+        for values in rows:
+            study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=list(values),
+                                                      user_attrs={"arch": arch}))
+    return study
+
+
+def test_infinite_objective_value(tmp_path):
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    _study_of(url, [0.8, math.inf, 2000.0], [0.7, 1e5, 1000.0])
     for args in (["pareto"], ["pareto", "--json"], ["status"]):
         result = invoke(*args, "--study", "inf", "--storage", url)
         assert result.exit_code == 0 and result.exception is None, (args, result.output, result.exception)
@@ -228,13 +233,6 @@ def test_infinite_objective_value_stays_off_the_dashboards_front(tmp_path):
     from dashboards.data import load_data
 
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    study = create_or_load_study(open_storage(url), "inf", attrs={"dataset": "digits"})
-    arch = DEMO_PRESETS["deit"].to_dict()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for values in ([0.8, 1e5, math.inf], [0.7, 1e5, 1000.0]):
-            study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=values,
-                                                      user_attrs={"arch": arch}))
-    data = load_data(study)
+    data = load_data(_study_of(url, [0.8, 1e5, math.inf], [0.7, 1e5, 1000.0]))
     assert data.front == {1}  # the infinite throughput would dominate; it is not a measurement
     assert invoke("dashboard", "--study", "inf", "--storage", url, "--out", str(tmp_path / "r.html")).exit_code == 0
