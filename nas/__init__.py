@@ -1,20 +1,33 @@
-"""vitnas search: the Optuna study and its storage, the Ray Tune fan-out, export and the CLI."""
+"""vitnas search: the Optuna study and its storage, the Ray Tune fan-out, export and the CLI.
 
-from .export import ExportError, export_trial
-from .search import SAMPLERS, SearchConfig, SearchError, TrialEvent, run_search
-from .study import (
-    DEFAULT_STORAGE,
-    OBJECTIVES,
-    StudyError,
-    front_records,
-    hypervolume,
-    load_study,
-    pareto_front,
-    trial_record,
-)
+The public names load on first use (PEP 562), so ``vitnas --help`` and the storage-only commands do not
+import torch, timm or Ray.
+"""
 
-__all__ = [
-    "ExportError", "export_trial", "SAMPLERS", "SearchConfig", "SearchError", "TrialEvent", "run_search",
-    "DEFAULT_STORAGE", "OBJECTIVES", "StudyError", "front_records", "hypervolume", "load_study", "pareto_front",
-    "trial_record",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name -> the submodule that defines it.
+_EXPORTS = {
+    "ExportError": "export", "export_trial": "export",
+    "SAMPLERS": "settings", "SearchConfig": "settings", "SearchError": "settings", "TrialEvent": "settings",
+    "run_search": "search",
+    "DEFAULT_STORAGE": "study", "OBJECTIVES": "study", "StudyError": "study", "front_records": "study",
+    "hypervolume": "study", "load_study": "study", "pareto_front": "study", "trial_record": "study",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'nas' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

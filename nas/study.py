@@ -16,8 +16,6 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search_spaces import Architecture
-
 from . import objectives
 
 __all__ = [
@@ -247,6 +245,8 @@ def describe_arch(attrs: dict[str, Any]) -> str:
     """Short description of a trial's genes from its ``arch`` user attribute."""
     arch = attrs.get("arch")
     try:
+        from search_spaces import Architecture  # torch-side: loaded only when genes are described
+
         return Architecture.from_dict(arch).describe() if arch else "?"
     except ValueError:
         return "?"
