@@ -22,22 +22,24 @@ import time
 __all__ = ["watch", "descendants"]
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time (clock ticks since boot, field 22 of /proc/PID/stat), or None if gone."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None if the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            stat = fh.read()
-    except OSError:
+            return fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot, field 22 of /proc/PID/stat), or None if gone."""
+    fields = _stat(pid)
+    return fields[19] if fields else None
 
 
 def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+    fields = _stat(pid)
+    return int(fields[1]) if fields else None
 
 
 def descendants(pid: int) -> list[int]:

@@ -202,8 +202,10 @@ class Architecture:
             # Normalise JSON-ish inputs (lists, ints for floats) so equal genes compare and hash equal.
             for gene in registry.genes():
                 object.__setattr__(self, gene.name, gene.normalise(getattr(self, gene.name)))
-            if isinstance(self.mlp_ratio, (int, float)) and not isinstance(self.mlp_ratio, bool):
-                object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
+            ratio = self.mlp_ratio
+            # An int too large for a float stays an int, which validate() then refuses in one line.
+            if isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and abs(ratio) < 1e300:
+                object.__setattr__(self, "mlp_ratio", float(ratio))
             self.validate()
         except GeneError as exc:  # messages quote user values: keep them to one short line
             message = str(exc)

@@ -67,6 +67,8 @@ def feature_take_indices(num_blocks: int, indices: int | list[int] | tuple[int, 
             raise ValueError(f"indices: take 1 to {num_blocks} blocks, got {indices}")
         take = list(range(num_blocks - indices, num_blocks))
     else:
+        if not indices or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+            raise ValueError(f"indices: give block indices (integers), got {list(indices)!r}"[:200])
         take = [i + num_blocks if i < 0 else i for i in indices]
         if any(not 0 <= i < num_blocks for i in take):
             raise ValueError(f"indices: block indices must lie in [-{num_blocks}, {num_blocks - 1}], got {list(indices)}")
@@ -169,8 +171,6 @@ class NasViT(nn.Module):
             raise TypeError(f"nas_vit: unexpected arguments {sorted(kwargs)}")
         self.arch = arch = _as_arch(arch)
         img_size, grid = _check_args(arch, img_size, in_chans, num_classes)
-        if arch.pos_encoding == "sincos2d" and arch.embed_dim % 4:
-            raise GeneError(f"pos_encoding: sincos2d needs embed_dim divisible by 4, got {arch.embed_dim}")
         self.img_size = img_size
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -324,7 +324,11 @@ class NasViT(nn.Module):
 
     def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
-        """Drop the blocks after the last one ``indices`` takes (and the norm and head if asked); the kept indices."""
+        """Drop the blocks after the last one ``indices`` takes (and the norm and head if asked); the kept indices.
+
+        Raises:
+            ValueError: ``indices`` outside the blocks (see :func:`feature_take_indices`).
+        """
         take, last = feature_take_indices(len(self.blocks), indices)
         self.blocks = self.blocks[:last + 1]
         if prune_norm:

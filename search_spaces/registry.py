@@ -1,6 +1,6 @@
 """The registry of attention mechanisms: what each one is, which genes it takes, how it is built.
 
-Modelled on timm's attention-layer registry (``timm.layers.create_attn``: ``ATTN_LAYERS`` / ``get_attn``).
+Modelled on timm's attention-layer lookup (``timm.layers.create_attn.get_attn``: a name to a module class).
 Every file of :mod:`search_spaces.attention` that holds a mechanism declares, next to its module class,
 a module-level ``MECHANISM = MechanismSpec(...)``; :func:`mechanisms` imports every file of that package
 (``pkgutil.iter_modules``) the first time it is asked and collects them. Adding a mechanism is one new
@@ -136,7 +136,7 @@ class GeneSpec:
             return tuple(value)
         try:
             return tuple(float(v) for v in value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise GeneError(f"{self.name}: expected a list of {self.item}s, got {value!r}") from None
 
     # ------------------------------------------------------------------ validation

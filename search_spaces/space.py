@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -99,7 +98,6 @@ def _strict_yaml_loader() -> type:
     return _loader_class
 
 
-_INT_GENES = ("embed_dim", "depth", "num_heads", "patch_size")
 #: The macro genes, asked for in this order (after ``attention``) by :meth:`SearchSpace.suggest`.
 _MACRO_GENES = ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "stem")
 
@@ -156,14 +154,15 @@ class SearchSpace:
                         raise SpaceError(clip_message(f"{f.name}: {short_repr(v)} is not allowed; allowed: {allowed}"))
                 if all(isinstance(u, float) for u in universe):  # e.g. mask ratios given as 0 or 1
                     value = tuple(float(v) for v in value)
-            elif f.name in _INT_GENES:
+            elif f.name in MAX_GENE:
                 top = MAX_GENE[f.name]
                 for v in value:
                     if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
                         raise SpaceError(f"{f.name}: {short_repr(v)} is not allowed; values are integers in [1, {top}]")
             else:  # mlp_ratio
                 for v in value:
-                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= 16:
+                    # The range test alone refuses nan and inf, and never converts a huge int to float.
+                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 16:
                         raise SpaceError(f"mlp_ratio: {short_repr(v)} is not allowed; values are numbers in (0, 16]")
                 value = tuple(float(v) for v in value)
             # Drop duplicates, keep order (after the type checks, so True and 1 never merge).

@@ -209,3 +209,15 @@ def test_nasvit_ordinary_arguments_still_build():
     assert model.img_size == (16, 32)
     model = NasViT(Architecture(patch_size=16), img_size=224, in_chans=3, num_classes=1000)
     assert model.num_classes == 1000
+
+
+@pytest.mark.parametrize("build, field", [
+    (lambda: Architecture.from_json('{"mlp_ratio": 1' + "0" * 400 + "}"), "mlp_ratio"),
+    (lambda: Architecture(attention="mait", num_heads=2, embed_dim=32, mask_ratios=(0, 10**400)), "mask_ratios"),
+    (lambda: SearchSpace(mlp_ratio=(10**400,)), "mlp_ratio"),
+])
+def test_integers_too_large_for_a_float_are_one_line_errors(build, field):
+    with pytest.raises(ValueError) as err:  # GeneError or SpaceError, never OverflowError
+        build()
+    _one_short_line(str(err.value))
+    assert str(err.value).startswith(field + ":"), err.value

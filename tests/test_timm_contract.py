@@ -167,3 +167,10 @@ def test_a_checkpoint_loads_at_another_shape_or_says_why_not(name, tmp_path):
         assert new["pos_embed"].shape == (1, model.num_prefix_tokens + 256, 32)
         if model.num_prefix_tokens:
             assert torch.equal(new["pos_embed"][:, 0], own["pos_embed"][:, 0])
+
+
+@pytest.mark.parametrize("indices", [[], ["a"], [0, 3], 0, 4])
+def test_bad_intermediate_indices_are_one_line_errors(indices):
+    model = _model("mhsa").eval()
+    with pytest.raises(ValueError, match="^indices: "):
+        model.forward_intermediates(torch.randn(1, 1, 16, 16), indices=indices)
