@@ -18,7 +18,8 @@ import datetime as _dt
 import html
 import math
 import os
-import tempfile
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -334,39 +335,11 @@ def is_report(path: str | Path) -> bool:
                                                 and b"made by vitnas dashboards</footer>" in tail)
 
 
-def _sqlite_path(url: str | None) -> Path | None:
-    if url and url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):].split("?")[0]
-        if path and path != ":memory:":
-            return Path(path).expanduser()
-    return None
-
-
-def _storage_paths(study: Any, source: str | None) -> list[Path]:
-    """The SQLite files the study is read from (its ``source`` URL and, for an ``optuna.Study``, its storage)."""
-    paths = [p for p in (_sqlite_path(source),) if p]
-    storage = getattr(study, "_storage", None)
-    for candidate in (storage, getattr(storage, "_backend", None)):
-        engine = getattr(candidate, "engine", None)
-        if engine is not None:
-            p = _sqlite_path(engine.url.render_as_string(hide_password=True))
-            if p:
-                paths.append(p)
-    return paths
-
-
 def _check_target(out: Path, study: Any, source: str | None, force: bool) -> None:
     """Refuse to write over the study's storage, any SQLite database, or (unless ``force``) an existing
     file that is not a vitnas report."""
     if out.is_dir():
         raise ValueError(f"out: {str(out)!r} is a folder; give an HTML file name")
-    for db in _storage_paths(study, source):
-        try:
-            same = db.exists() and out.exists() and os.path.samefile(db, out)
-        except OSError:
-            same = False
-        if same or db.resolve() == out.resolve():
-            raise ValueError(f"out: {str(out)!r} is the study's storage; choose another --out")
     if not out.exists():
         return
     try:
@@ -375,7 +348,7 @@ def _check_target(out: Path, study: Any, source: str | None, force: bool) -> Non
     except OSError as exc:
         raise ValueError(f"out: cannot read {str(out)!r} ({exc.strerror or exc})") from None
     if magic.startswith(b"SQLite format 3"):
-        raise ValueError(f"out: {str(out)!r} is an SQLite database; choose another --out")
+        raise ValueError(f"out: {str(out)!r} is an SQLite database (a study storage); choose another --out")
     if not force and not is_report(out):
         raise ValueError(f"out: {str(out)!r} exists and is not a vitnas report; choose another --out "
                          "or pass --force to overwrite it")
@@ -399,16 +372,13 @@ def build_report(study: optuna.Study | StudyData, out_path: str | Path, *, force
     tmp = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        # Created with 0666 so the kernel applies the umask, as for any new file; a replaced file keeps its mode.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(page)
         if out.exists():
-            mode = out.stat().st_mode & 0o777
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
+            shutil.copymode(out, tmp)
         os.replace(tmp, out)
     except OSError as exc:
         if tmp is not None:

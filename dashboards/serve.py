@@ -9,6 +9,7 @@ self-contained report, for saving. Binds ``127.0.0.1`` unless another ``host`` i
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 
-from nas.study import display_url, load_study
+from nas.study import load_study
 
 from .report import render_report
 
@@ -47,7 +48,7 @@ class DashboardServer(ThreadingHTTPServer):
                  log: Callable[[str], None] | None = None) -> None:
         super().__init__(address, _Handler)
         self.study = study
-        self.source = display_url(source)  # shown in the page header: never the password
+        self.source = source  # render_report masks its password in the page header
         self.refresh = refresh
         self.log = log
         self._lock = threading.Lock()
@@ -129,7 +130,7 @@ def make_server(storage: str, study_name: str, host: str = "127.0.0.1", port: in
     """
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port: must be an integer in 0..65535, got {port!r}")
-    if not refresh or refresh <= 0:
+    if not isinstance(refresh, (int, float)) or not math.isfinite(refresh) or refresh <= 0:
         raise ValueError(f"refresh: must be a positive number of seconds, got {refresh!r}")
     study = load_study(storage, study_name)
     try:

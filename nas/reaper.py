@@ -78,6 +78,11 @@ def _alive(pid: int, start: str) -> bool:
 
 
 def main(argv: list[str]) -> None:
+    """Watch ``DRIVER:START`` and kill the ``PID:START`` processes still alive once the driver is gone.
+
+    Raises:
+        ValueError: an argument that is not ``PID:START``.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the driver's to handle; keep watching
     driver, *tracked = [(int(p), s) for p, s in (a.split(":", 1) for a in argv)]
     while _alive(*driver):

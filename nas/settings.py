@@ -104,15 +104,18 @@ class SearchConfig:
         for name in ("train_subset", "val_subset"):
             if getattr(self, name) is not None:
                 positive_int(name, getattr(self, name))
-        if not (isinstance(self.cpus_per_trial, (int, float)) and self.cpus_per_trial > 0):
+        def finite(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        if not (finite(self.cpus_per_trial) and self.cpus_per_trial > 0):
             raise SearchError(f"cpus_per_trial: must be > 0, got {self.cpus_per_trial!r}")
-        if not (isinstance(self.gpus_per_trial, (int, float)) and self.gpus_per_trial >= 0):
+        if not (finite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
             raise SearchError(f"gpus_per_trial: must be >= 0 (fractions allowed), got {self.gpus_per_trial!r}")
         if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
             raise SearchError(f"gpus_per_trial: above 1 it must be a whole number, got {self.gpus_per_trial!r}")
-        if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
+        if self.timeout is not None and not (finite(self.timeout) and self.timeout > 0):
             raise SearchError(f"timeout: must be a positive number of seconds, got {self.timeout!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        if not (finite(self.lr) and self.lr > 0):
             raise SearchError(f"lr: must be a positive number, got {self.lr!r}")
         positive_int("max_failures_per_arch", self.max_failures_per_arch)
         for number, kind in self.inject_faults.items():

@@ -52,6 +52,20 @@ def display_url(url: str) -> str:
         return url
 
 
+def sqlite_path(url: str | None) -> Path | None:
+    """The database file of an SQLite URL (any driver: ``sqlite:///x.db``, ``sqlite+pysqlite:///x.db?timeout=5``),
+    or None for another database, an in-memory one or a URL SQLAlchemy cannot parse."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url) if url else None
+    except Exception:  # noqa: BLE001 - not a URL: no file
+        return None
+    if parsed is None or parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for the SQLAlchemy ``url`` (``sqlite:///path.db``, ``postgresql://...``).
 
@@ -59,19 +73,18 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     failing on a locked file.
 
     Raises:
-        StorageError-like :class:`StudyError`: the URL is malformed or the database cannot be opened.
+        StudyError: the URL is malformed, the SQLite folder cannot be made, or the database cannot be opened.
     """
     if not isinstance(url, str) or "://" not in url:
         raise StudyError(f"storage: {url!r} is not an SQLAlchemy URL; use sqlite:///path.db or postgresql://user@host/db")
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
-        if path and path != ":memory:":
-            try:
-                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StudyError(f"storage: cannot create the folder for {path!r} ({exc.strerror})") from None
-        if "timeout=" not in url:  # sqlite:///x.db?timeout=5 sets it explicitly
+    path = sqlite_path(url)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudyError(f"storage: cannot create the folder for {str(path)!r} ({exc.strerror})") from None
+    if url.startswith("sqlite") and "timeout=" not in url:  # sqlite:///x.db?timeout=5 sets it explicitly
             engine_kwargs["connect_args"] = {"timeout": 60}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
@@ -118,10 +131,9 @@ def load_study(storage_url: str, name: str) -> optuna.Study:
     Raises:
         StudyError: unreadable storage or no study called ``name`` (the message lists the studies).
     """
-    if storage_url.startswith("sqlite:///"):
-        path = storage_url[len("sqlite:///"):].split("?")[0]
-        if path and path != ":memory:" and not Path(path).expanduser().is_file():
-            raise StudyError(f"storage: no database at {path!r}; run `vitnas search` first or pass --storage")
+    path = sqlite_path(storage_url)
+    if path is not None and not path.is_file():
+        raise StudyError(f"storage: no database at {str(path)!r}; run `vitnas search` first or pass --storage")
     storage = open_storage(storage_url)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if name not in names:
@@ -161,9 +173,6 @@ def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
     Complete trials with a non-finite objective value (inf, nan) are left out (:func:`nonfinite_trials`).
     """
     trials = study.get_trials(deepcopy=False)
-    if not any(t.state == TrialState.COMPLETE and t.values and not all(math.isfinite(v) for v in t.values)
-               for t in trials):
-        return sorted(study.best_trials, key=lambda t: t.number)
     left_out = {t.number for t in nonfinite_trials(trials)}
     finite = [t for t in trials if t.number not in left_out]
     return sorted(objectives.front_trials(finite, study.directions), key=lambda t: t.number)

@@ -236,3 +236,26 @@ def test_infinite_objective_value_stays_off_the_dashboards_front(tmp_path):
     data = load_data(_study_of(url, [0.8, 1e5, math.inf], [0.7, 1e5, 1000.0]))
     assert data.front == {1}  # the infinite throughput would dominate; it is not a measurement
     assert invoke("dashboard", "--study", "inf", "--storage", url, "--out", str(tmp_path / "r.html")).exit_code == 0
+
+
+def test_a_read_only_command_never_creates_a_database_whatever_the_sqlite_driver(tmp_path):
+    for url in (f"sqlite:///{tmp_path / 'a.db'}", f"sqlite+pysqlite:///{tmp_path / 'b.db'}?timeout=1"):
+        one_line_error(invoke("pareto", "--study", "x", "--storage", url), "no database")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("option, value", [("--cpus-per-trial", "inf"), ("--gpus-per-trial", "inf"),
+                                            ("--timeout", "inf"), ("--gpus-per-trial", "nan")])
+def test_non_finite_search_settings_are_one_line_errors(tmp_path, option, value):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    one_line_error(invoke("search", option, value, "--storage", url), option.lstrip("-").replace("-", "_"))
+    assert not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize("refresh", [float("nan"), float("inf"), 0])
+def test_live_view_refuses_a_refresh_that_is_not_a_positive_number(demo, refresh):
+    from dashboards.serve import make_server
+
+    _, url = demo
+    with pytest.raises(ValueError, match="^refresh: "):
+        make_server(url, "demo", port=0, refresh=refresh)
