@@ -1,11 +1,12 @@
 """Attention zoo benchmark: throughput (tokens/s) and peak memory of every mechanism, side by side with
 the peers a user would otherwise pick, in the same run on the same machine.
 
-    python -m benchmarks.attention                 # full: N = 64, 256, 1024, 4096 (about 7 min on 2 cores)
-    python -m benchmarks.attention --quick         # N = 64, 256, 1024, fewer rounds (a few minutes)
+    python -m benchmarks.attention                 # full: N = 64, 256, 784, 1024, 3136, 4096
+    python -m benchmarks.attention --quick         # N = 64, 256, 784, 1024, fewer rounds (a few minutes)
     python -m benchmarks.attention --device cuda   # on a GPU (its own section of docs/benchmarks.md)
 
-Setup: embed_dim 128, 4 heads (d = 32), tokens on a square grid without class token (N = 8^2 ... 64^2),
+Setup: embed_dim 128, 4 heads (d = 32), tokens on a square grid without class token (N = 8^2 ... 64^2, with
+784 = 28^2 and 3,136 = 56^2, the grids of a 112 px deployment at patch sizes 4 and 2),
 batch chosen so that every row processes the same number of tokens (``--tokens``, default 4096 per call).
 Forward is timed under ``torch.no_grad``; forward+backward runs ``out.sum().backward()`` with the input
 requiring grad (as inside a network). Every module at one N is timed round-robin (one call of each per
@@ -39,13 +40,13 @@ from torch import nn
 from benchmarks import _common as C
 from search_spaces.attention.common import TokenLayout
 from search_spaces.attention.fnet import FNetMixing
-from search_spaces.attention.linformer import LinformerAttention
+from search_spaces.attention.linformer import LinformerAttention, linformer_k
 from search_spaces.attention.mait import MaiTAttention
 from search_spaces.attention.mhsa import MHSA
 from search_spaces.attention.mixer import TokenMixingMLP
-from search_spaces.attention.nystrom import NystromAttention
-from search_spaces.attention.performer import PerformerAttention, favor_attention
-from search_spaces.attention.qna import QnAAttention
+from search_spaces.attention.nystrom import NystromAttention, nystrom_conv_kernel, nystrom_landmarks
+from search_spaces.attention.performer import PerformerAttention, favor_attention, performer_num_features
+from search_spaces.attention.qna import QnAAttention, qna_window_for_grid
 from search_spaces.attention.refiner import RefinerAttention
 from trainers.measure import PeakMemoryTracker
 
@@ -112,16 +113,20 @@ def grid_for(n: int) -> tuple[int, int]:
 
 
 def vitnas_modules(n: int) -> dict[str, nn.Module]:
+    """Every mechanism at N = ``n`` with the settings the model builder uses at that token count."""
     mods: dict[str, nn.Module] = {}
+    d = DIM // HEADS
     for compact in (False, True):
         tag = "+compact" if compact else ""
         mods["mhsa" + tag] = MHSA(DIM, HEADS, compact=compact)
         mods["mait" + tag] = MaiTAttention(DIM, HEADS, mask_ratios=(0.9, 0.9, 0.9, 0.9), compact=compact)
         mods["refiner" + tag] = RefinerAttention(DIM, HEADS, expansion=3, compact=compact)
-        mods["performer" + tag] = PerformerAttention(DIM, HEADS, compact=compact)
-        mods["linformer" + tag] = LinformerAttention(DIM, HEADS, num_tokens=n, compact=compact)
-        mods["nystrom" + tag] = NystromAttention(DIM, HEADS, compact=compact)
-    mods["qna"] = QnAAttention(DIM, HEADS, window=3)
+        mods["performer" + tag] = PerformerAttention(DIM, HEADS, compact=compact,
+                                                     num_features=performer_num_features(d, n))
+        mods["linformer" + tag] = LinformerAttention(DIM, HEADS, num_tokens=n, k=linformer_k(n), compact=compact)
+        mods["nystrom" + tag] = NystromAttention(DIM, HEADS, compact=compact, num_landmarks=nystrom_landmarks(n),
+                                                 conv_kernel=nystrom_conv_kernel(n))
+    mods["qna"] = QnAAttention(DIM, HEADS, window=qna_window_for_grid(3, grid_for(n)))
     mods["fnet"] = FNetMixing(DIM)
     mods["mixer"] = TokenMixingMLP(DIM, num_tokens=n)
     order = ["mhsa", "mait", "refiner", "qna", "performer", "linformer", "nystrom", "fnet", "mixer"]
@@ -140,6 +145,7 @@ class _Peer(nn.Module):
 
 
 def peer_modules(n: int) -> dict[str, nn.Module]:
+    """The peers at N = ``n``, with the same token-count settings as :func:`vitnas_modules`."""
     from linformer import LinformerSelfAttention
     from nystrom_attention import NystromAttention as PeerNystrom
     from performer_pytorch import SelfAttention as PeerPerformer
@@ -148,10 +154,13 @@ def peer_modules(n: int) -> dict[str, nn.Module]:
     d = DIM // HEADS
     return {
         "timm Attention": _Peer(TimmAttention(DIM, HEADS, qkv_bias=True)),
-        "performer-pytorch": _Peer(PeerPerformer(dim=DIM, heads=HEADS, dim_head=d, qkv_bias=True)),
-        "linformer package": _Peer(LinformerSelfAttention(DIM, seq_len=n, k=min(64, n), heads=HEADS, share_kv=False)),
-        "nystrom-attention": _Peer(PeerNystrom(dim=DIM, dim_head=d, heads=HEADS, num_landmarks=16,
-                                               pinv_iterations=6, residual=True, residual_conv_kernel=33)),
+        "performer-pytorch": _Peer(PeerPerformer(dim=DIM, heads=HEADS, dim_head=d, qkv_bias=True,
+                                                 nb_features=performer_num_features(d, n))),
+        "linformer package": _Peer(LinformerSelfAttention(DIM, seq_len=n, k=linformer_k(n), heads=HEADS,
+                                                          share_kv=False)),
+        "nystrom-attention": _Peer(PeerNystrom(dim=DIM, dim_head=d, heads=HEADS, num_landmarks=nystrom_landmarks(n),
+                                               pinv_iterations=6, residual=True,
+                                               residual_conv_kernel=nystrom_conv_kernel(n))),
         "unfold local w3": UnfoldLocalAttention(DIM, HEADS, 3),
     }
 
@@ -228,7 +237,7 @@ def equivalence_checks(device: torch.device) -> list[dict]:
     # linformer vs linformer (separate K and V layers, one E shared by keys and values)
     peer = LinformerSelfAttention(DIM, seq_len=n, k=64, heads=HEADS, share_kv=False).double().to(device).eval()
     peer.proj_v.data.copy_(peer.proj_k.data)
-    ours = LinformerAttention(DIM, HEADS, num_tokens=n).double().to(device).eval()
+    ours = LinformerAttention(DIM, HEADS, num_tokens=n, k=64).double().to(device).eval()
     _share_qkv(ours, peer.to_q.weight, peer.to_k.weight, peer.to_v.weight)
     ours.proj.load_state_dict(peer.to_out.state_dict())
     ours.token_proj.data.copy_(peer.proj_k.data.t())
@@ -442,9 +451,14 @@ def report(rows, mem_rows, checks, args, device, seconds, paths, date: str | Non
            "weights and input excluded"
            + (" (`PeakMemoryTracker`)." if device.type == "cpu"
               else " (CUDA allocator peak minus what was allocated before the pass)."),
-           "- Mechanism settings: mait masks 0.9 on all 4 heads (the `mait` preset), refiner expansion 3, qna "
-           "window 3 (2 learned queries), performer m = floor(d ln d) = 110 features, linformer k = 64 "
-           "(min(64, N)), nystrom 16 landmarks, 6 pinv iterations, conv kernel 33, mixer hidden C/2.",
+           "- Mechanism settings, as the model builder scales them with the token count N: mait masks 0.9 on "
+           "all 4 heads (the `mait` preset; the window closest to 90% hidden on each grid, at least 3x3), "
+           "refiner expansion 3, qna window 3 (2 learned queries; clamped below the grid side), performer "
+           "m = min(floor(d ln d), floor(N/4)) features (16 at N = 64, 64 at 256, 110 from 784 on), linformer "
+           "k = min(64, floor(N/4)) (16 at N = 64, 64 from 256 on), nystrom min(16, floor(N/8)) landmarks "
+           "(8 at N = 64, 16 from 128 on), 6 pinv iterations, conv kernel min(33, 2 floor(N/32) + 1) "
+           "(5 at N = 64, 17 at 256, 33 from 512 on), mixer hidden max(C/2, N). Peers take the same "
+           "per-N settings.",
            "- Peers (bench extra, `pip install -e .[bench]`): `timm.models.vision_transformer.Attention`, "
            "`performer_pytorch.SelfAttention`, `linformer.LinformerSelfAttention` (share_kv=False, k=64), "
            "`nystrom_attention.NystromAttention` (16 landmarks, conv 33), and `UnfoldLocalAttention` "
@@ -533,7 +547,7 @@ def report(rows, mem_rows, checks, args, device, seconds, paths, date: str | Non
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="N = 64, 256, 1024 only (a few minutes on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="N = 64, 256, 784, 1024 only (a few minutes on 2 cores)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--tokens", type=int, default=None, help="tokens per call (batch x N); default 4096")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds per measurement; default 3")
@@ -567,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.tokens = args.tokens or 4096
     args.rounds = args.rounds or 3
-    ns = args.ns or ([64, 256, 1024] if args.quick else [64, 256, 1024, 4096])
+    ns = args.ns or ([64, 256, 784, 1024] if args.quick else [64, 256, 784, 1024, 3136, 4096])
     start = time.perf_counter()
     print(f"attention benchmark on {device} ({C.machine()})")
     print("checking peers with shared weights ...", flush=True)

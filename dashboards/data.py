@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import objectives
-from nas.study import hypervolume, reference_point
+from nas.study import hypervolume, read_trials
 from search_spaces import registry
 from search_spaces.genes import ATTENTIONS, Architecture, GeneError
 
@@ -59,9 +59,27 @@ def _arch(trial: FrozenTrial) -> Architecture | None:
         return None
 
 
-def describe_genes(trial: FrozenTrial) -> str:
-    """One line of genes (``Architecture.describe``), or the Optuna params when ``arch`` is missing."""
-    arch = _arch(trial)
+_NO_ARCH = object()
+
+
+def _arch_of(trial: FrozenTrial, archs: dict[int, Any] | None) -> Architecture | None:
+    """``_arch(trial)``, parsed once per trial number in ``archs`` (:attr:`StudyData.archs`): validating
+    genes is the costly part of describing 10,000 trials."""
+    if archs is None:
+        return _arch(trial)
+    arch = archs.get(trial.number, _NO_ARCH)
+    if arch is _NO_ARCH:
+        arch = archs[trial.number] = _arch(trial)
+    return arch
+
+
+def describe_genes(trial: FrozenTrial, data: StudyData | None = None) -> str:
+    """One line of genes (``Architecture.describe``), or the Optuna params when ``arch`` is missing.
+    ``data``: the snapshot ``trial`` belongs to (its genes are then parsed once)."""
+    return _describe(trial, _arch_of(trial, data.archs if data is not None else None))
+
+
+def _describe(trial: FrozenTrial, arch: Architecture | None) -> str:
     if arch is not None:
         return arch.describe()
     if trial.params:
@@ -69,15 +87,15 @@ def describe_genes(trial: FrozenTrial) -> str:
     return "?"
 
 
-def gene_features(trial: FrozenTrial) -> dict[str, Any]:
+def gene_features(trial: FrozenTrial, data: StudyData | None = None) -> dict[str, Any]:
     """Genes of ``trial`` as flat scalar features (for importance and parallel coordinates).
 
     A per-head gene (MaiT's ``mask_ratios``) becomes its mean, ``<param>_mean`` (``mask_ratio_mean``;
     0 where it does not apply); other genes that do not apply keep their neutral value (``None`` for the
     window and expansion genes). Falls back to the Optuna params when the trial has no valid ``arch``
-    user attribute.
+    user attribute. ``data``: the snapshot ``trial`` belongs to (its genes are then parsed once).
     """
-    arch = _arch(trial)
+    arch = _arch_of(trial, data.archs if data is not None else None)
     if arch is None:
         return {k: v for k, v in trial.params.items() if isinstance(v, (int, float, str, bool)) or v is None}
     d = arch.to_dict()
@@ -117,7 +135,7 @@ class StudyData:
         front: trial numbers of the Pareto front (exactly Optuna's ``best_trials``).
         presets: preset name by trial number (every state).
         violating: ``(n,)`` bool array, constraint violations among ``complete``.
-        ref: hypervolume reference point (minimisation form, see :func:`nas.study.reference_point`).
+        bounds: the study's hypervolume bounds (:func:`nas.objectives.study_bounds`).
     """
 
     study_name: str
@@ -131,10 +149,12 @@ class StudyData:
     front: set[int]
     presets: dict[int, str]
     violating: np.ndarray
-    ref: list[float]
+    bounds: objectives.HVBounds
     metric_names: list[str] = field(default_factory=lambda: list(objectives.names()))
     user_attrs: dict[str, Any] = field(default_factory=dict)
     loaded_at: _dt.datetime = field(default_factory=_dt.datetime.now)
+    #: Parsed genes by trial number (None: no valid ``arch``), filled as figures ask for them.
+    archs: dict[int, Any] = field(default_factory=dict, repr=False)
 
     @property
     def front_mask(self) -> np.ndarray:
@@ -150,8 +170,14 @@ class StudyData:
         return out
 
 
-def load_data(study: optuna.Study | StudyData, ref: list[float] | None = None) -> StudyData:
+def load_data(study: optuna.Study | StudyData, bounds: objectives.HVBounds | None = None, *,
+              previous: StudyData | None = None) -> StudyData:
     """Read ``study`` once into a :class:`StudyData` (a ``StudyData`` is returned unchanged).
+
+    The read goes through Optuna's trial cache (:func:`nas.study.read_trials`): on a study read before
+    in this process only new and unfinished trials come from the storage. ``previous``: an earlier
+    snapshot of the same study (the live view's last one), whose parsed genes of finished trials are
+    reused, so a redraw parses only the genes of trials that changed.
 
     Raises:
         ValueError: the study does not have vitnas' objectives.
@@ -162,15 +188,19 @@ def load_data(study: optuna.Study | StudyData, ref: list[float] | None = None) -
     if len(study.directions) != len(names):
         raise ValueError(f"study: {study.study_name!r} has {len(study.directions)} objectives; "
                          f"the dashboard needs vitnas' {len(names)} ({', '.join(names)})")
-    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    trials = read_trials(study)  # one bulk read of the storage, by number
     complete = [t for t in trials if _finite_values(t)]
     values = np.array([t.values for t in complete], dtype=float).reshape(-1, len(names))
     attention, genes = [], []
+    archs: dict[int, Any] = {}  # becomes StudyData.archs: each trial's genes parsed once
+    if previous is not None and previous.study_name == study.study_name:
+        done = {t.number for t in previous.trials if t.state.is_finished()}
+        archs.update((n, a) for n, a in previous.archs.items() if n in done)
     for t in complete:
         arch = t.user_attrs.get("arch")
         a = arch.get("attention") if isinstance(arch, dict) else t.params.get("attention")
         attention.append(a if a in ATTENTION_COLORS else "other")
-        genes.append(describe_genes(t))
+        genes.append(_describe(t, _arch_of(t, archs)))
     # As study.best_trials, without complete trials whose values are not finite (as nas.study.pareto_front).
     finite = [t for t in trials if t.state != TrialState.COMPLETE or _finite_values(t)]
     front = {t.number for t in objectives.front_trials(finite, study.directions)}
@@ -179,8 +209,9 @@ def load_data(study: optuna.Study | StudyData, ref: list[float] | None = None) -
         study_name=study.study_name, directions=list(study.directions), trials=trials, complete=complete,
         values=values, numbers=np.array([t.number for t in complete], dtype=int), attention=attention, genes=genes,
         front=front, presets={t.number: str(t.user_attrs["preset"]) for t in trials if t.user_attrs.get("preset")},
-        violating=np.array([is_violating(t) for t in complete], dtype=bool), ref=list(ref or reference_point()),
-        metric_names=list(metric_names), user_attrs=dict(study.user_attrs),
+        violating=np.array([is_violating(t) for t in complete], dtype=bool),
+        bounds=bounds or objectives.study_bounds(study.user_attrs),
+        metric_names=list(metric_names), user_attrs=dict(study.user_attrs), archs=archs,
     )
 
 
@@ -189,29 +220,33 @@ def _order_key(t: FrozenTrial) -> tuple:
     return (done, t.number)
 
 
-def hypervolume_series(study: optuna.Study | StudyData, ref: list[float] | None = None) -> dict[str, list]:
+def hypervolume_series(study: optuna.Study | StudyData, bounds: objectives.HVBounds | None = None) -> dict[str, list]:
     """Hypervolume of the front after each complete trial, in completion order.
 
     Returns a dict of equal-length lists: ``trial`` (number of the trial that completed), ``completed``
     (how many complete trials so far), ``time`` (its ``datetime_complete``), ``hours`` (since the first
-    trial started) and ``hypervolume`` (:func:`nas.study.hypervolume` of the front so far, w.r.t. ``ref``,
-    default the data's reference point, in that function's units). It is recomputed only when a trial
+    trial started) and ``hypervolume`` (:func:`nas.study.hypervolume` of the front so far: the fraction of
+    the normalised objective cube, with ``bounds``, default the study's). It is recomputed only when a trial
     changes the front (dominance does not depend on units). The series never decreases; its last value
     is the hypervolume of the final front.
     """
     data = load_data(study)
-    ref = list(ref or data.ref)
+    bounds = bounds or data.bounds
     ordered = sorted(data.complete, key=_order_key)
     starts = [t.datetime_start for t in data.trials if t.datetime_start is not None]
     t0 = min(starts) if starts else None
     out: dict[str, list] = {"trial": [], "completed": [], "time": [], "hours": [], "hypervolume": []}
-    front: list[tuple[np.ndarray, FrozenTrial]] = []
+    losses = np.array([objectives.loss_vector(t.values) for t in ordered], dtype=float).reshape(len(ordered), -1)
+    front = np.empty((0, losses.shape[1]))  # the loss vectors of the front so far, and its trials
+    members: list[FrozenTrial] = []
     hv = 0.0
     for i, t in enumerate(ordered, 1):
-        p = np.array(objectives.loss_vector(t.values), dtype=float)
-        if not any(np.all(q <= p) for q, _ in front):  # p is not weakly dominated: the front changes
-            front = [(q, ft) for q, ft in front if not np.all(p <= q)] + [(p, t)]
-            hv = max(hv, hypervolume([ft for _, ft in front], ref))
+        p = losses[i - 1]
+        if not (front <= p).all(axis=1).any():  # p is not weakly dominated: the front changes
+            keep = ~(p <= front).all(axis=1)
+            front = np.vstack([front[keep], p])
+            members = [ft for ft, k in zip(members, keep) if k] + [t]
+            hv = max(hv, hypervolume(members, bounds))
         out["trial"].append(t.number)
         out["completed"].append(i)
         out["time"].append(t.datetime_complete)

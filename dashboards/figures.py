@@ -286,14 +286,14 @@ def pareto_2d_figures(study: optuna.Study | StudyData, gl_threshold: int = GL_TH
 
 
 # ---------------------------------------------------------------------------- hypervolume
-def hypervolume_figure(study: optuna.Study | StudyData, ref: list[float] | None = None) -> go.Figure:
+def hypervolume_figure(study: optuna.Study | StudyData, bounds: objectives.HVBounds | None = None) -> go.Figure:
     """Hypervolume of the front as trials complete (left) and over wall-clock hours (right).
 
     Values from :func:`dashboards.data.hypervolume_series` (the exact hypervolume of
-    :func:`nas.study.hypervolume`, reference point accuracy 0, 5M params, 0 img/s by default).
+    :func:`nas.study.hypervolume`: the fraction of the objective cube normalised by the study's bounds).
     """
     data = load_data(study)
-    s = hypervolume_series(data, ref)
+    s = hypervolume_series(data, bounds)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
                         subplot_titles=["over completed trials", "over wall-clock time"])
     text = [f"trial {n}" for n in s["trial"]]
@@ -314,11 +314,11 @@ def hypervolume_figure(study: optuna.Study | StudyData, ref: list[float] | None 
     fig.update_yaxes(title_text="hypervolume", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(rangemode="tozero", row=1, col=2)
     final = s["hypervolume"][-1] if s["hypervolume"] else 0.0
-    r = ref or data.ref
+    b = bounds or data.bounds
     _layout(fig, f"Hypervolume of the front — now {final:.4g} after {len(s['completed'])} complete trials", 400,
             showlegend=False, margin=dict(l=60, r=30, t=95, b=50))
-    fig.update_layout(title_subtitle=dict(text=f"reference point {[round(x, 6) for x in r]} "
-                                               f"(minimisation form, in {objectives.hv_units()})",
+    fig.update_layout(title_subtitle=dict(text=f"fraction of the objective cube normalised by {b.describe()}; "
+                                               "reference: its worst corner",
                                           font=dict(size=11, color="#667")))
     return fig
 
@@ -343,7 +343,7 @@ def parallel_coordinates_figure(study: optuna.Study | StudyData) -> go.Figure:
     axes are numeric (params in thousands). Drag along an axis to filter.
     """
     data = load_data(study)
-    feats = [gene_features(t) for t in data.complete]
+    feats = [gene_features(t, data) for t in data.complete]
     dims = []
     names = [g for g in feature_names() if any(g in f for f in feats)]
     for g in names:
@@ -389,7 +389,7 @@ def gene_importances(study: optuna.Study | StudyData, max_trials: int = 400, see
         front = [i for i in idx if int(data.numbers[i]) in data.front][:max_trials]
         rest = [i for i in idx if int(data.numbers[i]) not in data.front]
         idx = sorted(front + rng.sample(rest, max_trials - len(front)))
-    feats = [gene_features(data.complete[i]) for i in idx]
+    feats = [gene_features(data.complete[i], data) for i in idx]
     genes = [g for g in dict.fromkeys(k for f in feats for k in f) if len({repr(f.get(g)) for f in feats}) > 1]
     choices = {}
     for g in genes:

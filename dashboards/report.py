@@ -166,7 +166,7 @@ def trials_table_html(study: optuna.Study | StudyData, max_rows: int | None = No
             f'<td class="num">{_fmt(peak / 2**20 if isinstance(peak, (int, float)) else None, ".1f")}</td>',
             f'<td class="num">{_fmt(a.get("wall_seconds"), ".1f")}</td>',
             f'<td class="num">{_fmt(cons, "g") if isinstance(cons, (int, float)) else ""}</td>',
-            f"<td>{html.escape(describe_genes(t))}</td>",
+            f"<td>{html.escape(describe_genes(t, data))}</td>",
             f"<td>{html.escape(str(a.get('fail_reason') or ''))}</td>",
         ]
         rows.append(f'<tr class="{" ".join(cls)}">' + "".join(cells) + "</tr>" if cls else "<tr>" + "".join(cells) + "</tr>")
@@ -263,12 +263,13 @@ def render_report(study: optuna.Study | StudyData, *, plotlyjs: str = "inline", 
     figs = report_figures(data, importance_trials=importance_trials, curve_trials=curve_trials)
     counts = data.counts()
     front_trials = [t for t in data.complete if t.number in data.front]
-    hv = hypervolume(front_trials, data.ref)
+    hv = hypervolume(front_trials, data.bounds)
     first = objectives.primary()
     best = max((first.sign * t.values[0] for t in data.complete), default=None)
     cards = [("trials", counts["total"]), ("complete", counts.get("complete", 0)), ("failed", counts.get("fail", 0)),
              ("running", counts.get("running", 0)), ("front members", len(data.front)),
-             ("hypervolume", f"{hv:.4g}"),
+             ("hypervolume (fraction of the cube)", f"{hv:.4f}"),
+             ("shapes", html.escape(_shapes(data.user_attrs))),
              (f"best {first.name}", first.format(None if best is None else first.sign * best)),
              ("violating", int(data.violating.sum()))]
     if counts.get("pruned"):
@@ -352,6 +353,14 @@ def _check_target(out: Path, study: Any, source: str | None, force: bool) -> Non
     if not force and not is_report(out):
         raise ValueError(f"out: {str(out)!r} exists and is not a vitnas report; choose another --out "
                          "or pass --force to overwrite it")
+
+
+def _shapes(attrs: dict[str, Any]) -> str:
+    """``accuracy @16 px · efficiency @112 px, batch 8``: which shape each figure belongs to."""
+    from nas.study import describe_shape
+
+    target = attrs.get("target") or {"img_size": attrs.get("img_size"), "batch": 64, "dtype": "auto"}
+    return f"accuracy @{attrs.get('img_size')} px · efficiency @{describe_shape(target)}"
 
 
 def build_report(study: optuna.Study | StudyData, out_path: str | Path, *, force: bool = False, **kwargs: Any) -> Path:

@@ -21,6 +21,7 @@ from plotly.offline import get_plotlyjs
 
 from nas.study import load_study
 
+from .data import StudyData, load_data
 from .report import render_report
 
 __all__ = ["DashboardServer", "make_server", "serve", "study_signature"]
@@ -54,6 +55,7 @@ class DashboardServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._page: bytes | None = None
         self._page_sig: str | None = None
+        self._data: StudyData | None = None  # the last snapshot drawn (its parsed genes are reused)
         self._plotlyjs: bytes | None = None
 
     @property
@@ -65,11 +67,14 @@ class DashboardServer(ThreadingHTTPServer):
         return study_signature(self.study)
 
     def page(self) -> bytes:
-        """The live report, regenerated only when the study signature changed."""
+        """The live report, regenerated only when the study signature changed, from the trials that changed:
+        the study's storage is read through Optuna's trial cache (only new and unfinished trials) and the
+        genes of finished trials are not parsed again (:func:`load_data` with ``previous``)."""
         with self._lock:
             sig = self.signature()
             if self._page is None or sig != self._page_sig:
-                text = render_report(self.study, plotlyjs="plotly.min.js", refresh=self.refresh, state_url="state",
+                self._data = load_data(self.study, previous=self._data)  # only new and unfinished trials are read
+                text = render_report(self._data, plotlyjs="plotly.min.js", refresh=self.refresh, state_url="state",
                                      state=sig, source=self.source)
                 self._page, self._page_sig = text.encode("utf-8"), sig
                 if self.log:

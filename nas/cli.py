@@ -50,6 +50,29 @@ def _guard(fn, *args, **kwargs):
         _fail(f"storage: {detail} (nothing was changed)")
 
 
+_SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "kib": 2.0**10, "mib": 2.0**20, "gib": 2.0**30,
+             "tib": 2.0**40, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "b": 1.0}
+
+
+def _amount(field: str, text: str | None) -> float | None:
+    """``"1.5M"`` -> 1.5e6, ``"2GiB"`` -> 2 ** 31 (decimal k/M/G/T, binary KiB/MiB/GiB/TiB, a trailing B
+    allowed); None stays None.
+
+    Raises:
+        ValueError: not a positive number with one of those suffixes (names ``field``).
+    """
+    if text is None:
+        return None
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _SUFFIXES or not float(match.group(1)) > 0:
+        raise ValueError(f"{field}: {text!r} is not a positive amount; give a number, optionally with k, M, G "
+                         "(or KiB, MiB, GiB for memory), e.g. 1.5M or 2GiB")
+    return float(match.group(1)) * _SUFFIXES[unit]
+
+
 def _fmt_int(v: Any) -> str:
     return f"{int(v):,}" if v is not None else "-"
 
@@ -68,6 +91,30 @@ def _front_table(records: list[dict[str, Any]], title: str) -> Table:
         table.add_row(str(r["trial"]), escape(str(note)), *(o.format(r.get(o.name)) for o in spec),
                       _fmt_int(r.get("flops")), escape(describe_arch({"arch": r.get("arch")})))
     return table
+
+
+def _shape_notes(st: Any, trials: list | None = None) -> None:
+    """Under a front: which shape each figure belongs to, the budgets and the trials that break them."""
+    from optuna.trial import TrialState
+
+    from .study import describe_shape, is_infeasible, target_shape
+
+    trials = trials if trials is not None else st.get_trials(deepcopy=False)
+    console.print(f"accuracy: proxy at {st.user_attrs.get('img_size')} px; params, FLOPs, throughput: deployment "
+                  f"shape {describe_shape(target_shape(st))}", highlight=False, markup=False)
+    budgets = st.user_attrs.get("budgets") or {}
+    if not budgets:
+        return
+    bad = [t for t in trials if t.state == TrialState.COMPLETE and is_infeasible(t)]
+    console.print("budgets: " + ", ".join(f"{k} {v:,.6g}" for k, v in budgets.items())
+                  + f"; the front holds feasible designs only; {len(bad)} complete trial(s) break a budget",
+                  highlight=False, markup=False)
+    for t in bad[:10]:
+        over = t.user_attrs.get("budget_violations") or {k: v for k, v in t.constraints.items() if v > 0}
+        console.print(f"  trial {t.number}: " + ", ".join(f"{k} off by {100 * v:.0f}%" for k, v in over.items()),
+                      highlight=False, markup=False)
+    if len(bad) > 10:
+        console.print(f"  ... and {len(bad) - 10} more", highlight=False, markup=False)
 
 
 @app.command()
@@ -92,6 +139,18 @@ def search(
     address: str | None = typer.Option(None, help="Join a Ray cluster ('auto' or host:port)."),
     run_dir: str = typer.Option("runs", help="Folder for weights and Ray results."),
     timeout: float | None = typer.Option(None, help="Wall-clock budget in seconds."),
+    target_img_size: int | None = typer.Option(
+        None, help="Deployment image size (px) at which params, FLOPs, throughput and memory are measured "
+                   "(default: the data set's; accuracy is always the proxy's)."),
+    target_batch: int = typer.Option(64, help="Deployment batch (images) for throughput and memory."),
+    target_dtype: str | None = typer.Option(None, help="Deployment dtype: float32 or bfloat16 "
+                                                       "(default: bfloat16 on CUDA, float32 on the CPU)."),
+    max_params: str | None = typer.Option(None, help="Budget: at most this many parameters (e.g. 1M)."),
+    min_throughput: str | None = typer.Option(None, help="Budget: at least this many img/s (e.g. 2k)."),
+    max_memory: str | None = typer.Option(None, help="Budget: at most this peak inference memory in bytes "
+                                                     "(e.g. 512MiB)."),
+    throughput_cache: bool = typer.Option(True, help="Keep throughput figures in RUN_DIR/throughput_cache.sqlite "
+                                                     "(no model timed twice; the reference calibrated once)."),
 ) -> None:
     """Run (or continue) a multi-objective search and print the Pareto front."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -104,7 +163,11 @@ def search(
                        download=download, train_subset=train_subset, val_subset=val_subset, storage=storage,
                        sampler=sampler, population_size=population_size, seed=seed, config=config,
                        presets=presets, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                       max_concurrent=max_concurrent, address=address, run_dir=run_dir, timeout=timeout)
+                       max_concurrent=max_concurrent, address=address, run_dir=run_dir, timeout=timeout,
+                       target_img_size=target_img_size, target_batch=target_batch, target_dtype=target_dtype,
+                       max_params=_guard(_amount, "max_params", max_params),
+                       min_throughput=_guard(_amount, "min_throughput", min_throughput),
+                       max_memory=_guard(_amount, "max_memory", max_memory), throughput_cache=throughput_cache)
     _guard(cfg.validate)
     console.print(f"[bold]vitnas search[/] study [cyan]{escape(study)}[/] on [cyan]{escape(dataset)}[/] -> "
                   f"{escape(display_url(storage))}",
@@ -166,6 +229,7 @@ def search(
     records = front_records(result)
     console.print(_front_table(records, f"Pareto front of {study} ({len(records)} of "
                                         f"{len(result.get_trials(deepcopy=False))} trials)"))
+    _shape_notes(result)
 
 
 @app.command()
@@ -179,6 +243,7 @@ def pareto(study: StudyName, storage: StorageURL = DEFAULT_STORAGE, as_json: JSO
         return _print_json(records)
     trials = st.get_trials(deepcopy=False)
     console.print(_front_table(records, f"Pareto front of {study} ({len(records)} of {len(trials)} trials)"))
+    _shape_notes(st, trials)
     left_out = [t.number for t in nonfinite_trials(trials)]
     if left_out:
         console.print(f"note: {len(left_out)} complete trial(s) with an infinite or NaN objective value left out "
@@ -220,7 +285,7 @@ def export(
 def status(study: StudyName, storage: StorageURL = DEFAULT_STORAGE, as_json: JSONFlag = False) -> None:
     """Show complete, running, failed and queued trials, the front size and the hypervolume."""
     from . import objectives
-    from .study import load_study, study_status
+    from .study import describe_shape, load_study, study_status
 
     info = _guard(study_status, _guard(load_study, storage, study))
     if as_json:
@@ -228,8 +293,13 @@ def status(study: StudyName, storage: StorageURL = DEFAULT_STORAGE, as_json: JSO
     table = Table(title=escape(f"Study {study} ({info['dataset']})"), title_justify="left", show_header=False)
     for key in ("complete", "running", "failed", "queued", "pruned", "front_size"):
         table.add_row(key.replace("_", " "), str(info[key]))
-    table.add_row("hypervolume", f"{info['hypervolume']:.4g} {objectives.hv_units()} (reference: "
-                                 f"{escape(objectives.describe_reference(info['reference_point']))})")
+    table.add_row("hypervolume", f"{info['hypervolume']:.4f} of the normalised objective cube (bounds: "
+                                 f"{escape(objectives.HVBounds.from_dict(info['hv_bounds']).describe())})")
+    table.add_row("shapes", escape(f"accuracy at the proxy's {info['proxy_img_size']} px; params, FLOPs, "
+                                   f"throughput at {describe_shape(info['target'])}"))
+    if info["budgets"]:
+        table.add_row("budgets", escape(", ".join(f"{k} {v:,.6g}" for k, v in info["budgets"].items())
+                                        + f" ({info['infeasible']} complete trial(s) break one)"))
     for reason, n in sorted(info["fail_reasons"].items(), key=lambda kv: -kv[1]):
         table.add_row("failed because", escape(f"{n} x {reason}"))
     console.print(table)

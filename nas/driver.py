@@ -32,6 +32,7 @@ from ray.tune.search import Searcher
 from search_spaces import SearchSpace
 
 from . import objectives
+from .settings import budget_violations
 from .trial import RESULT_ATTRS
 
 __all__ = ["StudyDriver", "STOPPED", "NOT_COUNTED"]
@@ -52,12 +53,20 @@ class StudyDriver(Searcher):
         target: complete trials the study should hold; :meth:`suggest` says FINISHED once it does.
         max_failures_per_arch: failures after which the same genes are refused.
         faults: trial number -> injected fault (testing only; see ``SearchConfig.inject_faults``).
+        target_img_size: the deployment image size (None: ``img_size``); the key that decides reuse
+            covers the model built at both sizes.
+        budgets: ``SearchConfig.budgets()``; each complete trial gets one Optuna constraint per budget
+            (``Trial.set_constraint``, :func:`nas.settings.budget_violations`) and the user attribute
+            ``budget_violations`` with the budgets it breaks.
     """
 
     def __init__(self, study: optuna.Study, space: SearchSpace, img_size: int, target: int,
-                 max_failures_per_arch: int = 2, faults: dict[int, str] | None = None) -> None:
+                 max_failures_per_arch: int = 2, faults: dict[int, str] | None = None,
+                 target_img_size: int | None = None, budgets: dict[str, float] | None = None) -> None:
         super().__init__()
         self.study, self.space, self.img_size, self.target = study, space, img_size, target
+        self.target_img_size = target_img_size if target_img_size not in (None, img_size) else None
+        self.budgets = dict(budgets or {})
         self.max_failures = max_failures_per_arch
         self.faults = dict(faults or {})
         self.live: dict[str, tuple[optuna.Trial, str]] = {}
@@ -100,6 +109,8 @@ class StudyDriver(Searcher):
         trial = self.study.ask()
         arch = self.space.suggest(trial)
         key = arch.canonical_key(self.img_size)
+        if self.target_img_size is not None:
+            key += f" @{self.target_img_size}px " + arch.canonical_key(self.target_img_size)
         trial.set_user_attr("arch", arch.to_dict())
         trial.set_user_attr("arch_key", key)
         self.live[trial_id] = (trial, key)
@@ -112,13 +123,18 @@ class StudyDriver(Searcher):
         if entry is None:
             return
         trial, _ = entry
-        result = result or {}
+        result = _unflatten(result or {})
         names = objectives.names()
         if all(result.get(name) is not None for name in names):
             for name in (*RESULT_ATTRS, "reused_from"):
                 if result.get(name) is not None:
                     trial.set_user_attr(name, result[name])
             values = [float(result[name]) for name in names]
+            if self.budgets:
+                violations = budget_violations(self.budgets, result)
+                for name, amount in violations.items():
+                    trial.set_constraint(name, amount)
+                trial.set_user_attr("budget_violations", {k: v for k, v in violations.items() if v > 0})
             self.study.tell(trial, values)
             self._index(trial.number, TrialState.COMPLETE, trial.user_attrs, values)
             return
@@ -150,3 +166,20 @@ class StudyDriver(Searcher):
             trial.set_user_attr("traceback", tb)
         self.study.tell(trial, state=TrialState.FAIL)
         self._index(trial.number, TrialState.FAIL, trial.user_attrs, None)
+
+
+def _unflatten(result: dict[str, Any]) -> dict[str, Any]:
+    """Ray Tune hands searchers results with nested dicts flattened (``target/img_size``): rebuild the
+    nested attributes of :data:`~nas.trial.RESULT_ATTRS` (``target``, ``throughput_detail``)."""
+    out: dict[str, Any] = {}
+    for key, value in result.items():
+        head, sep, rest = key.partition("/")
+        if sep and head in RESULT_ATTRS:
+            node = out.setdefault(head, {})
+            *path, leaf = rest.split("/")
+            for part in path:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        else:
+            out[key] = value
+    return out

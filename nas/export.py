@@ -70,6 +70,13 @@ def _card_label(o: objectives.Objective, attrs: dict[str, Any]) -> str:
     return f"{o.name} ({', '.join(what)})" if what else o.name
 
 
+def _target_words(attrs: dict[str, Any], info: dict[str, Any]) -> str:
+    """``112 px, batch 8, float32 on cpu``: the shape the efficiency figures of a trial belong to."""
+    t = attrs.get("target") or {"img_size": info["img_size"], "batch": 64, "dtype": "float32 (bfloat16 on CUDA)",
+                                "device": attrs.get("device", "?")}
+    return f"{t.get('img_size')} px, batch {t.get('batch')}, {t.get('dtype')} on {t.get('device', '?')}"
+
+
 def _model_card(info: dict[str, Any]) -> str:
     trial = info["trial"]
     arch: Architecture = info["arch"]
@@ -104,13 +111,16 @@ model = timm.create_model("local-dir:PATH_TO_THIS_FOLDER")
 |---|---|
 {genes}
 
-## Measured (proxy task)
+## Measured
+
+Accuracy: the proxy task at {info['img_size']} px. Params, FLOPs, throughput and peak memory: the deployment
+shape {_target_words(attrs, info)}.
 
 | objective | value |
 |---|---|
 {measured}
 | FLOPs (multiply-adds per image) | {attrs.get('flops', 0):,} |
-| peak memory (bytes, inference batch 64) | {attrs.get('peak_memory', 0):,} |
+| peak memory (bytes, inference) | {attrs.get('peak_memory', 0):,} |
 
 Data set: `{info['dataset']}`, {info['img_size']}x{info['img_size']} px, {info['in_chans']} channel(s),
 {info['num_classes']} classes; {info.get('epochs', '?')} proxy epochs. Validation accuracy per epoch: {curve}.

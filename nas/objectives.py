@@ -12,10 +12,16 @@ its measurement (the trial must report a value under the objective's ``name``)::
 
 Helpers read :data:`OBJECTIVES_SPEC` when they are called, so a test may replace it at run time.
 
-The hypervolume here is exact and self-contained: Optuna 5.0 has no public hypervolume function (only
-the private ``optuna._hypervolume`` module and the ``plot_hypervolume_history`` figure), so
-:func:`hypervolume` computes it by sweeping the last objective (2-D staircases; 3-D by a cumulative
-minimum over the grid of the points' coordinates), which is exact for any number of objectives.
+The hypervolume (:func:`normalised_hypervolume`) is a fraction of the unit cube: each objective is
+normalised to [0, 1] (1 = best) between bounds fixed when the study is created and stored with it
+(:class:`HVBounds`, user attribute ``hv_bounds``): accuracy as ``(acc - 1/C) / (1 - 1/C)`` for C classes,
+params and throughput on log scales (params between the smallest and largest models the space can build
+at the deployment shape, throughput between fixed decades, :data:`THROUGHPUT_RANGE`). The reference point
+is the cube's worst corner, so a design at chance accuracy, the largest size or 1 img/s adds nothing, and
+no single objective can dominate the figure by its unit. ``vitnas status``, the dashboard and the
+benchmarks all compute this number from the stored bounds. Optuna 5.0 has no public hypervolume function
+(only the private ``optuna._hypervolume``), so :func:`hypervolume` computes it exactly here (2-D
+staircases; 3-D by a cumulative minimum over the grid of the points' coordinates).
 """
 
 from __future__ import annotations
@@ -35,11 +41,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Objective", "OBJECTIVES_SPEC", "spec", "get", "primary", "names", "directions", "direction_names",
-    "ray_modes", "labels", "format_value", "record", "loss_vector", "hv_vector", "reference_point",
-    "hv_units", "describe_reference", "hypervolume", "pareto_mask", "front_trials", "knee_distances",
+    "ray_modes", "labels", "format_value", "record", "loss_vector", "HVBounds", "THROUGHPUT_RANGE", "hv_bounds",
+    "study_bounds", "normalised_hypervolume", "hypervolume", "pareto_mask", "front_trials", "knee_distances",
 ]
 
 _STYLES = ("text", "web", "card")
+
+
+def _check_bounds(o: Objective, bounds: Any) -> tuple[float, float]:
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"bounds: {o.name!r} needs (lower, upper) numbers, not {bounds!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and (o.scale != "log" or lo > 0)):
+        need = "0 < lower < upper" if o.scale == "log" else "lower < upper"
+        raise ValueError(f"bounds: {o.name!r} needs finite {need}, not ({lo:g}, {hi:g})")
+    return lo, hi
 
 
 @dataclass(frozen=True)
@@ -64,13 +81,12 @@ class Objective:
             default ``"{name} {}"``.
         short_unit, short_scale: where space is short (parallel coordinates) values are divided by
             ``short_scale`` and labelled with ``short_unit`` (``k``).
-        worst: default hypervolume reference value, in the objective's own unit (a value no better than
-            any design worth keeping).
-        hv_scale, hv_unit: the hypervolume uses ``value / hv_scale``, whose unit is called ``hv_unit``
-            (``M params``).
+        bounds: ``(lower, upper)`` of the hypervolume normalisation, in the objective's unit, used where
+            a study stores none (:func:`hv_bounds` sets the study's own when it is created).
 
     Raises:
-        ValueError: an unknown ``direction`` or ``scale``, an empty ``name``, a non-positive scale.
+        ValueError: an unknown ``direction`` or ``scale``, an empty ``name``, a non-positive scale, bounds
+            that are not increasing (or not positive on a log scale).
     """
 
     name: str
@@ -87,9 +103,7 @@ class Objective:
     progress: str | None = None
     short_unit: str = ""
     short_scale: float = 1.0
-    worst: float = 0.0
-    hv_scale: float = 1.0
-    hv_unit: str = ""
+    bounds: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -98,9 +112,10 @@ class Objective:
             raise ValueError(f"direction: {self.direction!r} for {self.name!r}; allowed: maximize, minimize")
         if self.scale not in ("linear", "log"):
             raise ValueError(f"scale: {self.scale!r} for {self.name!r}; allowed: linear, log")
-        for field in ("log_floor", "short_scale", "hv_scale"):
+        for field in ("log_floor", "short_scale"):
             if not getattr(self, field) > 0:
                 raise ValueError(f"{field}: must be > 0 for {self.name!r}, not {getattr(self, field)!r}")
+        _check_bounds(self, self.bounds)
 
     # ---------------------------------------------------------------- directions
     @property
@@ -182,19 +197,25 @@ class Objective:
         v = math.log10(max(value, self.log_floor)) if self.scale == "log" else value
         return v if self.maximize else -v
 
-    def hv_value(self, value: float) -> float:
-        """Minimisation form in hypervolume units: ``loss(value) / hv_scale``."""
-        return (-value if self.maximize else value) / self.hv_scale
+    def normalise(self, value: float, bounds: tuple[float, float] | None = None) -> float:
+        """``value`` mapped to [0, 1] between ``bounds`` (default :attr:`bounds`), 1 = best, clipped:
+        linear or on ``log10`` as :attr:`scale` says."""
+        lo, hi = bounds if bounds is not None else self.bounds
+        v = float(value)
+        if self.scale == "log":
+            v, lo, hi = (math.log10(max(x, self.log_floor)) for x in (v, lo, hi))
+        t = (v - lo) / (hi - lo)
+        t = t if self.maximize else 1.0 - t
+        return min(1.0, max(0.0, t))
 
 
 #: The objectives, in the order of ``trial.values``.
 OBJECTIVES_SPEC: tuple[Objective, ...] = (
-    Objective("accuracy", "maximize", note="validation top-1", fmt=".4f", progress="acc {}",
-              worst=0.0, hv_unit="accuracy"),
+    Objective("accuracy", "maximize", note="validation top-1", fmt=".4f", progress="acc {}", bounds=(0.0, 1.0)),
     Objective("params", "minimize", scale="log", log_floor=1.0, integer=True, fmt=",.0f", progress="params {:>9}",
-              short_unit="k", short_scale=1e3, worst=5e6, hv_scale=1e6, hv_unit="M params"),
+              short_unit="k", short_scale=1e3, bounds=(1e3, 1e8)),
     Objective("throughput", "maximize", unit="img/s", scale="log", per_device=True, fmt=".0f", web_fmt=",.0f",
-              card_fmt=".1f", progress="{:>8} img/s", worst=0.0, hv_scale=1e3, hv_unit="k img/s"),
+              card_fmt=".1f", progress="{:>8} img/s", bounds=(1.0, 1e6)),
 )
 
 
@@ -265,36 +286,100 @@ def loss_vector(values: Sequence[float]) -> list[float]:
     return [o.loss(v) for o, v in zip(OBJECTIVES_SPEC, values, strict=True)]
 
 
-def hv_vector(values: Sequence[float]) -> list[float]:
-    """``values`` in minimisation form and hypervolume units (:meth:`Objective.hv_value`)."""
-    return [o.hv_value(v) for o, v in zip(OBJECTIVES_SPEC, values, strict=True)]
+# ---------------------------------------------------------------------------- normalisation bounds
+#: Throughput bounds of the hypervolume, img/s: fixed decades (DESIGN.md, "Judging a front"), wide enough
+#: for a CPU at a large deployment shape (a few img/s) and a GPU at the proxy's (hundreds of thousands).
+THROUGHPUT_RANGE: tuple[float, float] = (1.0, 1e6)
 
 
-def reference_point(**worst: float) -> list[float]:
-    """Hypervolume reference point in minimisation form and hypervolume units.
-
-    Each objective's :attr:`Objective.worst` unless given by name (``params=10e6``), in the objective's
-    own unit. Defaults: accuracy 0, 5 M params, 0 img/s, i.e. ``[0.0, 5.0, 0.0]``.
+@dataclass(frozen=True)
+class HVBounds:
+    """Per-objective ``(lower, upper)`` bounds, in each objective's unit, that map it to [0, 1] (1 = best)
+    for the hypervolume. Fixed when a study is created and stored with it (user attribute ``hv_bounds``,
+    :meth:`to_dict`), so every reader computes the same hypervolume.
 
     Raises:
-        ValueError: a keyword that is not an objective.
+        ValueError: a missing or unknown objective, or bounds an objective cannot take (see
+            :class:`Objective`).
     """
-    unknown = set(worst) - set(names())
-    if unknown:
-        raise ValueError(f"reference point: unknown objective {sorted(unknown)[0]!r}; allowed: {', '.join(names())}")
-    # ``+ 0.0`` turns the -0.0 of a negated zero into 0.0.
-    return [o.hv_value(float(worst.get(o.name, o.worst))) + 0.0 for o in OBJECTIVES_SPEC]
+
+    bounds: tuple[tuple[float, float], ...]
+
+    def __post_init__(self) -> None:
+        if len(self.bounds) != len(OBJECTIVES_SPEC):
+            raise ValueError(f"bounds: one (lower, upper) pair per objective ({', '.join(names())}) is needed")
+        object.__setattr__(self, "bounds", tuple(_check_bounds(o, b) for o, b in zip(OBJECTIVES_SPEC, self.bounds,
+                                                                                      strict=True)))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> HVBounds:
+        """From ``{name: [lower, upper]}``; objectives left out take their :attr:`Objective.bounds`.
+
+        Raises:
+            ValueError: not a mapping, an unknown objective or unusable bounds.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"hv_bounds: a mapping of objective -> [lower, upper] is needed, not {type(data).__name__}")
+        unknown = set(data) - set(names())
+        if unknown:
+            raise ValueError(f"hv_bounds: unknown objective {sorted(unknown)[0]!r}; allowed: {', '.join(names())}")
+        return cls(tuple(tuple(data.get(o.name, o.bounds)) for o in OBJECTIVES_SPEC))
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """``{name: [lower, upper]}`` (JSON-able; what the study stores)."""
+        return {o.name: list(b) for o, b in zip(OBJECTIVES_SPEC, self.bounds, strict=True)}
+
+    def normalise(self, values: Sequence[float]) -> list[float]:
+        """``values`` (one per objective, own units) mapped to [0, 1], 1 = best (:meth:`Objective.normalise`)."""
+        return [o.normalise(v, b) for o, v, b in zip(OBJECTIVES_SPEC, values, self.bounds, strict=True)]
+
+    def describe(self) -> str:
+        """The bounds in words: ``accuracy 0.1-1, params 1.2e+04-2.3e+06, throughput 1-1e+06 img/s``."""
+        return ", ".join(f"{o.name} {lo:.3g}-{hi:.3g}{(' ' + o.unit) if o.unit else ''}"
+                         for o, (lo, hi) in zip(OBJECTIVES_SPEC, self.bounds, strict=True))
 
 
-def hv_units() -> str:
-    """Unit of the hypervolume: ``accuracy x M params x k img/s``."""
-    return " x ".join(o.hv_unit or o.name for o in OBJECTIVES_SPEC)
+def hv_bounds(num_classes: int | None = None, params: tuple[float, float] | None = None,
+              throughput: tuple[float, float] | None = None) -> HVBounds:
+    """The bounds a new study stores: accuracy from chance (1/C) to 1; ``params`` the smallest and largest
+    parameter counts the space can build at the deployment shape
+    (:func:`search_spaces.extremes.params_range`); throughput :data:`THROUGHPUT_RANGE` unless given.
+    Left-out pieces take the objective's default :attr:`Objective.bounds`.
+
+    Raises:
+        ValueError: ``num_classes`` < 2 or unusable bounds.
+    """
+    given: dict[str, Any] = {}
+    if num_classes is not None:
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes: must be an integer >= 2, got {num_classes!r}")
+        given["accuracy"] = (1.0 / num_classes, 1.0)
+    if params is not None:
+        given["params"] = params
+    given["throughput"] = throughput or THROUGHPUT_RANGE
+    return HVBounds.from_dict({k: v for k, v in given.items() if k in names()})
 
 
-def describe_reference(ref: Sequence[float]) -> str:
-    """``ref`` (minimisation form, hypervolume units) in words: ``0 accuracy, 5 M params, 0 k img/s``."""
-    return ", ".join(f"{(-r if o.maximize else r) + 0.0:g} {o.hv_unit or o.name}"
-                     for o, r in zip(OBJECTIVES_SPEC, ref, strict=True))
+def study_bounds(attrs: Any) -> HVBounds:
+    """The bounds a study stored (``attrs``: its user attributes, or the study itself). A study made
+    before vitnas stored bounds gets :func:`hv_bounds` from its ``num_classes`` attribute and the default
+    parameter range."""
+    attrs = getattr(attrs, "user_attrs", attrs) or {}
+    stored = attrs.get("hv_bounds")
+    if stored is not None:
+        return HVBounds.from_dict(stored)
+    classes = attrs.get("num_classes")
+    return hv_bounds(classes if isinstance(classes, int) and classes >= 2 else None)
+
+
+def normalised_hypervolume(rows: Iterable[Sequence[float]], bounds: HVBounds) -> float:
+    """Fraction of the unit cube dominated by ``rows`` (objective values, one per objective, own units)
+    once each is normalised by ``bounds`` (:meth:`HVBounds.normalise`); the reference point is the cube's
+    worst corner. 0 for no rows; 1 only for a design at the best bound of every objective. Rows with a
+    non-finite value are left out.
+    """
+    pts = [[1.0 - t for t in bounds.normalise(r)] for r in rows if all(math.isfinite(float(v)) for v in r)]
+    return hypervolume(pts, [1.0] * len(OBJECTIVES_SPEC))
 
 
 # ---------------------------------------------------------------------------- hypervolume

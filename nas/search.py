@@ -32,7 +32,9 @@ import optuna
 
 from search_spaces import SearchSpace
 from search_spaces.presets import PRESETS
+from search_spaces.space import SpaceError
 
+from . import objectives
 from .settings import SAMPLERS, SearchConfig, SearchError, TrialEvent, make_sampler, population_size
 from .study import StudyError, StudyLease, create_or_load_study, mark_interrupted, open_storage
 
@@ -87,6 +89,12 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
     data = load_dataset(config.dataset, config.data_dir, train_subset=config.train_subset,
                         val_subset=config.val_subset, download=config.download)
     space = space.for_image(data.img_size)
+    if config.target_img_size and config.target_img_size != data.img_size:
+        try:
+            space = space.for_image(config.target_img_size)
+        except SpaceError as exc:
+            raise SearchError(f"target_img_size: {config.target_img_size} px fits no patch size of the space at "
+                              f"{data.img_size} px ({exc})") from None
     storage = open_storage(config.storage)
     # Join a cluster before touching the study, so a wrong address changes nothing stored.
     ray_started = False
@@ -96,7 +104,8 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
         ray_started = start_ray(config.address)
     attrs = {"dataset": config.dataset, "img_size": data.img_size, "in_chans": data.in_chans,
              "num_classes": data.num_classes, "epochs": config.epochs, "train_subset": config.train_subset,
-             "val_subset": config.val_subset, "batch_size": config.batch_size, "lr": config.lr}
+             "val_subset": config.val_subset, "batch_size": config.batch_size, "lr": config.lr,
+             "target": config.target(data.img_size), "budgets": config.budgets()}
     _check_space(storage, config.study, space)
     study = create_or_load_study(storage, config.study, attrs=attrs)
     lease = StudyLease(study)  # refuses a study another live search drives; renewed while we run
@@ -113,6 +122,12 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storag
     spent, or two rounds in a row complete nothing (every proposal failing)."""
     if "population_size" not in study.user_attrs:  # kept for the study's life: NSGA-II's generations rely on it
         study.set_user_attr("population_size", population_size(config.trials, config.population_size))
+    if "hv_bounds" not in study.user_attrs:  # fixed before the first trial, read by every hypervolume
+        from search_spaces.extremes import params_range
+
+        target_size = study.user_attrs.get("target", {}).get("img_size", data.img_size)
+        study.set_user_attr("hv_bounds", objectives.hv_bounds(
+            data.num_classes, params_range(space, target_size, data.in_chans, data.num_classes)).to_dict())
     if "data_config" not in study.user_attrs:
         study.set_user_attr("data_config", {k: list(v) if isinstance(v, tuple) else v
                                             for k, v in data.data_config().items()})
@@ -127,7 +142,7 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storag
     from .ray_backend import start_ray
 
     driver = StudyDriver(study, space, data.img_size, config.trials, config.max_failures_per_arch,
-                         config.inject_faults)
+                         config.inject_faults, target_img_size=config.target_img_size, budgets=config.budgets())
     if driver.complete >= config.trials:
         if ray_started:
             import ray

@@ -16,9 +16,15 @@ from search_spaces import SearchSpace
 
 from .study import DEFAULT_STORAGE
 
-__all__ = ["SAMPLERS", "FAULTS", "SearchConfig", "SearchError", "TrialEvent", "make_sampler", "population_size"]
+__all__ = ["SAMPLERS", "FAULTS", "DTYPES", "BUDGETS", "budget_violations", "SearchConfig", "SearchError", "TrialEvent",
+           "make_sampler", "population_size"]
 
 SAMPLERS: tuple[str, ...] = ("nsga2", "tpe", "random")
+#: Inference dtypes of the deployment shape (as ``trainers.measure.DTYPES``; kept here so settings load no torch).
+DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+#: Budget settings: name -> (objective or attribute it bounds, "max" or "min").
+BUDGETS: dict[str, tuple[str, str]] = {"max_params": ("params", "max"), "min_throughput": ("throughput", "min"),
+                                       "max_memory": ("peak_memory", "max")}
 #: Faults a test can inject into a trial (see :attr:`SearchConfig.inject_faults`).
 FAULTS: tuple[str, ...] = ("nan", "raise")
 
@@ -54,6 +60,15 @@ class SearchConfig:
         batch_size, lr: proxy-training batch size and peak learning rate.
         max_failures_per_arch: genes that failed this many times are failed at once when proposed again
             (with the earlier reason) instead of being trained again.
+        target_img_size, target_batch, target_dtype: the deployment shape at which params, FLOPs,
+            throughput and peak memory are measured (accuracy is the proxy's): image side in pixels (None:
+            the data set's), batch (images), ``float32`` or ``bfloat16`` (None: bfloat16 on CUDA, else
+            float32), on the trial's device. Fixed for a study's life.
+        max_params, min_throughput, max_memory: budgets (None: none), Optuna constraints of every trial
+            (``Trial.set_constraint``; NSGA-II, TPE and GP sample around them, the front holds feasible
+            designs only): parameters, img/s and peak inference memory in bytes at the deployment shape.
+        throughput_cache: keep throughput figures in ``run_dir/throughput_cache.sqlite`` (the reference
+            calibrated once per device and shape; a model already timed is not timed again).
         inject_faults: for testing the failure handling: trial number -> ``"nan"`` (the model's head is
             filled with NaN so the real training loop meets a NaN loss) or ``"raise"`` (the trial raises).
     """
@@ -83,6 +98,13 @@ class SearchConfig:
     lr: float = 3e-3
     max_failures_per_arch: int = 2
     inject_faults: dict[int, str] = field(default_factory=dict)
+    target_img_size: int | None = None
+    target_batch: int = 64
+    target_dtype: str | None = None
+    max_params: float | None = None
+    min_throughput: float | None = None
+    max_memory: float | None = None
+    throughput_cache: bool = True
 
     def validate(self) -> None:
         """Raise :class:`SearchError` naming the first setting outside its allowed values."""
@@ -118,6 +140,19 @@ class SearchConfig:
         if not (finite(self.lr) and self.lr > 0):
             raise SearchError(f"lr: must be a positive number, got {self.lr!r}")
         positive_int("max_failures_per_arch", self.max_failures_per_arch)
+        if self.target_img_size is not None:
+            positive_int("target_img_size", self.target_img_size)
+            if self.target_img_size > 4096:
+                raise SearchError(f"target_img_size: must be at most 4096 pixels, got {self.target_img_size!r}")
+        positive_int("target_batch", self.target_batch)
+        if self.target_batch > 65536:
+            raise SearchError(f"target_batch: must be at most 65536 images, got {self.target_batch!r}")
+        if self.target_dtype is not None and self.target_dtype not in DTYPES:
+            raise SearchError(f"target_dtype: unknown value {self.target_dtype!r}; allowed: {', '.join(DTYPES)}")
+        for name in BUDGETS:
+            value = getattr(self, name)
+            if value is not None and not (finite(value) and value > 0):
+                raise SearchError(f"{name}: must be a positive number, got {value!r}")
         for number, kind in self.inject_faults.items():
             if kind not in FAULTS:
                 raise SearchError(f"inject_faults: trial {number}: unknown fault {kind!r}; allowed: {', '.join(FAULTS)}")
@@ -138,10 +173,40 @@ class SearchConfig:
         """
         from pathlib import Path
 
+        run_dir = Path(self.run_dir).resolve()
         return {
             "study": self.study, "epochs": self.epochs, "seed": self.seed, "batch_size": self.batch_size,
-            "lr": self.lr, "cpus_per_trial": self.cpus_per_trial, "run_dir": str(Path(self.run_dir).resolve()),
+            "lr": self.lr, "cpus_per_trial": self.cpus_per_trial, "run_dir": str(run_dir),
+            "target_img_size": self.target_img_size, "target_batch": self.target_batch,
+            "target_dtype": self.target_dtype,
+            "cache_path": str(run_dir / "throughput_cache.sqlite") if self.throughput_cache else None,
         }
+
+    def target(self, img_size: int) -> dict[str, Any]:
+        """The deployment shape as the study stores it (``img_size`` is the data set's)."""
+        return {"img_size": self.target_img_size or img_size, "batch": self.target_batch,
+                "dtype": self.target_dtype or "auto"}
+
+    def budgets(self) -> dict[str, float]:
+        """The budgets that are set, by setting name (``max_params``: 1e6, ...)."""
+        return {name: float(getattr(self, name)) for name in BUDGETS if getattr(self, name) is not None}
+
+
+def budget_violations(budgets: dict[str, float], measured: dict[str, Any]) -> dict[str, float]:
+    """Relative violation of each budget by ``measured`` (objective values and ``peak_memory``): > 0 breaks
+    it by that fraction of the budget (``params`` 1.2e6 against ``max_params`` 1e6: 0.2), <= 0 meets it.
+    These are the values stored with ``Trial.set_constraint`` (one per budget, named by the setting), so
+    violations in different units compare. A missing measurement counts as a violation of 1.
+    """
+    out = {}
+    for name, limit in budgets.items():
+        attr, kind = BUDGETS[name]
+        value = measured.get(attr)
+        if value is None or not math.isfinite(float(value)):
+            out[name] = 1.0
+        else:
+            out[name] = float(value) / limit - 1.0 if kind == "max" else 1.0 - float(value) / limit
+    return out
 
 
 def population_size(trials: int, given: int | None = None) -> int:

@@ -20,7 +20,8 @@ from search_spaces import Architecture
 __all__ = ["RESULT_ATTRS", "run_trial", "failure_result"]
 
 #: Trial user attributes a trained trial reports (stored by the driver, copied when a result is reused).
-RESULT_ATTRS: tuple[str, ...] = ("flops", "peak_memory", "curve", "device", "train_seconds", "wall_seconds", "weights")
+RESULT_ATTRS: tuple[str, ...] = ("flops", "peak_memory", "curve", "device", "train_seconds", "wall_seconds", "weights",
+                                  "target", "throughput_detail", "proxy_params")
 
 
 def failure_result(exc: BaseException) -> dict[str, Any]:
@@ -68,7 +69,9 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
         raise RuntimeError(f"injected fault in trial {number}")
     torch.set_num_threads(max(1, int(settings["cpus_per_trial"])))
     proxy = ProxyConfig(epochs=settings["epochs"], seed=settings["seed"], batch_size=settings["batch_size"],
-                        lr=settings["lr"], device=device)
+                        lr=settings["lr"], device=device, target_img_size=settings.get("target_img_size"),
+                        throughput_batch=settings.get("target_batch", 64), target_dtype=settings.get("target_dtype"),
+                        cache_path=settings.get("cache_path"))
     curve: list[dict[str, float]] = []
 
     def on_epoch(epoch: int, record: dict[str, float]) -> None:
@@ -83,7 +86,8 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
     return {"accuracy": result.accuracy, "params": result.params, "throughput": result.throughput,
             "epoch": settings["epochs"], "flops": result.flops, "peak_memory": result.peak_memory, "curve": curve,
             "device": result.device, "train_seconds": round(result.train_seconds, 3),
-            "wall_seconds": round(result.wall_seconds, 3), "weights": str(weights)}
+            "wall_seconds": round(result.wall_seconds, 3), "weights": str(weights), "target": result.target,
+            "throughput_detail": result.throughput_detail, "proxy_params": result.proxy_params}
 
 
 def _poison(model) -> None:

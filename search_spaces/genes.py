@@ -100,11 +100,12 @@ def estimate_params(embed_dim: int, depth: int, mlp_ratio: float, patch_size: in
     before anything is allocated: per block attention (4 C^2) and MLP (2 r C^2), the stem (``p^2
     in_chans C`` linear; ``9 in_chans C + 6 C^2 (+ p^2 C^2)`` conv; ``9 in_chans C + 13 C^2`` conv_bn),
     the head, and for ``num_tokens`` N the position tables (2 N C) and the token-tied mechanisms (Mixer:
-    N^2 per block, Linformer: 64 N per block)."""
+    2 N D_S + D_S + N per block with D_S = max(C/2, N), Linformer: at most 64 N per block)."""
     c, n = embed_dim, num_tokens
     block = 4 * c * c + int(2 * mlp_ratio * c * c) + 16 * c
     if attention == "mixer":
-        block += n * n + 2 * n
+        hidden = max(c // 2, n)
+        block += 2 * n * hidden + hidden + n
     elif attention == "linformer":
         block += 64 * n
     if stem == "conv":
@@ -142,6 +143,7 @@ def rules() -> tuple[tuple[str, str], ...]:
     if fixed:
         out.append(("token count", _facts(fixed, "is tied to the token count of the image size it was built for",
                                           "are tied to the token count of the image size they were built for")))
+    out += [(f"{s.name} at N tokens", s.scaling) for s in specs if s.scaling]
     explicit = [s.name for s in specs if s.explicit_map]
     if explicit:
         out.append(("score map", _facts(explicit, "needs", "need") + " the explicit N x N score map: no fused "
@@ -318,8 +320,10 @@ class Architecture:
     def canonical_key(self, img_size: int | tuple[int, int]) -> str:
         """Like :meth:`key`, but equal for genes that build the same model at ``img_size``: a mechanism
         that ignores ``num_heads`` (FNet, Mixer) drops it, and the mechanism's own hook merges the rest
-        (MaiT: mask ratios that map to the same window on the token grid, e.g. 0.75 and 0.9 on an 8x8
-        grid, are the same mask). Used to never train one model twice.
+        (MaiT: mask ratios that map to the same window on the token grid, e.g. 0.9 and 0.95 on an 8x8
+        grid, are the same mask; QnA: windows clamped to the same side, e.g. 5 and 7 on a 4x4 grid). A
+        combination the builder refuses on this grid (a MaiT ratio out of reach) still gets a key. Used to
+        never train one model twice.
 
         Raises:
             GeneError: ``img_size`` is not divisible by ``patch_size`` (where the hook needs the grid).

@@ -198,7 +198,9 @@ class NasViT(nn.Module):
         self.rope = Rotary(arch.pos_encoding, arch.head_dim, grid) if arch.pos_encoding in ("rope1d", "rope2d") else None
         self.layout = TokenLayout(grid=grid, num_prefix_tokens=self.num_prefix_tokens, rotary=self.rope)
 
-        dpr = torch.linspace(0, drop_path_rate, arch.depth).tolist()
+        # Stochastic-depth rate rising linearly over the blocks (as torch.linspace; plain floats, so the
+        # model also builds on the meta device).
+        dpr = [drop_path_rate * i / max(arch.depth - 1, 1) for i in range(arch.depth)]
         self.blocks = nn.ModuleList(Block(arch, i, self.layout, dpr[i]) for i in range(arch.depth))
         self.norm = nn.LayerNorm(arch.embed_dim, eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)

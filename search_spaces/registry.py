@@ -233,6 +233,11 @@ def _no_canonical(arch: Architecture, img_size: Any, genes: dict[str, Any]) -> N
     """Default canonicalisation hook: nothing beyond ``uses_heads``."""
 
 
+def _all_choices(gene: str, domain: tuple[Any, ...], grid: tuple[int, int]) -> tuple[Any, ...]:
+    """Default ``grid_choices`` hook: every value of the domain builds on every grid."""
+    return domain
+
+
 @dataclass(frozen=True)
 class MechanismSpec:
     """What vitnas knows about one attention mechanism (DESIGN.md, "The attention zoo").
@@ -254,7 +259,13 @@ class MechanismSpec:
         genes: its own genes, in the order Optuna is asked for them (after ``compact``).
         canonical: ``canonical(arch, img_size, genes)`` edits the JSON-able dict of genes in place so that
             genes building the same model at ``img_size`` give equal dicts (see
-            :meth:`~search_spaces.genes.Architecture.canonical_key`); may raise ``GeneError``.
+            :meth:`~search_spaces.genes.Architecture.canonical_key`); may raise ``GeneError`` only for an
+            ``img_size`` the patch size does not divide.
+        grid_choices: ``grid_choices(gene, domain, grid)`` -> the values of ``domain`` the gene can take
+            on a (rows, cols) patch grid (default: all). Where it drops values, the search space asks the
+            gene under a per-grid Optuna name (:meth:`~search_spaces.space.SearchSpace.suggest`).
+        scaling: how the mechanism's paper constants follow the token count N, with their source (one
+            line of ``vitnas space``; empty: none).
     """
 
     name: str
@@ -269,6 +280,8 @@ class MechanismSpec:
     uses_heads: bool = True
     genes: tuple[GeneSpec, ...] = ()
     canonical: Callable[[Architecture, Any, dict[str, Any]], None] = _no_canonical
+    grid_choices: Callable[[str, tuple[Any, ...], tuple[int, int]], tuple[Any, ...]] = _all_choices
+    scaling: str = ""
 
     @property
     def all_genes(self) -> tuple[GeneSpec, ...]:

@@ -6,7 +6,11 @@ for QnA; ``refiner_expansion`` for Refiner), so every sampled architecture obeys
 :mod:`search_spaces.genes`. Which genes those are, their universes and their Optuna parameters come
 from the mechanism registry (:mod:`search_spaces.registry`). The position encoding is asked as
 ``pos_encoding`` where RoPE applies and as ``pos_encoding_no_rope`` (the same domain without RoPE) where
-it does not, because an Optuna parameter keeps one distribution for the whole study.
+it does not, because an Optuna parameter keeps one distribution for the whole study. For the same reason
+a gene that cannot take every value of its domain on some token grid (a MaiT mask ratio no window of at
+least 3x3 hides on a 4x4 grid) is asked, on that grid only, under a per-grid name with the values that
+remain (``mask_ratio_4x4_<i>``); this needs the image sizes (the proxy's and a deployment target's),
+which :meth:`SearchSpace.for_image` records.
 
 A space can be narrowed (or widened within each gene's universe) from a YAML or TOML file whose
 top-level keys are gene names and whose values are lists::
@@ -24,7 +28,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import registry
 from .genes import (
@@ -137,6 +141,10 @@ class SearchSpace:
     mask_layers: tuple[str, ...] = registry.gene("mask_layers").choices
     qna_window: tuple[int, ...] = registry.gene("qna_window").choices
     refiner_expansion: tuple[int, ...] = registry.gene("refiner_expansion").choices
+    #: The image sides recorded by :meth:`for_image` (the proxy's, then a deployment target's; not a domain,
+    #: not a field): with them, genes are sampled per token grid where a mechanism's ``grid_choices`` drops
+    #: values on one of those grids (see the module docstring).
+    _img_sizes: ClassVar[tuple[int, ...]] = ()
 
     def __post_init__(self) -> None:
         categorical = _categorical_universe()
@@ -272,7 +280,9 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ image-size restriction
     def for_image(self, img_size: int) -> SearchSpace:
-        """The space restricted to patch sizes that divide ``img_size``.
+        """The space restricted to patch sizes that divide ``img_size``, sampling per token grid: on a grid
+        where a mechanism's gene cannot take every value of its domain (MaiT's mask ratios on 4x4 and 7x7
+        grids), :meth:`suggest` asks it under ``<param>_<R>x<C>`` with the values that remain there.
 
         Raises:
             SpaceError: no patch size in the domain divides ``img_size``.
@@ -283,7 +293,29 @@ class SearchSpace:
                 f"patch_size: none of {list(self.patch_size)} divides the image size {img_size}; "
                 "choose patch sizes that divide it"
             )
-        return dataclasses.replace(self, patch_size=sizes)
+        space = dataclasses.replace(self, patch_size=sizes)
+        object.__setattr__(space, "_img_sizes", tuple(dict.fromkeys(self._img_sizes + (img_size,))))
+        return space
+
+    def _grid_gene(self, attention: str, gene: registry.GeneSpec, patch_size: int
+                   ) -> tuple[registry.GeneSpec, tuple[Any, ...], str]:
+        """The gene as asked at ``patch_size``, its domain there and the grids that restrict it as text.
+
+        The domain keeps the values every recorded image size's grid allows (the proxy's and the
+        deployment's: a model is built at both); where that drops values, the gene is renamed after the
+        grids that drop them (``mask_ratio_4x4``), so each Optuna parameter keeps one set of choices."""
+        domain = tuple(getattr(self, gene.name))
+        allowed, grids = domain, []
+        for img in self._img_sizes:
+            grid = (img // patch_size, img // patch_size)
+            kept = tuple(get_mechanism(attention).grid_choices(gene.name, allowed, grid))
+            if kept != allowed:
+                grids.append(f"{grid[0]}x{grid[1]}")
+                allowed = kept
+        if not grids or not allowed:  # nothing dropped, or nothing left (the builder then refuses, with its reason)
+            return gene, domain, ""
+        suffix = "_".join(grids)
+        return dataclasses.replace(gene, param=f"{gene.param_name}_{suffix}"), allowed, " and ".join(grids)
 
     # ------------------------------------------------------------------ sampling
     def suggest(self, trial: optuna.trial.BaseTrial) -> Architecture:
@@ -292,7 +324,8 @@ class SearchSpace:
         Asks, in this order: ``attention``, the macro genes (``embed_dim``, ``depth``, ``num_heads``,
         ``mlp_ratio``, ``patch_size``, ``stem``), ``pos_encoding`` (or ``pos_encoding_no_rope``), then the
         genes the attention takes (``compact`` first, then its own, e.g. ``mask_ratio_<i>`` per head and
-        ``mask_layers`` for MaiT). ``trial`` needs only ``suggest_categorical(name, choices)``.
+        ``mask_layers`` for MaiT; ``mask_ratio_<R>x<C>_<i>`` on a grid where some ratios are out of reach,
+        once :meth:`for_image` set the image size). ``trial`` needs only ``suggest_categorical(name, choices)``.
         """
         attention = trial.suggest_categorical("attention", list(self.attention))
         genes: dict[str, Any] = {"attention": attention}
@@ -301,7 +334,8 @@ class SearchSpace:
         spec = get_mechanism(attention)
         genes["pos_encoding"] = trial.suggest_categorical(*self._pos_param(attention))
         for gene in spec.all_genes:
-            genes[gene.name] = gene.suggest(trial, getattr(self, gene.name), genes["num_heads"])
+            asked, domain, _ = self._grid_gene(attention, gene, genes["patch_size"])
+            genes[gene.name] = asked.suggest(trial, domain, genes["num_heads"])
         return Architecture(**genes)
 
     def _pos_param(self, attention: str) -> tuple[str, list[str]]:
@@ -318,6 +352,11 @@ class SearchSpace:
         choices["pos_encoding_no_rope"] = [p for p in self.pos_encoding if p not in ROPE_ENCODINGS]
         for gene in registry.genes():
             choices.update(gene.param_choices(getattr(self, gene.name), max(self.num_heads)))
+        for attention in self.attention:  # per-grid parameters (only with an image size)
+            for gene in get_mechanism(attention).all_genes:
+                for p in self.patch_size:
+                    asked, domain, _ = self._grid_gene(attention, gene, p)
+                    choices.update(asked.param_choices(domain, max(self.num_heads)))
         return choices
 
     def to_params(self, arch: Architecture) -> dict[str, Any]:
@@ -331,7 +370,8 @@ class SearchSpace:
         params: dict[str, Any] = {name: getattr(arch, name) for name in ("attention",) + _MACRO_GENES}
         params[self._pos_param(arch.attention)[0]] = arch.pos_encoding
         for gene in get_mechanism(arch.attention).all_genes:
-            params.update(gene.params(getattr(arch, gene.name)))
+            asked, _, _ = self._grid_gene(arch.attention, gene, arch.patch_size)
+            params.update(asked.params(getattr(arch, gene.name)))
         return params
 
     def why_outside(self, arch: Architecture) -> str:
@@ -350,6 +390,13 @@ class SearchSpace:
         for name, value in checks:
             if value not in getattr(self, name):
                 return f"{name}={value!r} not in {list(getattr(self, name))}"
+        for gene in get_mechanism(arch.attention).all_genes:  # values the token grids of for_image drop
+            for img in self._img_sizes:
+                grid = (img // arch.patch_size,) * 2
+                allowed = get_mechanism(arch.attention).grid_choices(gene.name, getattr(self, gene.name), grid)
+                bad = [v for v in gene.values(getattr(arch, gene.name)) if v not in allowed]
+                if bad:
+                    return f"{gene.name}={bad[0]!r} cannot be built on the {grid[0]}x{grid[1]} token grid"
         return ""
 
     def contains(self, arch: Architecture) -> bool:

@@ -27,9 +27,10 @@ def test_has_no_parameters_or_state():
 def test_matches_explicit_dft_matrices(n, c):
     torch.manual_seed(0)
     x = torch.randn(3, n, c)
-    # Paper eq. 3: y = Re(F_seq (X F_hidden)) — DFT over the hidden axis, then over the tokens.
+    # Paper eq. 3: y = Re(F_seq (X F_hidden)) — DFT over the hidden axis, then over the tokens — with the
+    # orthonormal scaling 1 / sqrt(N C) (the documented deviation for the pre-norm block).
     xc = x.to(torch.complex128)
-    expected = (dft_matrix(n) @ (xc @ dft_matrix(c).T)).real
+    expected = (dft_matrix(n) @ (xc @ dft_matrix(c).T)).real / math.sqrt(n * c)
     y = FNetMixing(c)(x, TokenLayout.flat(n))
     assert y.shape == x.shape and y.dtype == torch.float32
     torch.testing.assert_close(y.double(), expected, atol=1e-4, rtol=1e-5)
@@ -43,7 +44,7 @@ def test_mixes_every_token_and_channel():
     # A constant input maps onto the zero-frequency bin only.
     y = FNetMixing(4)(torch.ones(1, 6, 4), TokenLayout.flat(6))
     expected = torch.zeros(1, 6, 4)
-    expected[0, 0, 0] = 24.0
+    expected[0, 0, 0] = 24.0 / math.sqrt(24)  # orthonormal DFT: sum / sqrt(N C)
     torch.testing.assert_close(y, expected, atol=1e-5, rtol=0)
 
 

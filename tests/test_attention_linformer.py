@@ -49,7 +49,9 @@ def test_token_permutation_projection_also_equals_mhsa():
 
 
 def test_keys_and_values_share_one_projection_of_clamped_length():
-    lin = LinformerAttention(C, H, num_tokens=N)  # default k = 64 > N
+    lin = LinformerAttention(C, H, num_tokens=N)  # default k = min(64, N // 4): compresses at every N
+    assert lin.k == N // 4 and lin.token_proj.shape == (N // 4, N)
+    lin = LinformerAttention(C, H, num_tokens=N, k=64)  # an explicit k is clamped to N
     assert lin.k == N and lin.token_proj.shape == (N, N)
     lin = LinformerAttention(C, H, num_tokens=100, k=16)
     assert lin.token_proj.shape == (16, 100)

@@ -41,26 +41,22 @@ def test_all_global_equals_mhsa_with_rotary():
 
 def test_scores_zero_outside_window_and_unchanged_inside():
     torch.manual_seed(0)
-    grid, ratios = (6, 6), (0.9, 0.0, 0.75, 0.5)
+    grid, ratios = (8, 8), (0.9, 0.0, 0.75, 0.5)
     m = MaiTAttention(16, 4, mask_ratios=ratios).eval()
     layout = TokenLayout(grid=grid, num_prefix_tokens=1)
-    x = torch.randn(2, 37, 16)
+    x = torch.randn(2, 65, 16)
     s = m.attention_scores(x, layout)
     q, k, _ = m.qkv(x, layout)
     raw = q @ k.transpose(-2, -1) / 4 ** 0.5
     wins = m.windows(grid)
-    assert wins == tuple(mait_window_for_ratio(r, grid) for r in ratios) == (1, None, 3, 5)
+    assert wins == tuple(mait_window_for_ratio(r, grid) for r in ratios) == (3, None, 5, 7)
+    rows, cols = torch.arange(64) // 8, torch.arange(64) % 8
     for h, w in enumerate(wins):
-        for i in range(36):
-            ri, ci = divmod(i, 6)
-            for j in range(36):
-                rj, cj = divmod(j, 6)
-                inside = w is None or (abs(ri - rj) <= w // 2 and abs(ci - cj) <= w // 2)
-                got, want = s[:, h, 1 + i, 1 + j], raw[:, h, 1 + i, 1 + j]
-                if inside:
-                    torch.testing.assert_close(got, want)
-                else:
-                    assert torch.all(got == 0)
+        half = 64 if w is None else w // 2
+        inside = ((rows[:, None] - rows[None]).abs() <= half) & ((cols[:, None] - cols[None]).abs() <= half)
+        got, want = s[:, h, 1:, 1:], raw[:, h, 1:, 1:]
+        torch.testing.assert_close(got[:, inside], want[:, inside])
+        assert torch.all(got[:, ~inside] == 0)
     # Class-token row and column stay unmasked in every head.
     torch.testing.assert_close(s[:, :, 0, :], raw[:, :, 0, :])
     torch.testing.assert_close(s[:, :, :, 0], raw[:, :, :, 0])
@@ -69,22 +65,22 @@ def test_scores_zero_outside_window_and_unchanged_inside():
 def test_forward_is_softmax_of_masked_scores():
     """Explicit path: output = proj(softmax(S * M) V), with the mask built independently here."""
     torch.manual_seed(0)
-    grid = (4, 5)
+    grid = (8, 9)
     m = MaiTAttention(16, 4, mask_ratios=(0.75, 0.5, 0.0, 0.9)).eval()
     layout = TokenLayout(grid=grid, num_prefix_tokens=1)
-    x = torch.randn(2, 21, 16)
+    x = torch.randn(2, 73, 16)
     q, k, v = m.qkv(x, layout)
-    mask = torch.ones(4, 21, 21)
+    mask = torch.ones(4, 73, 73)
     for h, r in enumerate(m.mask_ratios):
         w = mait_window_for_ratio(r, grid)
         if w is None:
             continue
-        for i in range(20):
-            for j in range(20):
-                if abs(i // 5 - j // 5) > w // 2 or abs(i % 5 - j % 5) > w // 2:
+        for i in range(72):
+            for j in range(72):
+                if abs(i // 9 - j // 9) > w // 2 or abs(i % 9 - j % 9) > w // 2:
                     mask[h, 1 + i, 1 + j] = 0
     attn = ((q @ k.transpose(-2, -1)) / 2.0 * mask).softmax(-1)
-    want = m.proj((attn @ v).transpose(1, 2).reshape(2, 21, 16))
+    want = m.proj((attn @ v).transpose(1, 2).reshape(2, 73, 16))
     torch.testing.assert_close(m(x, layout), want)
     # The global head of a mixed layer agrees with plain attention for that head.
     plain = torch.nn.functional.scaled_dot_product_attention(q, k, v)
@@ -94,16 +90,18 @@ def test_forward_is_softmax_of_masked_scores():
 def test_multiplicative_mask_semantics():
     """A far token does not change a masked row's scores, but its value still counts (logit 0, weight > 0)."""
     torch.manual_seed(0)
-    m = MaiTAttention(8, 1, mask_ratios=(0.9,)).eval()   # 5x5 grid -> window 1 (only itself)
-    layout = TokenLayout(grid=(5, 5), num_prefix_tokens=0)
-    assert m.windows((5, 5)) == (1,)
-    x = torch.randn(1, 25, 8)
+    m = MaiTAttention(8, 1, mask_ratios=(0.9,)).eval()   # 8x8 grid -> a 3x3 window
+    layout = TokenLayout(grid=(8, 8), num_prefix_tokens=0)
+    assert m.windows((8, 8), 0) == (3,)
+    x = torch.randn(1, 64, 8)
     x2 = x.clone()
-    x2[0, 24] += 3.0
+    x2[0, 63] += 3.0
     s1, s2 = m.attention_scores(x, layout), m.attention_scores(x2, layout)
     torch.testing.assert_close(s1[0, 0, 0], s2[0, 0, 0], rtol=0, atol=0)       # row of patch 0
     w = s1[0, 0, 0].softmax(-1)
-    assert torch.allclose(w[1:], w[1].expand(24)) and w[24] > 0                # hidden: equal weight exp(0)
+    hidden = torch.ones(64, dtype=torch.bool)
+    hidden[[0, 1, 8, 9]] = False                                                # the corner's clipped 3x3 window
+    assert torch.allclose(w[hidden], w[hidden][0].expand(60)) and w[63] > 0    # hidden: equal weight exp(0)
     assert not torch.allclose(m(x, layout)[0, 0], m(x2, layout)[0, 0])
 
 
@@ -118,7 +116,7 @@ def test_local_window_mask_and_cache():
     m(torch.randn(1, 17, 8), layout)
     m(torch.randn(1, 17, 8), layout)
     assert len(m._masks) == 1
-    m(torch.randn(1, 10, 8), TokenLayout(grid=(3, 3), num_prefix_tokens=1))
+    m(torch.randn(1, 26, 8), TokenLayout(grid=(5, 5), num_prefix_tokens=1))
     assert len(m._masks) == 2
     assert not any("mask" in k for k in m.state_dict())
     with pytest.raises(ValueError):
@@ -127,9 +125,9 @@ def test_local_window_mask_and_cache():
 
 def test_macs_match_flop_counter():
     m = MaiTAttention(16, 4, mask_ratios=(0.5, 0.0, 0.0, 0.9))
-    layout = TokenLayout(grid=(4, 4), num_prefix_tokens=1)
+    layout = TokenLayout(grid=(8, 8), num_prefix_tokens=1)
     with FlopCounterMode(display=False) as fc:
-        m(torch.randn(1, 17, 16), layout)
+        m(torch.randn(1, 65, 16), layout)
     assert fc.get_total_flops() == 2 * m.macs(layout)
     # All heads global: the layer takes F.scaled_dot_product_attention. On the CPU that dispatches to
     # aten._scaled_dot_product_flash_attention_for_cpu, for which torch <= 2.14 registers no FLOP formula
@@ -137,14 +135,14 @@ def test_macs_match_flop_counter():
     # which every torch version counts, so the check stays the real products on every version.
     g = MaiTAttention(16, 4, mask_ratios=(0, 0, 0, 0), compact=True)
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
-        g(torch.randn(1, 17, 16), layout)
+        g(torch.randn(1, 65, 16), layout)
     assert fc.get_total_flops() == 2 * g.macs(layout)
 
 
 def test_gradients_flow():
     m = MaiTAttention(16, 4, mask_ratios=(0.9, 0.75, 0.5, 0.0))
-    x = torch.randn(2, 17, 16, requires_grad=True)
-    m(x, TokenLayout(grid=(4, 4), num_prefix_tokens=1)).sum().backward()
+    x = torch.randn(2, 65, 16, requires_grad=True)
+    m(x, TokenLayout(grid=(8, 8), num_prefix_tokens=1)).sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
 
 

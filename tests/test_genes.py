@@ -4,6 +4,7 @@ import optuna
 import pytest
 
 from search_spaces import ATTENTIONS, Architecture, GeneError, SearchSpace, SpaceError
+from search_spaces.attention.mait import mait_hidden_fraction
 from search_spaces.genes import QKV_ATTENTIONS, ROPE_ATTENTIONS, applicable_genes, mait_window_for_ratio
 
 
@@ -63,9 +64,11 @@ def test_applicable_genes_follow_the_rules():
 
 def test_mait_window_mapping_hides_close_to_ratio():
     assert mait_window_for_ratio(0.0, (14, 14)) is None
-    assert mait_window_for_ratio(0.95, (14, 14)) == 3  # 3x3 on 14x14 hides ~95%
+    assert mait_window_for_ratio(0.95, (14, 14)) == 3  # 3x3 on 14x14 hides ~95%: the paper's setting
     k = mait_window_for_ratio(0.5, (8, 8))
-    assert abs((1 - k * k / 64) - 0.5) <= 0.25
+    assert k == 7 and abs(mait_hidden_fraction(k, (8, 8)) - 0.5) <= 0.1
+    with pytest.raises(GeneError, match=r"^mask_ratios: 0.9 is out of reach on the 4x4 token grid"):
+        mait_window_for_ratio(0.9, (4, 4))
 
 
 def test_sampling_obeys_rules_and_covers_every_attention():
@@ -135,11 +138,19 @@ def test_space_for_image_drops_patch_sizes_that_do_not_divide():
 
 
 def test_canonical_key_merges_genes_that_build_the_same_model():
-    a = Architecture(attention="mait", num_heads=2, embed_dim=32, mask_ratios=(0.75, 0.0))
-    b = a.replace(mask_ratios=(0.9, 0.0))
+    a = Architecture(attention="mait", num_heads=2, embed_dim=32, mask_ratios=(0.9, 0.0))
+    b = a.replace(mask_ratios=(0.95, 0.0))
     assert a.key() != b.key()
     assert a.canonical_key(16) == b.canonical_key(16)  # both a 3x3 window on the 8x8 grid
-    assert a.canonical_key(16) != a.replace(mask_ratios=(0.5, 0.0)).canonical_key(16)
+    assert a.canonical_key(16) != a.replace(mask_ratios=(0.75, 0.0)).canonical_key(16)  # 5x5 there
+    assert a.canonical_key(56) != b.canonical_key(56)  # 9x9 and 7x7 on 28x28
+    # A ratio out of reach on the grid keeps a key of its own (the model is refused, the key is not).
+    c = a.replace(patch_size=4)
+    assert "refused 0.9" in c.canonical_key(16) and c.canonical_key(16) != b.replace(patch_size=4).canonical_key(16)
+    # QnA windows clamped to the same side on the grid are one model: 5 and 7 build 3 on a 4x4 grid.
+    q = Architecture(attention="qna", num_heads=2, embed_dim=32, patch_size=4, pos_encoding="none", qna_window=5)
+    assert q.canonical_key(16) == q.replace(qna_window=7).canonical_key(16) == q.replace(qna_window=3).canonical_key(16)
+    assert q.canonical_key(32) != q.replace(qna_window=7).canonical_key(32)  # 8x8: 5 and 7 stay apart
     f2, f4 = Architecture(attention="fnet", num_heads=2), Architecture(attention="fnet", num_heads=4)
     assert f2.canonical_key(16) == f4.canonical_key(16)
     assert Architecture(num_heads=2).canonical_key(16) != Architecture(num_heads=4).canonical_key(16)

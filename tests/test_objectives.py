@@ -49,7 +49,9 @@ def test_directions_modes_and_names_agree():
     ({"name": "x", "direction": "up"}, "direction"),
     ({"name": "x", "direction": "maximize", "scale": "exp"}, "scale"),
     ({"name": "", "direction": "maximize"}, "name"),
-    ({"name": "x", "direction": "minimize", "hv_scale": 0.0}, "hv_scale"),
+    ({"name": "x", "direction": "minimize", "log_floor": 0.0}, "log_floor"),
+    ({"name": "x", "direction": "minimize", "scale": "log", "bounds": (0.0, 10.0)}, "bounds"),
+    ({"name": "x", "direction": "minimize", "bounds": (3.0, 3.0)}, "bounds"),
 ])
 def test_a_bad_objective_is_refused(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}: "):
@@ -78,16 +80,39 @@ def test_labels_and_formats():
     assert objectives.record(None) == {"accuracy": None, "params": None, "throughput": None}
 
 
-def test_reference_point():
-    from nas.study import reference_point
+def test_normalised_bounds_map_each_objective_to_the_unit_interval():
+    b = objectives.hv_bounds(10, (1e4, 1e6))
+    assert b.to_dict() == {"accuracy": [0.1, 1.0], "params": [1e4, 1e6], "throughput": list(objectives.THROUGHPUT_RANGE)}
+    assert b.normalise([1.0, 1e4, 1e6]) == [1.0, 1.0, 1.0]          # best bound of every objective
+    assert b.normalise([0.1, 1e6, 1.0]) == [0.0, 0.0, 0.0]          # chance, the largest model, 1 img/s
+    assert b.normalise([0.55, 1e5, 1e3]) == pytest.approx([0.5, 0.5, 0.5])  # linear accuracy, log params/throughput
+    assert b.normalise([0.0, 1e9, 1e9]) == [0.0, 0.0, 1.0]          # clipped to the cube
+    assert objectives.HVBounds.from_dict(b.to_dict()) == b
+    assert objectives.study_bounds({"hv_bounds": b.to_dict()}) == b
+    assert objectives.study_bounds({"num_classes": 4}).to_dict()["accuracy"] == [0.25, 1.0]  # a study without bounds
+    with pytest.raises(ValueError, match="^hv_bounds: unknown objective 'latency'"):
+        objectives.HVBounds.from_dict({"latency": [1, 2]})
+    with pytest.raises(ValueError, match="^bounds: 'params' needs finite 0 < lower < upper"):
+        objectives.hv_bounds(10, (0.0, 1e6))
+    with pytest.raises(ValueError, match="^num_classes: "):
+        objectives.hv_bounds(1)
 
-    assert objectives.reference_point() == [0.0, 5.0, 0.0] == reference_point()
-    assert reference_point(params_max=10e6, throughput_min=500.0) == [0.0, 10.0, -0.5]
-    assert objectives.reference_point(accuracy=0.1) == [-0.1, 5.0, 0.0]
-    assert objectives.hv_units() == "accuracy x M params x k img/s"
-    assert objectives.describe_reference(reference_point()) == "0 accuracy, 5 M params, 0 k img/s"
-    with pytest.raises(ValueError, match="unknown objective 'latency'"):
-        objectives.reference_point(latency=3.0)
+
+def test_normalised_hypervolume_is_a_fraction_of_the_cube_no_objective_dominates():
+    b = objectives.hv_bounds(10, (1e4, 1e6))
+    hv = objectives.normalised_hypervolume
+    assert hv([], b) == 0.0 and hv([[1.0, 1e4, 1e6]], b) == 1.0
+    assert hv([[0.1, 1e4, 1e6]], b) == 0.0  # chance accuracy adds nothing, however small and fast
+    assert hv([[0.55, 1e5, 1e3]], b) == pytest.approx(0.125)
+    # One tiny, fast, inaccurate model next to an accurate one: bounded by its share of the cube (the old
+    # linear img/s reference let such a model multiply a study's hypervolume by five).
+    accurate = [0.95, 2e5, 2e3]
+    tiny = [0.3, 1e4, 1e6]
+    alone, both = hv([accurate], b), hv([accurate, tiny], b)
+    assert 0 < alone < both <= alone + (0.2 / 0.9) * 1.0 * 1.0 + 1e-12
+    rows = [[0.9, 2e5, 3e3], [0.7, 3e4, 2e4], [0.8, 8e4, 9e3], [0.2, 5e5, 10.0]]
+    pts = np.array([[1.0 - t for t in b.normalise(r)] for r in rows])
+    assert hv(rows, b) == pytest.approx(_inclusion_exclusion(pts, np.ones(3)), rel=1e-12)
 
 
 # ---------------------------------------------------------------------------- hypervolume
@@ -146,13 +171,15 @@ def test_hypervolume_numbers_are_unchanged():
             wfg.compute_hypervolume(pts, np.ones(dims)), rel=1e-12)
 
 
-def test_study_hypervolume_units():
-    from nas.study import hypervolume
+def test_study_hypervolume_uses_the_stored_bounds():
+    from nas.study import hypervolume, study_status
 
-    study = _study([[1.0, 0.0, 1000.0], [0.5, 2e6, 10.0]])
+    study = _study([[1.0, 1e3, 1e3], [0.5, 2e6, 10.0]])
     study.add_trial(create_trial(state=TrialState.FAIL))
-    # accuracy 1, no parameters, 1,000 img/s against (0, 5 M, 0): 1 x 5 x 1
-    assert hypervolume(study.trials) == pytest.approx(5.0)
+    # default bounds: accuracy 0-1, params 1e3-1e8, throughput 1-1e6 img/s: 1 x 1 x (3 / 6 decades)
+    assert hypervolume(study.trials) == pytest.approx(0.5)
+    study.set_user_attr("hv_bounds", objectives.hv_bounds(10, (1e3, 1e5), (1.0, 1e3)).to_dict())
+    assert study_status(study)["hypervolume"] == pytest.approx(1.0)  # at the best bound of every objective
 
 
 # ---------------------------------------------------------------------------- front and knee
@@ -196,8 +223,7 @@ def test_knee_and_picks():
 
 
 # ---------------------------------------------------------------------------- a fourth objective
-LATENCY = Objective("latency", "minimize", unit="ms", scale="log", per_device=True, fmt=".2f", worst=100.0,
-                    hv_unit="ms")
+LATENCY = Objective("latency", "minimize", unit="ms", scale="log", per_device=True, fmt=".2f", bounds=(0.1, 100.0))
 ROWS4 = ([0.99, 1_000_000, 100.0, 50.0],     # most accurate, huge and slow
          [0.50, 1_000, 100_000.0, 1.0],      # tiny and fast, inaccurate
          [0.95, 20_000, 20_000.0, 90.0],     # balanced in the first three, but high latency
@@ -229,12 +255,13 @@ def test_a_fourth_objective_reaches_the_study_front_knee_and_hypervolume(four):
     assert pick_trial(four, "latency").number == 1
     records = front_records(four)
     assert [r["trial"] for r in records] == [0, 2, 3, 1] and records[0]["latency"] == 50.0
-    ref = objectives.reference_point()
-    assert ref == [0.0, 5.0, 0.0, 100.0]
-    pts = [objectives.hv_vector(r) for r in ROWS4]
-    assert hypervolume(four.trials) == pytest.approx(_inclusion_exclusion(np.array(pts), np.array(ref)), rel=1e-12)
+    bounds = objectives.study_bounds(four.user_attrs)
+    assert bounds.to_dict()["latency"] == [0.1, 100.0]
+    pts = [[1.0 - t for t in bounds.normalise(r)] for r in ROWS4]
+    expected = _inclusion_exclusion(np.array(pts), np.ones(4))
+    assert hypervolume(four.trials, bounds) == pytest.approx(expected, rel=1e-12)
     status = study_status(four)
-    assert status["front_size"] == 4 and status["reference_point"] == ref
+    assert status["front_size"] == 4 and status["hypervolume"] == pytest.approx(expected, rel=1e-12)
 
 
 def test_a_fourth_objective_reaches_the_tables_figures_and_card(four):

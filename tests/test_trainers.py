@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from search_spaces import Architecture, build_model
+from search_spaces import Architecture, GeneError, build_model
 from trainers import (
     DataError,
     NonFiniteLossError,
@@ -112,6 +112,87 @@ def test_nan_loss_raises(digits):
         model.head.weight.fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match="loss is nan at epoch 1, step 1"):
         train_proxy(model, digits, ProxyConfig(epochs=1))
+
+
+def test_a_nan_loss_late_in_an_epoch_fails_with_its_step_although_the_check_is_deferred(digits):
+    """The loop checks for a non-finite loss every ``check_every`` steps (no host synchronisation per step,
+    as on a GPU); a NaN that appears at step 3 still fails the trial, naming step 3."""
+    arch = Architecture(embed_dim=32, depth=1, num_heads=2, patch_size=4)
+    model = build_model(arch, img_size=16, in_chans=1, num_classes=10)
+    calls = {"n": 0}
+
+    def poison_third_batch(module, inputs, output):
+        calls["n"] += 1
+        return output * float("nan") if calls["n"] == 3 else output
+
+    model.head.register_forward_hook(poison_third_batch)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at epoch 1, step 3$"):
+        train_proxy(model, digits, ProxyConfig(epochs=2, check_every=10))
+    assert calls["n"] == 10  # it ran on to the next check (step 10), not to the end of the epoch
+
+
+def test_measured_at_the_deployment_shape(digits, tmp_path):
+    """Accuracy from the 16 px proxy; params, FLOPs, throughput and memory from the same genes at 32 px,
+    through the protocol (ratio to the reference, calibrated once, cached per model)."""
+    from trainers.measure import ThroughputCache
+
+    arch = Architecture(attention="linformer", embed_dim=32, depth=1, num_heads=2, patch_size=4)
+    cache = str(tmp_path / "tp.sqlite")
+    cfg = ProxyConfig(epochs=1, throughput_batch=4, target_img_size=32, cache_path=cache, measure_rounds=3,
+                      min_block_seconds=0.005)
+    result = evaluate_architecture(arch, digits, cfg)
+    at_proxy = build_model(arch, img_size=16, in_chans=1, num_classes=10)
+    at_target = build_model(arch, img_size=32, in_chans=1, num_classes=10)
+    assert result.proxy_params == count_params(at_proxy) < result.params == count_params(at_target)
+    assert result.flops == count_flops(at_target, (1, 32, 32))
+    assert result.target == {"img_size": 32, "batch": 4, "dtype": "float32", "device": "cpu"}
+    d = result.throughput_detail
+    assert d["cached"] is False and d["rounds"] == 3 and d["ratio"] > 0
+    assert result.throughput == pytest.approx(d["ratio"] * d["reference_calibrated"])
+    again = evaluate_architecture(arch, digits, cfg)
+    assert again.throughput_detail["cached"] is True and again.throughput == result.throughput
+    other = evaluate_architecture(arch.replace(embed_dim=64), digits, cfg)  # a new model: timed, same calibration
+    assert other.throughput_detail["cached"] is False
+    assert other.throughput_detail["reference_calibrated"] == d["reference_calibrated"]
+    held = ThroughputCache(cache)
+    assert len(held._db.execute("SELECT key FROM throughput").fetchall()) == 3  # two models, one reference
+    held.close()
+
+
+def test_a_target_shape_the_patch_cannot_tile_is_refused_before_training(digits):
+    arch = Architecture(embed_dim=32, depth=1, num_heads=2, patch_size=4)
+    with pytest.raises(GeneError, match="^patch_size: img_size 30x30 is not divisible by patch_size 4"):
+        evaluate_architecture(arch, digits, ProxyConfig(epochs=1, target_img_size=30))
+
+
+def test_too_slow_at_the_deployment_shape_is_a_target_shape_error():
+    from trainers.measure import TargetShapeError, measure_throughput_vs_reference
+
+    slow = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    with pytest.raises(TargetShapeError, match="over the limit of 1e-09 s"):
+        measure_throughput_vs_reference(slow, slow, (3, 8, 8), batch_size=2, max_pass_seconds=1e-9)
+
+
+def test_device_lock_is_exclusive_between_processes(tmp_path):
+    """A measurement (exclusive) waits for a training step (shared) held by another process."""
+    import subprocess
+    import sys
+    import time
+
+    from trainers.measure import DeviceLock
+
+    code = ("import sys, time; from trainers.measure import DeviceLock; "
+            f"lock = DeviceLock('cpu', folder={str(tmp_path)!r}); "
+            "cm = lock.shared(); cm.__enter__(); print('held', flush=True); time.sleep(1.0); cm.__exit__(None, None, None)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    lock = DeviceLock("cpu", folder=tmp_path)
+    start = time.perf_counter()
+    with lock.exclusive():
+        waited = time.perf_counter() - start
+    child.wait(timeout=30)
+    lock.close()
+    assert waited > 0.3  # it waited for the other process's step to end
 
 
 def test_flops_of_mhsa_match_the_analytic_count():

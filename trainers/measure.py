@@ -3,16 +3,36 @@
 Units: ``params`` trainable parameters (exact count); ``flops`` multiply-adds per image (fvcore's
 convention: one fused multiply-add counts 1); ``throughput`` images per second of inference;
 ``peak_memory`` bytes.
+
+Throughput protocol (:func:`measure_throughput_vs_reference`; DESIGN.md, "A trial", step 5): inference
+mode, a fixed batch and dtype, warm-up, blocks of passes long enough to time (``min_block_seconds``),
+the device synchronised around each block, the candidate's blocks interleaved with a fixed reference
+model's (:func:`reference_architecture`) in alternating order, and the median of the per-round ratios.
+The ratio is what a shared, noisy machine cannot move much (both models see the same load); the img/s
+figure a search stores is that ratio times the reference's img/s calibrated once per (device, shape,
+dtype, torch version) and kept in a :class:`ThroughputCache`, which also keeps each measured model's
+result so the same model is not timed again. Measuring holds the device exclusively
+(:class:`DeviceLock`): trials training on the same device (fractional GPUs, several CPU trials) pause
+between steps until it is done.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import math
+import os
+import socket
+import sqlite3
 import statistics
+import tempfile
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,8 +41,22 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = [
     "count_params", "count_flops", "count_module_flops", "measure_throughput", "peak_memory", "PeakMemoryTracker",
-    "resolve_device",
+    "resolve_device", "DTYPES", "ThroughputResult", "measure_throughput_vs_reference", "reference_architecture",
+    "ThroughputCache", "DeviceLock", "TargetShapeError", "device_name",
 ]
+
+#: Inference dtypes of the throughput protocol: float32, or bfloat16 autocast.
+DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+
+
+class TargetShapeError(RuntimeError):
+    """A model cannot be measured at the deployment shape (out of memory, or one pass over the time limit);
+    the trial fails with this message as its reason."""
+
+
+def device_name(device: torch.device) -> str:
+    """What a figure measured on ``device`` belongs to: ``cpu`` or the CUDA device's name."""
+    return str(device) if device.type != "cuda" else torch.cuda.get_device_name(device)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -149,6 +183,186 @@ def measure_throughput(model: nn.Module, input_shape: tuple[int, int, int], *, b
     return batch_size / statistics.median(times)
 
 
+def _autocast(device: torch.device, dtype: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bfloat16" else nullcontext()
+
+
+@dataclass(frozen=True)
+class ThroughputResult:
+    """One protocol measurement (:func:`measure_throughput_vs_reference`).
+
+    Attributes:
+        img_s: the candidate's median img/s over the rounds (raw, as this machine's load allowed).
+        ratio: median over rounds of candidate img/s / reference img/s measured next to it.
+        reference_img_s: the reference's median img/s in the same rounds.
+        spread: (max - min) / median of the per-round ratios (how steady the rounds were).
+        rounds: timed rounds; passes: forward passes per timed block of the candidate.
+    """
+
+    img_s: float
+    ratio: float
+    reference_img_s: float
+    spread: float
+    rounds: int
+    passes: int
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def reference_architecture(img_size: int):
+    """The fixed reference model of the throughput protocol: DeiT-style MHSA, embed_dim 64, depth 4,
+    4 heads, mlp_ratio 2, learned positions, the largest of patch sizes 4, 2, 1 that divides ``img_size``."""
+    from search_spaces import Architecture
+
+    patch = next(p for p in (4, 2, 1) if img_size % p == 0)
+    return Architecture(attention="mhsa", embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0, patch_size=patch,
+                        pos_encoding="learned", stem="patch")
+
+
+def measure_throughput_vs_reference(model: nn.Module, reference: nn.Module, input_shape: tuple[int, int, int], *,
+                                    batch_size: int = 64, device: str | torch.device = "cpu",
+                                    dtype: str = "float32", rounds: int = 7, min_block_seconds: float = 0.05,
+                                    warmup: int = 2, max_pass_seconds: float | None = None) -> ThroughputResult:
+    """Inference throughput of ``model`` by the fixed protocol, interleaved with ``reference``.
+
+    Both models run under ``torch.inference_mode`` on ``batch_size`` random images of ``input_shape``
+    (C, H, W) in ``dtype`` (``float32``, or ``bfloat16`` autocast). After ``warmup`` untimed passes each,
+    a block is as many passes as last ``min_block_seconds`` (at least one); each of ``rounds`` rounds
+    times one block of each model, the device synchronised around every block, the order alternating
+    between rounds so a drift in the machine's load hits both alike.
+
+    Raises:
+        ValueError: an unknown ``dtype``, or ``rounds`` < 1.
+        TargetShapeError: out of memory, or a warm-up pass over ``max_pass_seconds``.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: unknown value {dtype!r}; allowed: {', '.join(DTYPES)}")
+    if rounds < 1:
+        raise ValueError(f"rounds: must be >= 1, got {rounds!r}")
+    device = torch.device(device)
+    modes = (model.training, reference.training)
+    model.eval()
+    reference.eval()
+    try:
+        with torch.inference_mode(), _autocast(device, dtype):
+            x = torch.randn(batch_size, *input_shape, device=device)
+
+            def block(m: nn.Module, n: int) -> float:
+                _sync(device)
+                start = time.perf_counter()
+                for _ in range(n):
+                    m(x)
+                _sync(device)
+                return time.perf_counter() - start
+
+            passes = []
+            for m in (model, reference):
+                pass_time = min(block(m, 1) for _ in range(max(1, warmup)))
+                if max_pass_seconds is not None and pass_time > max_pass_seconds:
+                    raise TargetShapeError(f"one pass over {batch_size} images of {input_shape[1]}x{input_shape[2]} "
+                                           f"took {pass_time:.1f} s, over the limit of {max_pass_seconds:g} s")
+                passes.append(max(1, math.ceil(min_block_seconds / max(pass_time, 1e-9))))
+            rates: dict[int, list[float]] = {0: [], 1: []}
+            for r in range(rounds):
+                for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+                    m = model if i == 0 else reference
+                    rates[i].append(batch_size * passes[i] / block(m, passes[i]))
+    except torch.OutOfMemoryError:
+        raise TargetShapeError(f"out of memory on {device} with {batch_size} images of "
+                               f"{input_shape[1]}x{input_shape[2]}") from None
+    finally:
+        model.train(modes[0])
+        reference.train(modes[1])
+    ratios = [a / b for a, b in zip(rates[0], rates[1], strict=True)]
+    ratio = statistics.median(ratios)
+    return ThroughputResult(img_s=statistics.median(rates[0]), ratio=ratio,
+                            reference_img_s=statistics.median(rates[1]),
+                            spread=(max(ratios) - min(ratios)) / ratio, rounds=rounds, passes=passes[0])
+
+
+class ThroughputCache:
+    """Throughput figures kept on disk (SQLite), so a model is timed once per (canonical key, device, shape,
+    dtype, torch version) and the reference is calibrated once per (device, shape, dtype, torch version).
+
+    Safe for several processes (SQLite's own locking). ``path=None``: an in-memory cache (nothing kept).
+    """
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = str(path) if path is not None else ":memory:"
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=60.0)
+        with self._db:
+            self._db.execute("CREATE TABLE IF NOT EXISTS throughput (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    @staticmethod
+    def key(kind: str, *parts: Any) -> str:
+        """``kind|part|...|torch version``."""
+        return "|".join(str(p) for p in (kind, *parts, torch.__version__))
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT value FROM throughput WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_first(self, key: str, value: dict[str, Any]) -> dict[str, Any]:
+        """Store ``value`` unless ``key`` holds one already; returns what the cache holds (the first wins,
+        so every reader agrees on a calibration)."""
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO throughput (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+        return self.get(key) or value
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class DeviceLock:
+    """A per-device readers-writer lock between processes on one machine (``fcntl`` file locks).
+
+    Training holds it shared for each step (:meth:`shared`); measuring holds it exclusively
+    (:meth:`exclusive`), so no trial trains on the device while another's throughput is timed. A turnstile
+    lock, taken by both sides before the main lock, keeps a waiting measurement from being starved by
+    trainers that keep taking shared turns.
+    """
+
+    def __init__(self, device: str | torch.device, folder: str | Path | None = None) -> None:
+        device = torch.device(device)
+        index = device.index if device.index is not None else (torch.cuda.current_device()
+                                                                 if device.type == "cuda" else 0)
+        folder = Path(folder or Path(tempfile.gettempdir()) / f"vitnas-locks-{os.getuid()}")
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stem = f"{socket.gethostname()}-{device.type}{index}"
+        self._main = os.open(folder / f"{stem}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._gate = os.open(folder / f"{stem}.gate", os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        fcntl.flock(self._gate, fcntl.LOCK_EX)
+        fcntl.flock(self._main, fcntl.LOCK_SH)
+        fcntl.flock(self._gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._main, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        fcntl.flock(self._gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._main, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._main, fcntl.LOCK_UN)
+        finally:
+            fcntl.flock(self._gate, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        for fd in (self._main, self._gate):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 # ---------------------------------------------------------------------- memory
 class PeakMemoryTracker(TorchDispatchMode):
     """Tracks the peak bytes of tensors alive at once that were created inside the ``with`` block.
@@ -204,12 +418,16 @@ def _tensors(value) -> list[torch.Tensor]:
 
 
 def peak_memory(model: nn.Module, input_shape: tuple[int, int, int], *, batch_size: int = 64,
-                device: str | torch.device = "cpu", train: bool = False) -> int:
+                device: str | torch.device = "cpu", train: bool = False, dtype: str = "float32") -> int:
     """Peak memory in bytes of one pass over ``batch_size`` images.
 
     On CUDA: ``torch.cuda.max_memory_allocated`` (weights included). On CPU: the peak of tensors alive
     at once during the pass (activations, plus gradients when ``train``), by :class:`PeakMemoryTracker`.
-    ``train`` runs forward and backward; otherwise inference only.
+    ``train`` runs forward and backward; otherwise inference only. ``dtype``: ``float32`` or ``bfloat16``
+    autocast.
+
+    Raises:
+        TargetShapeError: out of memory.
     """
     device = torch.device(device)
     was_training = model.training
@@ -219,18 +437,21 @@ def peak_memory(model: nn.Module, input_shape: tuple[int, int, int], *, batch_si
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-            with (nullcontext() if train else torch.inference_mode()):
+            with (nullcontext() if train else torch.inference_mode()), _autocast(device, dtype):
                 out = model(x)
                 if train:
                     out.float().sum().backward()
             _sync(device)
             return int(torch.cuda.max_memory_allocated(device))
         tracker = PeakMemoryTracker()
-        with (nullcontext() if train else torch.inference_mode()), tracker:
+        with (nullcontext() if train else torch.inference_mode()), _autocast(device, dtype), tracker:
             out = model(x)
             if train:
                 out.float().sum().backward()
         return int(tracker.peak)
+    except torch.OutOfMemoryError:
+        raise TargetShapeError(f"out of memory on {device} with {batch_size} images of "
+                               f"{input_shape[1]}x{input_shape[2]}") from None
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)

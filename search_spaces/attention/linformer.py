@@ -15,7 +15,23 @@ from .common import QKV, AttentionModule, TokenLayout, check_num_tokens, merge_h
 if TYPE_CHECKING:  # pragma: no cover
     from ..genes import Architecture
 
-__all__ = ["LinformerAttention", "MECHANISM"]
+__all__ = ["LinformerAttention", "linformer_k", "MECHANISM"]
+
+#: Vision Xformers' projected length (arXiv 2107.02239), reached from N = 256 tokens on.
+LINFORMER_MAX_K = 64
+
+
+def linformer_k(num_tokens: int) -> int:
+    """The projected length k for N = ``num_tokens`` tokens: ``k = min(64, max(1, floor(N / 4)))``.
+
+    Source of the rule: Linformer's own experiments compress the sequence by 2 to 4 (arXiv 2006.04768,
+    section 5: n = 512 with k = 128 or 256); the rule keeps at least their strongest compression, 4. Vision
+    Xformers (arXiv 2107.02239) fixes k = 64 at N = 1,025 tokens (about N / 16). A fixed k = 64 clamped to
+    N would be a square E at the proxy's 17 to 197 tokens, i.e. no compression at all; with this rule
+    E compresses at every N (k <= N / 4), and k = 64 holds from N = 256 on (the 112 px deployment grids
+    of 784 and 3,136 patches use the paper's 64).
+    """
+    return min(LINFORMER_MAX_K, max(1, num_tokens // 4))
 
 
 class LinformerAttention(AttentionModule):
@@ -31,13 +47,18 @@ class LinformerAttention(AttentionModule):
     it), shared by all heads and not by layers. The softmax part runs through
     ``torch.nn.functional.scaled_dot_product_attention``. Cost O(N k) per head instead of O(N^2).
 
+    Projected length: the paper constant k = 64 belongs to 1,025 tokens; the builder scales it with the
+    token count, ``k = min(64, floor(N / 4))`` (:func:`linformer_k`, with its sources), so E always
+    compresses (k <= N / 4): 4 at N = 17, 16 at N = 65, 49 at N = 197, 64 from N = 256 on.
+
     ``E`` is tied to the token count N the layer was built for (prefix tokens included); a different N
     at forward (or in the layout given to :meth:`macs`) raises ``ValueError``. Initialised N(0, 1/N) so
     that ``E K`` keeps the scale of the keys (the paper does not say how E is initialised).
 
     Args:
         dim: C. num_heads: H. num_tokens: N.
-        k: projected length; clamped to ``min(k, N)`` (64 in Vision Xformers).
+        k: projected length; ``None`` (the builder's choice) applies :func:`linformer_k`, ``k = min(64,
+            floor(N / 4))``; an explicit k is clamped to ``min(k, N)``.
         compact: Armour compact Q/K/V projections (see :class:`~.common.QKV`). qkv_bias: Q/K/V bias.
 
     Shapes: ``x`` (B, N, C) -> (B, N, C).
@@ -51,10 +72,12 @@ class LinformerAttention(AttentionModule):
     ``trainers.measure.count_flops`` adds a handle for it and matches the formula.
     """
 
-    def __init__(self, dim: int, num_heads: int, num_tokens: int, k: int = 64, compact: bool = False,
+    def __init__(self, dim: int, num_heads: int, num_tokens: int, k: int | None = None, compact: bool = False,
                  qkv_bias: bool = True):
         super().__init__()
-        if num_tokens < 1 or k < 1:
+        if k is None and num_tokens >= 1:
+            k = linformer_k(num_tokens)
+        if num_tokens < 1 or k is None or k < 1:
             raise ValueError(f"linformer: num_tokens and k must be positive, got {num_tokens}, {k}")
         self.dim = dim
         self.num_heads = num_heads
@@ -100,10 +123,13 @@ class LinformerAttention(AttentionModule):
 
 
 def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> LinformerAttention:
-    return LinformerAttention(arch.embed_dim, arch.num_heads, num_tokens=layout.num_tokens, compact=arch.compact)
+    n = layout.num_tokens
+    return LinformerAttention(arch.embed_dim, arch.num_heads, num_tokens=n, k=linformer_k(n), compact=arch.compact)
 
 
 MECHANISM = MechanismSpec(
     name="linformer", order=5, module=LinformerAttention, build=_build, fixed_tokens=True,
     summary="Linformer: keys and values projected along the tokens (arXiv 2006.04768)",
+    scaling="k = min(64, floor(N/4)): at least the 4x compression of Linformer's own runs (arXiv 2006.04768: "
+            "n = 512, k = 128), and Vision Xformers' k = 64 at N = 1,025 (arXiv 2107.02239)",
 )
