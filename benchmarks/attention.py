@@ -115,17 +115,14 @@ def grid_for(n: int) -> tuple[int, int]:
 def vitnas_modules(n: int) -> dict[str, nn.Module]:
     """Every mechanism at N = ``n`` with the settings the model builder uses at that token count."""
     mods: dict[str, nn.Module] = {}
-    d = DIM // HEADS
     for compact in (False, True):
         tag = "+compact" if compact else ""
         mods["mhsa" + tag] = MHSA(DIM, HEADS, compact=compact)
         mods["mait" + tag] = MaiTAttention(DIM, HEADS, mask_ratios=(0.9, 0.9, 0.9, 0.9), compact=compact)
         mods["refiner" + tag] = RefinerAttention(DIM, HEADS, expansion=3, compact=compact)
-        mods["performer" + tag] = PerformerAttention(DIM, HEADS, compact=compact,
-                                                     num_features=performer_num_features(d, n))
+        mods["performer" + tag] = PerformerAttention(DIM, HEADS, compact=compact, scale_with_tokens=True)
         mods["linformer" + tag] = LinformerAttention(DIM, HEADS, num_tokens=n, k=linformer_k(n), compact=compact)
-        mods["nystrom" + tag] = NystromAttention(DIM, HEADS, compact=compact, num_landmarks=nystrom_landmarks(n),
-                                                 conv_kernel=nystrom_conv_kernel(n))
+        mods["nystrom" + tag] = NystromAttention(DIM, HEADS, compact=compact, scale_with_tokens=True)
     mods["qna"] = QnAAttention(DIM, HEADS, window=qna_window_for_grid(3, grid_for(n)))
     mods["fnet"] = FNetMixing(DIM)
     mods["mixer"] = TokenMixingMLP(DIM, num_tokens=n)
@@ -169,8 +166,9 @@ def peer_modules(n: int) -> dict[str, nn.Module]:
 class _PerformerEps(PerformerAttention):
     """vitnas' Performer with the feature epsilon of performer-pytorch (1e-4 instead of 1e-6), for the check."""
 
-    def _attend(self, q, k, v):
-        return favor_attention(q.float(), k.float(), v.float(), self.projection.float(), eps=1e-4).to(v.dtype)
+    def _attend(self, q, k, v, num_features=None):
+        projection = self.projection if num_features is None else self.projection[:num_features]
+        return favor_attention(q.float(), k.float(), v.float(), projection.float(), eps=1e-4).to(v.dtype)
 
 
 @torch.no_grad()

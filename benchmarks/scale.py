@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
+import json
 import random
 import shutil
 import statistics
@@ -73,8 +73,12 @@ def make_study(url: str, n: int) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(draft.metric_names))
+    from search_spaces import SearchSpace
+
+    # "space": the domains the trials were drawn from (as a search records them), so that the driver
+    # benchmark samples the same Optuna parameters even after the default space changed.
     for key, value in {**draft.user_attrs, "img_size": 8, "population_size": POPULATION,
-                       "bench_space": space_fingerprint()}.items():
+                       "space": SearchSpace().to_dict()}.items():
         study.set_user_attr(key, value)
     trials, complete = [], 0
     for t in draft.get_trials(deepcopy=True):
@@ -95,30 +99,6 @@ def make_study(url: str, n: int) -> float:
         optuna.samplers.NSGAIISampler(population_size=POPULATION, seed=0).get_parent_population(study, generations)
     storage.engine.dispose()  # no connection left open (PostgreSQL renames the database next)
     return time.perf_counter() - t0
-
-
-def space_fingerprint() -> str:
-    """The search space's Optuna parameters: a kept study made with other choices is made again (the
-    sampler refuses a parameter whose choices changed)."""
-    import json
-
-    from search_spaces import SearchSpace
-
-    return json.dumps({k: list(map(repr, v)) for k, v in SearchSpace().param_choices().items()}, sort_keys=True)
-
-
-def is_current(url: str, n: int) -> bool:
-    """Whether ``url`` holds the ``n``-trial study made with today's search space."""
-    from nas.study import open_storage
-
-    storage = open_storage(url)
-    try:
-        study = optuna.load_study(study_name=study_name(n), storage=storage)
-        return study.user_attrs.get("bench_space") == space_fingerprint()
-    except KeyError:
-        return False
-    finally:
-        storage.engine.dispose()
 
 
 def sqlite_url(folder: Path, n: int) -> str:
@@ -159,8 +139,6 @@ def ensure_study(backend: str, n: int, folder: Path, server: str | None) -> str:
     if backend == "sqlite":
         url = sqlite_url(folder, n)
         path = folder / f"scale{n}.db"
-        if path.exists() and not is_current(url, n):
-            path.unlink()
         if not path.exists():
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / f"scale{n}.db.part"
@@ -170,8 +148,6 @@ def ensure_study(backend: str, n: int, folder: Path, server: str | None) -> str:
             print(f"  made {n} trials in SQLite in {s:.0f} s", flush=True)
         return url
     db = f"vitnas_scale{n}"
-    if pg_has_db(server, db) and not is_current(pg_url(server, db), n):
-        pg_admin(server, f"DROP DATABASE {db}")
     if not pg_has_db(server, db):
         pg_admin(server, f"DROP DATABASE IF EXISTS {db}_part", f"CREATE DATABASE {db}_part")
         s = make_study(pg_url(server, f"{db}_part"), n)
@@ -214,7 +190,8 @@ def driver_cost(url: str, n: int, trials: int) -> dict[str, float]:
     storage = open_storage(url)
     study = create_or_load_study(storage, study_name(n))
     study.sampler = make_sampler("nsga2", 0, n + trials, study.user_attrs.get("population_size"))
-    driver = StudyDriver(study, SearchSpace(), img_size=8, target=10**9)
+    space = SearchSpace.from_mapping(study.user_attrs["space"]) if "space" in study.user_attrs else SearchSpace()
+    driver = StudyDriver(study, space, img_size=8, target=10**9)
     start = time.perf_counter() - t0
     asked: list[float] = []
     ask = study.ask
@@ -270,7 +247,15 @@ def _slope(rows: list[dict], key: str) -> float | None:
     return (b[key] - a[key]) / (b["n"] - a["n"]) * 1000
 
 
-def section(results: dict[str, list[dict]], header: str) -> str:
+def _rows_table(rows: list[dict]) -> str:
+    return C.table(
+        ["trials", "driver per trial (s)", "of which ask (s)", "driver start (s)", "`vitnas status` (s)",
+         "`vitnas dashboard` (s)", "report (MB)"],
+        [[f"{r['n']:,}", f"{r['per_trial']:.3f}", f"{r['ask']:.3f}", f"{r['start']:.2f}", f"{r['status']:.2f}",
+          f"{r['dashboard']:.2f}", f"{r['html_mb']:.1f}"] for r in rows])
+
+
+def section(results: dict[str, list[dict]], header: str, before: dict | None = None) -> str:
     out = ["## Scale: bookkeeping and dashboards on studies of 100 to 10,000 trials\n", header,
            "Synthetic studies written through Optuna (10 % failed trials, 6-epoch curves, the user attributes a "
            "search stores, NSGA-II generations of 50). *Driver per trial*: `StudyDriver.suggest` + "
@@ -283,16 +268,21 @@ def section(results: dict[str, list[dict]], header: str) -> str:
         if not rows:
             continue
         out.append(f"\n### {'SQLite' if backend == 'sqlite' else 'PostgreSQL'}\n")
-        out.append(C.table(
-            ["trials", "driver per trial (s)", "of which ask (s)", "driver start (s)", "`vitnas status` (s)",
-             "`vitnas dashboard` (s)", "report (MB)"],
-            [[f"{r['n']:,}", f"{r['per_trial']:.3f}", f"{r['ask']:.3f}", f"{r['start']:.2f}", f"{r['status']:.2f}",
-              f"{r['dashboard']:.2f}", f"{r['html_mb']:.1f}"] for r in rows]))
+        out.append(_rows_table(rows))
         first, last = rows[0], rows[-1]
         s_status, s_dash = _slope(rows, "status"), _slope(rows, "dashboard")
         if s_status is not None:
             out.append(f"\nPer 1,000 extra trials: `vitnas status` {s_status:+.2f} s, `vitnas dashboard` "
                        f"{s_dash:+.2f} s.\n")
+        old = (before or {}).get("results", {}).get(backend)
+        if old:
+            b_status, b_dash = _slope(old, "status"), _slope(old, "dashboard")
+            out.append(f"\nBefore these changes (git {before.get('revision', '?')}, same machine, same studies, "
+                       f"`{before.get('command', '?')}`):\n")
+            out.append(_rows_table(old))
+            if b_status is not None:
+                out.append(f"\nPer 1,000 extra trials before: `vitnas status` {b_status:+.2f} s, `vitnas dashboard` "
+                           f"{b_dash:+.2f} s.\n")
         ratio = last["per_trial"] / first["per_trial"]
         goals.append([backend, f"{last['n']:,}", f"{last['per_trial']:.3f} s ({ratio:.1f}x the {first['n']:,}-trial "
                       "figure)", C.goal(last["per_trial"] <= 0.5 and ratio <= 2.0),
@@ -319,6 +309,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--prepare-only", action="store_true", help="make the studies and stop")
     ap.add_argument("--no-doc", action="store_true", help="print, do not write docs/benchmarks.md")
+    ap.add_argument("--before", default=None, help="results JSON of an earlier run (e.g. on the parent commit), "
+                    "shown as 'before' in the section")
     args = ap.parse_args()
     sizes = [100, 1000] if args.quick else [int(s) for s in args.sizes.split(",")]
     backends = ([] if args.no_sqlite else ["sqlite"]) + (["postgresql"] if args.postgres else [])
@@ -347,13 +339,14 @@ def main() -> None:
         return
     seconds = time.perf_counter() - t_run
     C.save_results("scale", {"date": _dt.datetime.now().isoformat(), "command": C.command_line("scale"),
-                             "results": results})
+                             "revision": C.git_revision(), "results": results})
     cmd = C.command_line("scale")
     if args.postgres:
         cmd = cmd.replace(args.postgres, "postgresql+psycopg://postgres@127.0.0.1:PORT/postgres")
-    body = section(results, C.run_header(cmd, seconds, extra="- Studies: SQLite files on local disk; PostgreSQL "
-                                         f"{'15 on loopback, private server' if args.postgres else 'not measured'}; "
-                                         "each command pinned to one core (`taskset -c 1`)."))
+    before = json.loads(Path(args.before).read_text()) if args.before else None
+    pg = "15, a private server on loopback" if args.postgres else "not measured"
+    extra = f"- Studies: SQLite files on local disk; PostgreSQL {pg}; the whole run pinned to one core (`taskset -c 1`)."
+    body = section(results, before=before, header=C.run_header(cmd, seconds, extra=extra))
     print(body)
     if not args.no_doc:
         C.write_section("scale", body)

@@ -7,9 +7,10 @@
 For each seed and each of vitnas' default (NSGA-II with the paper presets enqueued first), NSGA-II
 without presets, multi-objective TPE and random sampling, one real search (``nas.run_search``: Ray Tune
 trials over an Optuna study in SQLite) runs to T complete trials. After every complete trial the
-hypervolume of the front so far is computed with ``nas.study.hypervolume`` against the fixed default
-``nas.study.reference_point()``: (-accuracy, params in millions, -throughput in thousands of img/s) =
-(0, 5, 0), i.e. accuracy 0, 5 M parameters, 0 img/s. Ray is started once for the whole benchmark.
+hypervolume of the front so far is computed with ``nas.study.hypervolume``: the fraction of the objective
+cube normalised by the bounds each study stores (``nas.objectives.study_bounds``: accuracy from chance to
+1, params between the space's smallest and largest models, throughput 1 to 1e6 img/s on a log scale). Ray
+is started once for the whole benchmark.
 """
 
 from __future__ import annotations
@@ -50,14 +51,16 @@ def hv_curve(study, started: float) -> list[dict]:
     """Hypervolume after each complete trial (in completion order) with its wall-clock since ``started``."""
     from optuna.trial import TrialState
 
+    from nas.objectives import study_bounds
     from nas.study import hypervolume
 
+    bounds = study_bounds(study.user_attrs)
     done = sorted((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE),
                   key=lambda t: t.datetime_complete)
     curve = []
     for i, t in enumerate(done, 1):
         curve.append({"trials": i, "seconds": t.datetime_complete.timestamp() - started,
-                      "hv": hypervolume(done[:i]), "preset": t.user_attrs.get("preset"),
+                      "hv": hypervolume(done[:i], bounds), "preset": t.user_attrs.get("preset"),
                       "reused": "reused_from" in t.user_attrs})
     return curve
 
@@ -125,9 +128,6 @@ def figures(runs: list[dict], args) -> list[Path]:
 
 
 def report(runs: list[dict], args, seconds: float, paths: list[Path], date: str | None = None) -> str:
-    from nas.study import reference_point
-
-    ref = reference_point()
     t_half = max(1, args.trials // 2)
     common_time = min(r["wall"] for r in runs)
     out = [f"## Search: hypervolume per unit of compute ({args.dataset})\n",
@@ -138,19 +138,17 @@ def report(runs: list[dict], args, seconds: float, paths: list[Path], date: str 
            f"seeds {', '.join(map(str, args.seeds))}, default search space, one trial at a time (CPU), "
            "Ray Tune started once for the whole benchmark, SQLite storage in a temporary folder. The budget "
            "is cut to fit about 8 minutes on 2 shared cores; the figures rank samplers at this budget only.",
-           f"- Reference point (fixed, `nas.study.reference_point()`): (-accuracy, params / 1e6, -throughput / 1e3) "
-           f"= ({ref[0]:g}, {ref[1]:g}, {ref[2]:g}), i.e. accuracy 0, 5 M parameters, 0 img/s. Hypervolume unit: "
-           "accuracy x M params x k img/s (a perfect, parameter-free model at 1,000 img/s scores 5).",
+           "- Hypervolume: the fraction of the unit cube the front dominates once accuracy ((acc - 1/C) / (1 - 1/C)), "
+           "params (log, between the smallest and largest models of the space) and throughput (log, 1 to 1e6 img/s) "
+           "are normalised by the bounds each study stores (`nas.objectives.study_bounds`); reference point: the "
+           "cube's worst corner.",
            "- NSGA-II's population is sized to the budget by vitnas (max(4, T // 3)); the default enqueues the "
            "11 paper presets first, so with T <= 11 it evaluates presets only. TPE is Optuna's multivariate "
            "multi-objective TPE (5 random start-up trials). Throughput, one of the three objectives, is measured "
            "on this shared CPU inside each trial and is noisy, which makes hypervolumes noisy too.",
-           "- Reading the numbers: with this reference point the hypervolume is a product of accuracy (<= 1), the "
-           "parameter saving (<= 5 M) and throughput in thousands of img/s, and on 16 px digits a small model (C 32, "
-           "2 blocks, patch 4) runs at tens of thousands of img/s on one core, so the throughput axis dominates: a "
-           "search that happens to try one tiny, fast model gains far more than one that finds a more accurate "
-           "one. The paper presets are all mid-sized (C 64, 4 blocks, patch 2), which is why the preset-first "
-           "default scores low while T is within the 11 presets.\n"]
+           "- Reading the numbers: each objective contributes at most its share of the cube, so a tiny, fast but "
+           "inaccurate model no longer outweighs an accurate one; while T is within the 11 paper presets the "
+           "default evaluates presets only.\n"]
     rows = []
     for label in VARIANTS:
         rs = [r for r in runs if r["variant"] == label]

@@ -297,12 +297,15 @@ def hypervolume_figure(study: optuna.Study | StudyData, bounds: objectives.HVBou
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
                         subplot_titles=["over completed trials", "over wall-clock time"])
     text = [f"trial {n}" for n in s["trial"]]
-    fig.add_trace(go.Scatter(x=s["completed"], y=s["hypervolume"], mode="lines", line=dict(shape="hv", width=2.5,
-                             color="#1f4e9c"), text=text, customdata=s["trial"], name="hypervolume",
+    # Arrays rather than lists: plotly checks a list element by element (10,000 trials: ~0.5 s per figure).
+    hv, numbers = np.asarray(s["hypervolume"], dtype=float), np.asarray(s["trial"], dtype=int)
+    hours = np.array([np.nan if h is None else h for h in s["hours"]], dtype=float)
+    fig.add_trace(go.Scatter(x=np.asarray(s["completed"], dtype=int), y=hv, mode="lines", line=dict(shape="hv", width=2.5,
+                             color="#1f4e9c"), text=text, customdata=numbers, name="hypervolume",
                              hovertemplate="%{text}: %{x} complete, HV %{y:.4g}<extra></extra>",
                              meta={"role": "hypervolume"}), row=1, col=1)
-    fig.add_trace(go.Scatter(x=s["hours"], y=s["hypervolume"], mode="lines", line=dict(shape="hv", width=2.5,
-                             color="#1f4e9c"), text=text, customdata=s["trial"], showlegend=False,
+    fig.add_trace(go.Scatter(x=hours, y=hv, mode="lines", line=dict(shape="hv", width=2.5,
+                             color="#1f4e9c"), text=text, customdata=numbers, showlegend=False,
                              hovertemplate="%{text}: %{x:.2f} h, HV %{y:.4g}<extra></extra>",
                              meta={"role": "hypervolume_time"}), row=1, col=2)
     n_presets = sum(1 for t in data.complete if t.number in data.presets)

@@ -182,16 +182,17 @@ def read_trials(study: optuna.Study, states: tuple[TrialState, ...] | None = Non
                 user_attrs: bool = True) -> list[FrozenTrial]:
     """Every trial of ``study`` (only ``states`` when given), by number, for read-only use.
 
-    ``study.get_trials(deepcopy=False, states=states)`` (through Optuna's trial cache, so a second call
-    reads only new and unfinished trials). ``user_attrs=False`` reads states, objectives and system
-    attributes (Optuna's constraints) only, leaving user attributes, parameters and intermediate values
-    empty; on an RDB storage in one bulk pass that decodes none of them (see :class:`BulkRDBStorage`):
-    counts and the front of a large study without its curves and genes.
+    ``study.get_trials(deepcopy=False, states=states)``: through Optuna's trial cache, so a second call
+    reads only new and unfinished trials. On an RDB storage, a read of some ``states`` only, or with
+    ``user_attrs=False``, is one bulk pass of its own (see :class:`BulkRDBStorage`) that reads only the
+    trials in ``states`` (Optuna's cache would read them all). ``user_attrs=False`` reads states,
+    objectives and system attributes (Optuna's constraints) only, leaving user attributes, parameters and
+    intermediate values empty: counts and the front of a large study without its curves and genes.
     """
     rdb = _rdb_backend(study)
-    if not user_attrs and rdb is not None:
+    if (not user_attrs or states is not None) and rdb is not None:
         try:
-            return _bulk_read(rdb, study._study_id, states, False)
+            return _bulk_read(rdb, study._study_id, states, user_attrs)
         except Exception:  # noqa: BLE001 - Optuna's own (slower) reader is always right
             pass
     trials = study.get_trials(deepcopy=False, states=states)
@@ -275,7 +276,7 @@ def _bulk_read(rdb: optuna.storages.RDBStorage, study_id: int, states: Any, user
     def local(d: Any) -> Any:  # as TrialModel.datetime_start/complete: stored as naive UTC, returned as naive local
         if d is None or utc_here:
             return d
-        return d.replace(tzinfo=_dt.timezone.utc).astimezone().replace(tzinfo=None)
+        return d.replace(tzinfo=_dt.UTC).astimezone().replace(tzinfo=None)
 
     out = []
     for tid, number, state, start, complete in base:

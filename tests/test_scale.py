@@ -40,7 +40,7 @@ def _fill(study: optuna.Study, n: int = 24) -> None:
         params = {"attention": ("mhsa", "fnet", "mixer")[i % 3], "depth": 2 + i % 5, "lr": 1e-3 * (1 + i % 3)}
         attrs = {"arch_key": f"k{i % 9}", "curve": [{"epoch": e, "val_accuracy": 0.1 * e} for e in range(1, 4)]}
         if state == TrialState.FAIL:
-            attrs["fail_reason"] = f"RuntimeError: boom {i % 2}"
+            attrs["fail_reason"] = f"RuntimeError: boom {i % 3}"
         system = {"constraints": [0.5 if i % 6 == 0 else -1.0]} if values else {}
         study.add_trial(create_trial(state=state, values=values, params=params if state != TrialState.WAITING else {},
                                      distributions=dists if state != TrialState.WAITING else {}, user_attrs=attrs,
@@ -92,8 +92,8 @@ def test_light_read_and_status(url, monkeypatch):
     monkeypatch.setattr(BulkRDBStorage, "_get_trials", spy)
     info = study_status(load_study(url, "s"))
     assert seen == []  # not even once through Optuna's cache: two bulk reads, one of them failed trials only
-    assert (info["complete"], info["failed"], info["running"], info["queued"]) == (13, 5, 1, 1)
-    assert info["fail_reasons"] == {"RuntimeError: boom 0": 3, "RuntimeError: boom 1": 2}
+    assert (info["complete"], info["failed"], info["running"], info["queued"]) == (17, 5, 1, 1)
+    assert info["fail_reasons"] == {"RuntimeError: boom 2": 2, "RuntimeError: boom 0": 2, "RuntimeError: boom 1": 1}
     finite = [t for t in full if t.state == TrialState.COMPLETE and all(math.isfinite(v) for v in t.values)]
     assert info["front_size"] == len(objectives.front_trials(finite, study.directions))
 

@@ -83,17 +83,35 @@ def test_nystrom_landmarks_and_kernel_scale_with_the_grid():
         n = layout.num_tokens
         attn = build_attention(_arch("nystrom", c, h), 0, layout)
         assert isinstance(attn, NystromAttention)
-        assert 1 <= attn.num_landmarks <= n / 2, (c, h, n)
-        assert attn.conv_kernel % 2 == 1 and attn.conv_kernel < n, (c, h, n)
-        assert attn.conv.weight.shape[-2] == attn.conv_kernel
+        m, s = attn.landmarks_for(n), attn.kernel_for(n)
+        assert 1 <= m <= n / 2 and m == min(16, n // 8), (c, h, n)
+        assert s % 2 == 1 and 3 <= s < n and s == min(33, max(3, 2 * (n // 32) + 1)), (c, h, n)
+        assert attn.conv.weight.shape == (h, 1, 33, 1)  # one state-dict shape at every image size
         # No longer exact attention at a multiple of its cost (16 landmarks on 17 tokens: 8-26x its attention part).
         assert attn.macs(layout) < build_attention(_arch("mhsa", c, h), 0, layout).macs(layout), (c, h, n)
     # The paper's constants hold from their own scale on (16 landmarks, 33 taps at N = 1,025).
     big = build_attention(_arch("nystrom", 64, 2), 0, TokenLayout(grid=(32, 32), num_prefix_tokens=1))
-    assert (big.num_landmarks, big.conv_kernel) == (16, 33)
-    x = torch.randn(1, 17, 32)  # runs at the smallest grid
-    small = TokenLayout(grid=(4, 4), num_prefix_tokens=1)
-    assert build_attention(_arch("nystrom", 32, 2), 0, small)(x, small).shape == x.shape
+    assert (big.landmarks_for(1025), big.kernel_for(1025)) == (16, 33)
+
+
+@pytest.mark.parametrize("grid, prefix", [((4, 4), 1), ((14, 14), 0)])
+def test_nystrom_uses_the_central_taps_and_its_macs_match_fvcore(grid, prefix):
+    torch.manual_seed(0)
+    layout = TokenLayout(grid=grid, num_prefix_tokens=prefix)
+    arch = _arch("nystrom", 32, 2)
+    attn = build_attention(arch, 0, layout).eval()
+    n, s = layout.num_tokens, attn.kernel_for(layout.num_tokens)
+    start = (33 - s) // 2
+    x = torch.randn(2, n, 32)
+    with torch.no_grad():
+        ref = attn(x, layout)
+        attn.conv.weight[:, :, :start] = 1e3  # taps outside the central s do not act ...
+        attn.conv.weight[:, :, start + s:] = 1e3
+        torch.testing.assert_close(attn(x, layout), ref)
+        attn.conv.weight[:, :, start:start + s] = 0.0  # ... the central ones do
+        assert not torch.allclose(attn(x, layout), ref)
+    flops = count_module_flops(WithLayout(attn, layout), torch.randn(1, n, 32))
+    assert flops == get_mechanism("nystrom").macs(arch, layout) == attn.macs(layout)
 
 
 @pytest.mark.parametrize("compact", [False, True])
@@ -103,8 +121,9 @@ def test_performer_costs_less_than_mhsa_wherever_the_space_allows_it(compact):
         n = layout.num_tokens
         arch = _arch("performer", c, h, compact=compact)
         attn = build_attention(arch, 0, layout)
-        assert attn.num_features <= n / 4 or n < 4
-        assert attn.num_features == min(math.floor(arch.head_dim * math.log(arch.head_dim)), n // 4)
+        m = attn.features_for(n)
+        assert m == min(math.floor(arch.head_dim * math.log(arch.head_dim)), n // 4) <= n / 4
+        assert attn.projection.shape == (attn.num_features, arch.head_dim)  # one shape at every image size
         macs = performer.macs(arch, layout)
         assert macs == attn.macs(layout)
         assert macs < mhsa.macs(_arch("mhsa", c, h, compact=compact), layout), (c, h, n, compact)

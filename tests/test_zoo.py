@@ -17,7 +17,7 @@ from search_spaces.stems import ConvBNStem, ConvStem, build_stem
 
 C, H, IMG, P = 16, 2, 16, 4
 #: Attention-specific genes that a tiny model needs (2 heads).
-_EXTRA = {"mait": {"mask_ratios": (0.9, 0.0)}, "qna": {"qna_window": 3}, "refiner": {"refiner_expansion": 2}}
+_EXTRA = {"mait": {"mask_ratios": (0.5, 0.0)}, "qna": {"qna_window": 3}, "refiner": {"refiner_expansion": 2}}
 
 
 def _valid_combinations() -> list[Architecture]:
@@ -157,7 +157,7 @@ def test_compact_halves_mhsa_attention_parameters():
 def test_compact_drops_key_and_value_projections(attention):
     c = 32
     layout = TokenLayout(grid=(4, 4), num_prefix_tokens=1)
-    extra = {"mait": {"mask_ratios": (0.9, 0.0, 0.5, 0.0)}, "refiner": {"refiner_expansion": 3}}.get(attention, {})
+    extra = {"mait": {"mask_ratios": (0.5, 0.0, 0.5, 0.0)}, "refiner": {"refiner_expansion": 3}}.get(attention, {})
     arch = Architecture(attention=attention, embed_dim=c, num_heads=4, **extra)
     full = build_attention(arch, 0, layout)
     compact = build_attention(arch.replace(compact=True), 0, layout)

@@ -222,7 +222,7 @@ def reference_architecture(img_size: int):
 
 def measure_throughput_vs_reference(model: nn.Module, reference: nn.Module, input_shape: tuple[int, int, int], *,
                                     batch_size: int = 64, device: str | torch.device = "cpu",
-                                    dtype: str = "float32", rounds: int = 7, min_block_seconds: float = 0.05,
+                                    dtype: str = "float32", rounds: int = 15, min_block_seconds: float = 0.04,
                                     warmup: int = 2, max_pass_seconds: float | None = None) -> ThroughputResult:
     """Inference throughput of ``model`` by the fixed protocol, interleaved with ``reference``.
 

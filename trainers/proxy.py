@@ -93,8 +93,8 @@ class ProxyConfig:
     amp: bool | None = None
     target_img_size: int | None = None
     target_dtype: str | None = None
-    measure_rounds: int = 7
-    min_block_seconds: float = 0.05
+    measure_rounds: int = 15
+    min_block_seconds: float = 0.04
     max_pass_seconds: float | None = 120.0
     cache_path: str | None = None
     check_every: int = 50

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..registry import MechanismSpec
@@ -134,22 +135,27 @@ class NystromAttention(AttentionModule):
     with m = N every landmark is one token and the result is exact softmax attention (up to the
     pseudo-inverse's convergence).
 
-    Token-count rules (the builder's): the paper constants m = 16 and s = 33 belong to N = 1,025 tokens;
-    vitnas builds ``m = min(16, floor(N / 8))`` (:func:`nystrom_landmarks`) and ``s = min(33, 2 floor(N / 32)
-    + 1)``, at least 3 (:func:`nystrom_conv_kernel`), so at every token count of the space there are at
-    most N / 8 landmarks and the convolution is shorter than the sequence. Landmarks and kernel are fixed
-    when the layer is built (the convolution's weights have s taps).
+    Token-count rules (``scale_with_tokens``, the builder's choice): the paper constants m = 16 and
+    s = 33 belong to N = 1,025 tokens; at N tokens the layer uses ``m = min(16, floor(N / 8))``
+    landmarks (:func:`nystrom_landmarks`) and the central ``s = min(33, 2 floor(N / 32) + 1)`` taps, at
+    least 3, of its stored 33-tap kernel (:func:`nystrom_conv_kernel`), so at every token count of the
+    space there are at most N / 8 landmarks and the convolution is shorter than the sequence. The kernel
+    is stored at its full 33 taps so that the state dict has one shape at every image size (a checkpoint
+    loads at any other); below N = 512 its outer taps do not act (at most 30 H parameters).
 
     Args:
         dim: C. num_heads: H. compact: Armour compact Q/K/V (see :class:`~.common.QKV`). qkv_bias.
         num_landmarks: m (16 when not given). pinv_iterations: 6 in the paper. conv_kernel: odd kernel
             length (33 when not given; 0 drops the convolution).
+        scale_with_tokens: apply the token-count rules above (with ``num_landmarks`` and ``conv_kernel``
+            as the caps).
 
     Shapes: ``x`` (B, N, C) -> (B, N, C).
 
     Parameters: 4C^2 + 4C + H * conv_kernel (2C^2 + 2C + H * conv_kernel with ``compact``).
 
-    Multiply-adds per image, with m = min(num_landmarks, N), I = pinv_iterations, s = conv_kernel:
+    Multiply-adds per image, with m and s the landmarks and taps used at N (:meth:`landmarks_for`,
+    :meth:`kernel_for`), I = pinv_iterations:
     ``4 N C^2 + 6 N m C + 2 m^2 C + 4 I H m^3 + s N C`` (``2 N C^2`` instead of ``4 N C^2`` compact) —
     projections; segment means of Q and K (N m C each); the three score maps (N m C, m^2 C, N m C);
     ``B~ V`` (N m C); ``A~^+ (B~ V)`` (m^2 C); ``F~ (...)`` (N m C); the pseudo-inverse (4 m^3 per head
@@ -157,7 +163,8 @@ class NystromAttention(AttentionModule):
     """
 
     def __init__(self, dim: int, num_heads: int, compact: bool = False, qkv_bias: bool = True,
-                 num_landmarks: int = 16, pinv_iterations: int = 6, conv_kernel: int | None = 33):
+                 num_landmarks: int = 16, pinv_iterations: int = 6, conv_kernel: int | None = 33,
+                 scale_with_tokens: bool = False):
         super().__init__()
         if num_landmarks < 1:
             raise ValueError(f"nystrom: num_landmarks must be positive, got {num_landmarks}")
@@ -170,6 +177,7 @@ class NystromAttention(AttentionModule):
         self.num_landmarks = num_landmarks
         self.pinv_iterations = pinv_iterations
         self.conv_kernel = conv_kernel or 0
+        self.scale_with_tokens = scale_with_tokens
         self.qkv = QKV(dim, num_heads, compact=compact, qkv_bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         if self.conv_kernel:
@@ -178,31 +186,49 @@ class NystromAttention(AttentionModule):
         else:
             self.conv = None
 
+    def landmarks_for(self, num_tokens: int) -> int:
+        """m used at N = ``num_tokens``: ``num_landmarks`` clamped to N, or with ``scale_with_tokens``
+        ``min(num_landmarks, max(1, floor(N / 8)))`` (:func:`nystrom_landmarks`)."""
+        if self.scale_with_tokens:
+            return min(self.num_landmarks, max(1, num_tokens // 8))
+        return max(1, min(self.num_landmarks, num_tokens))
+
+    def kernel_for(self, num_tokens: int) -> int:
+        """Taps s of the value convolution used at N = ``num_tokens`` (0: none): ``conv_kernel``, or with
+        ``scale_with_tokens`` ``min(conv_kernel, max(3, 2 floor(N / 32) + 1))`` (:func:`nystrom_conv_kernel`),
+        the central s taps of the stored kernel."""
+        if not self.conv_kernel or not self.scale_with_tokens:
+            return self.conv_kernel
+        return min(self.conv_kernel, nystrom_conv_kernel(num_tokens))
+
     def macs(self, layout: TokenLayout) -> int:
         """Analytic multiply-adds per image for N = ``layout.num_tokens`` (see the class docstring)."""
         n, c, h = layout.num_tokens, self.dim, self.num_heads
-        m = max(1, min(self.num_landmarks, n))
+        m = self.landmarks_for(n)
         total = self.qkv.macs(n) + n * c * c
         total += 6 * n * m * c + 2 * m * m * c + 4 * self.pinv_iterations * h * m ** 3
-        return total + self.conv_kernel * n * c
+        return total + self.kernel_for(n) * n * c
 
     def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         q, k, v = self.qkv(x, layout)
+        # Under torch.fx the token count is symbolic: the layout's N (a Python int) decides m and s.
+        n = layout.num_tokens if isinstance(x, torch.fx.Proxy) else x.shape[1]
         with full_precision(q):
-            # Under torch.fx the token count is symbolic: the layout's N (a Python int) clamps the landmarks.
-            n = layout.num_tokens if isinstance(x, torch.fx.Proxy) else x.shape[1]
-            m = max(1, min(self.num_landmarks, n))
-            out = nystrom_attention(q.float(), k.float(), v.float(), m, self.pinv_iterations)
+            out = nystrom_attention(q.float(), k.float(), v.float(), self.landmarks_for(n), self.pinv_iterations)
         out = out.to(v.dtype)
         if self.conv is not None:
-            out = out + self.conv(v)  # (B, H, N, d): heads as channels, kernel along N
+            s = self.kernel_for(n)
+            if s == self.conv_kernel:
+                out = out + self.conv(v)  # (B, H, N, d): heads as channels, kernel along N
+            else:  # the central s taps of the stored kernel
+                start = (self.conv_kernel - s) // 2
+                weight = self.conv.weight[:, :, start:start + s]
+                out = out + F.conv2d(v, weight, padding=(s // 2, 0), groups=self.num_heads)
         return self.proj(merge_heads(out))
 
 
 def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> NystromAttention:
-    n = layout.num_tokens
-    return NystromAttention(arch.embed_dim, arch.num_heads, compact=arch.compact, num_landmarks=nystrom_landmarks(n),
-                            conv_kernel=nystrom_conv_kernel(n))
+    return NystromAttention(arch.embed_dim, arch.num_heads, compact=arch.compact, scale_with_tokens=True)
 
 
 MECHANISM = MechanismSpec(

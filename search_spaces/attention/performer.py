@@ -157,8 +157,10 @@ class PerformerAttention(AttentionModule):
         dim: C. num_heads: H (d = C / H).
         compact: Armour compact Q/K/V projections (see :class:`~.common.QKV`).
         qkv_bias: bias of the Q/K/V projection.
-        num_features: m; default ``floor(d ln d)`` (the paper's choice; 44 for d = 16, 266 for d = 64). The
-            builder passes :func:`performer_num_features` of the layer's token count (capped at N / 4).
+        num_features: m (rows of the projection); default ``floor(d ln d)`` (the paper's choice; 44 for
+            d = 16, 266 for d = 64).
+        scale_with_tokens: use only the first ``min(num_features, floor(N / 4))`` rows at N tokens (the
+            builder's choice; see below).
         redraw: redraw the projection at every training forward pass.
 
     Shapes: ``x`` (B, N, C) -> (B, N, C). Memory O(N m) per head instead of O(N^2).
@@ -167,15 +169,20 @@ class PerformerAttention(AttentionModule):
     with ``compact`` (3C fewer, C fewer when compact, with ``qkv_bias=False``). The projection matrix is
     a buffer, not a parameter.
 
-    Multiply-adds per image (matrix products only, as fvcore counts them):
+    Multiply-adds per image (matrix products only, as fvcore counts them), m the features used at N
+    (:meth:`features_for`):
     ``4 N C^2 + 4 N m C + N m H`` (``2 N C^2 + 4 N m C + N m H`` compact) — projections, the feature maps
     of Q and K (N m C each), ``phi(K)^T V`` (N m C), ``phi(Q) (phi(K)^T V)`` (N m C) and the normaliser
     (N m H). The exponentials and the squared norms (O(N m H)) are elementwise and not counted.
     See :meth:`macs`.
 
-    Number of features: the builder passes ``m = min(floor(d ln d), floor(N / 4))``
-    (:func:`performer_num_features`): with m >= N / 2 FAVOR+ would cost more than the exact attention it
-    estimates, which the paper's m = floor(d ln d) does at the proxy's token counts.
+    Number of features: the builder sets ``scale_with_tokens``, so that at N tokens the layer uses
+    ``m = min(floor(d ln d), floor(N / 4))`` features (:func:`performer_num_features`): with m >= N / 2
+    FAVOR+ would cost more than the exact attention it estimates, which the paper's m = floor(d ln d)
+    does at the proxy's token counts. The buffer always holds the ``num_features`` (floor(d ln d)) rows
+    and the layer uses its first m: the leading rows of an orthogonal random matrix are one too (whole
+    orthogonal blocks, then a truncated one), and the state dict has the same shape at every image size,
+    so a checkpoint loads at any other.
 
     Compact (Armour) keys: with ``compact`` the keys are the raw slices of the layer-normalised input,
     RMS about 1, where a freshly initialised key projection gives about ``0.02 sqrt(C)`` (0.11 to 0.2 for
@@ -194,7 +201,7 @@ class PerformerAttention(AttentionModule):
     """
 
     def __init__(self, dim: int, num_heads: int, compact: bool = False, qkv_bias: bool = True,
-                 num_features: int | None = None, redraw: bool = False):
+                 num_features: int | None = None, redraw: bool = False, scale_with_tokens: bool = False):
         super().__init__()
         self.dim = dim
         self.num_heads = num_heads
@@ -208,6 +215,7 @@ class PerformerAttention(AttentionModule):
         if self.num_features < 1:
             raise ValueError(f"performer: num_features must be positive, got {self.num_features}")
         self.redraw = redraw
+        self.scale_with_tokens = scale_with_tokens
         self.register_buffer("projection", orthogonal_gaussian_matrix(self.num_features, self.head_dim),
                              persistent=True)
 
@@ -217,14 +225,24 @@ class PerformerAttention(AttentionModule):
         fresh = orthogonal_gaussian_matrix(self.num_features, self.head_dim, generator=generator)
         self.projection.copy_(fresh.to(self.projection.device, self.projection.dtype))
 
+    def features_for(self, num_tokens: int) -> int:
+        """m used at N = ``num_tokens``: ``num_features``, or with ``scale_with_tokens``
+        ``max(1, min(num_features, floor(N / 4)))`` (:func:`performer_num_features`)."""
+        if not self.scale_with_tokens:
+            return self.num_features
+        return max(1, min(self.num_features, num_tokens // 4))
+
     def macs(self, layout: TokenLayout) -> int:
         """Analytic multiply-adds per image for N = ``layout.num_tokens`` (see the class docstring)."""
-        n, c, m, h = layout.num_tokens, self.dim, self.num_features, self.num_heads
+        n, c, h = layout.num_tokens, self.dim, self.num_heads
+        m = self.features_for(n)
         return self.qkv.macs(n) + n * c * c + 4 * n * m * c + n * m * h
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_features: int | None = None
+                ) -> torch.Tensor:
+        projection = self.projection if num_features is None else self.projection[:num_features]
         with full_precision(q):
-            out = favor_attention(q.float(), k.float(), v.float(), self.projection.float())
+            out = favor_attention(q.float(), k.float(), v.float(), projection.float())
         return out.to(v.dtype)
 
     def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
@@ -233,7 +251,10 @@ class PerformerAttention(AttentionModule):
         q, k, v = self.qkv(x, layout)
         if self.key_scale != 1.0:
             k = k * self.key_scale
-        return self.proj(merge_heads(self._attend(q, k, v)))
+        # Under torch.fx the token count is symbolic: the layout's N (a Python int) decides m.
+        n = layout.num_tokens if isinstance(x, torch.fx.Proxy) else x.shape[1]
+        m = self.features_for(n)
+        return self.proj(merge_heads(self._attend(q, k, v, None if m == self.num_features else m)))
 
     def exact_forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """The same layer with exact softmax attention in place of FAVOR+ (for approximation tests)."""
@@ -244,8 +265,7 @@ class PerformerAttention(AttentionModule):
 
 
 def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> PerformerAttention:
-    return PerformerAttention(arch.embed_dim, arch.num_heads, compact=arch.compact,
-                              num_features=performer_num_features(arch.head_dim, layout.num_tokens))
+    return PerformerAttention(arch.embed_dim, arch.num_heads, compact=arch.compact, scale_with_tokens=True)
 
 
 MECHANISM = MechanismSpec(
