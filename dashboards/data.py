@@ -236,7 +236,8 @@ def hypervolume_series(study: optuna.Study | StudyData, bounds: objectives.HVBou
     starts = [t.datetime_start for t in data.trials if t.datetime_start is not None]
     t0 = min(starts) if starts else None
     out: dict[str, list] = {"trial": [], "completed": [], "time": [], "hours": [], "hypervolume": []}
-    losses = np.array([objectives.loss_vector(t.values) for t in ordered], dtype=float).reshape(len(ordered), -1)
+    losses = np.array([objectives.loss_vector(t.values) for t in ordered], dtype=float).reshape(
+        len(ordered), len(objectives.names()))
     front = np.empty((0, losses.shape[1]))  # the loss vectors of the front so far, and its trials
     members: list[FrozenTrial] = []
     hv = 0.0

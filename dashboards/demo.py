@@ -66,7 +66,7 @@ def _attention_cost(arch: Architecture, grid: int) -> tuple[int, int]:
     return sum(p.numel() for p in module.parameters()), module.macs(layout)
 
 
-def _cost(arch: Architecture, img: int = 8, channels: int = 1, classes: int = 10) -> tuple[int, int]:
+def _cost(arch: Architecture, img: int = 16, channels: int = 1, classes: int = 10) -> tuple[int, int]:
     """(params, multiply-adds per image) of a rough ViT cost model: the attention layer's own counts
     (:func:`_attention_cost`), the MLP, the stem and the head."""
     c, grid = arch.embed_dim, img // arch.patch_size
@@ -124,7 +124,7 @@ def make_demo_study(storage: str | optuna.storages.BaseStorage, name: str = "dem
     if isinstance(storage, str):
         storage = open_storage(storage)
     rng = random.Random(seed)
-    space = SearchSpace()
+    space = SearchSpace().for_image(16)  # digits as vitnas loads it: 16 px
     dists = {name: CategoricalDistribution(choices) for name, choices in space.param_choices().items()}
     try:
         study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))

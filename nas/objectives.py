@@ -343,7 +343,8 @@ def hv_bounds(num_classes: int | None = None, params: tuple[float, float] | None
               throughput: tuple[float, float] | None = None) -> HVBounds:
     """The bounds a new study stores: accuracy from chance (1/C) to 1; ``params`` the smallest and largest
     parameter counts the space can build at the deployment shape
-    (:func:`search_spaces.extremes.params_range`); throughput :data:`THROUGHPUT_RANGE` unless given.
+    (:func:`search_spaces.extremes.params_range`; a space of one size gets half a decade either side);
+    throughput :data:`THROUGHPUT_RANGE` unless given.
     Left-out pieces take the objective's default :attr:`Objective.bounds`.
 
     Raises:
@@ -355,7 +356,10 @@ def hv_bounds(num_classes: int | None = None, params: tuple[float, float] | None
             raise ValueError(f"num_classes: must be an integer >= 2, got {num_classes!r}")
         given["accuracy"] = (1.0 / num_classes, 1.0)
     if params is not None:
-        given["params"] = params
+        lo, hi = params
+        if lo == hi:  # a space of one size: half a decade either side, so the one design scores 0.5
+            lo, hi = lo / math.sqrt(10.0), hi * math.sqrt(10.0)
+        given["params"] = (lo, hi)
     given["throughput"] = throughput or THROUGHPUT_RANGE
     return HVBounds.from_dict({k: v for k, v in given.items() if k in names()})
 

@@ -5,7 +5,7 @@ import string
 
 import optuna
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -91,6 +91,8 @@ option_values = st.one_of(st.text(max_size=20), st.integers(-5, 10**9).map(str),
                                "--train-subset", "--max-concurrent"]),
        value=option_values)
 def test_cli_bad_options_are_clean_and_change_nothing(stored, tmp_path_factory, command, option, value):
+    # "--study kept" names the stored study: a valid read, not a bad option.
+    assume(not (command in ("pareto", "status") and option == "--study" and value == "kept"))
     before = _snapshot(stored)
     args = [command, option, value, "--storage", stored]
     if command in ("pareto", "export", "status") and option != "--study":
