@@ -93,6 +93,21 @@ def _front_table(records: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def _pruning_note(st: Any, epochs: int) -> None:
+    """How many trials early stopping cut and the proxy epochs that saved."""
+    from optuna.trial import TrialState
+
+    pruned = st.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    if not pruned:
+        return
+    trained = sum(len(t.user_attrs.get("curve") or []) for t in st.get_trials(deepcopy=False)
+                  if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "reused_from" not in t.user_attrs)
+    saved = sum(max(0, epochs - int(t.user_attrs.get("pruned_at_epoch", epochs))) for t in pruned)
+    console.print(f"early stopping: {len(pruned)} trial(s) stopped at a rung (PRUNED, not on the front), "
+                  f"saving {saved} of {saved + trained} proxy epochs ({100 * saved / max(saved + trained, 1):.0f}%)",
+                  highlight=False, markup=False)
+
+
 def _shape_notes(st: Any, trials: list | None = None) -> None:
     """Under a front: which shape each figure belongs to, the budgets and the trials that break them."""
     from optuna.trial import TrialState
@@ -151,6 +166,10 @@ def search(
                                                      "(e.g. 512MiB)."),
     throughput_cache: bool = typer.Option(True, help="Keep throughput figures in RUN_DIR/throughput_cache.sqlite "
                                                      "(no model timed twice; the reference calibrated once)."),
+    early_stopping: bool = typer.Option(True, help="Stop hopeless trials at rungs (Pareto-aware successive "
+                                                   "halving); they end PRUNED and do not count as --trials."),
+    grace_period: int = typer.Option(1, help="First rung of early stopping (epochs)."),
+    eta: int = typer.Option(3, help="Early stopping keeps the first front and the top 1/eta at each rung."),
 ) -> None:
     """Run (or continue) a multi-objective search and print the Pareto front."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -167,7 +186,8 @@ def search(
                        target_img_size=target_img_size, target_batch=target_batch, target_dtype=target_dtype,
                        max_params=_guard(_amount, "max_params", max_params),
                        min_throughput=_guard(_amount, "min_throughput", min_throughput),
-                       max_memory=_guard(_amount, "max_memory", max_memory), throughput_cache=throughput_cache)
+                       max_memory=_guard(_amount, "max_memory", max_memory), throughput_cache=throughput_cache,
+                       early_stopping=early_stopping, grace_period=grace_period, eta=eta)
     _guard(cfg.validate)
     console.print(f"[bold]vitnas search[/] study [cyan]{escape(study)}[/] on [cyan]{escape(dataset)}[/] -> "
                   f"{escape(display_url(storage))}",
@@ -202,6 +222,11 @@ def search(
             progress.console.print(f"  [green]trial {ev.number:>3}[/] {escape(measured)}  {escape(str(ev.arch))}{reused}",
                                    highlight=False)
             progress.update(task, completed=done_count())
+        elif ev.kind == "pruned":
+            m = ev.metrics
+            progress.console.print(f"  [yellow]trial {ev.number:>3} stopped early[/] at epoch {m.get('epoch')} "
+                                   f"(val acc {m.get('val_accuracy') or 0:.4f}, off the rung's front)  "
+                                   f"{escape(str(ev.arch))}", highlight=False)
         elif ev.kind == "stopped":
             progress.console.print(f"  [yellow]trial {ev.number:>3} stopped[/] by the time budget  {escape(str(ev.arch))}",
                                    highlight=False)
@@ -230,6 +255,7 @@ def search(
     console.print(_front_table(records, f"Pareto front of {study} ({len(records)} of "
                                         f"{len(result.get_trials(deepcopy=False))} trials)"))
     _shape_notes(result)
+    _pruning_note(result, epochs)
 
 
 @app.command()

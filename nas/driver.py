@@ -55,6 +55,10 @@ class StudyDriver(Searcher):
         faults: trial number -> injected fault (testing only; see ``SearchConfig.inject_faults``).
         target_img_size: the deployment image size (None: ``img_size``); the key that decides reuse
             covers the model built at both sizes.
+        scheduler: the :class:`~nas.scheduler.ParetoASHA` of the round (None: no early stopping); a trial it
+            stopped ends PRUNED, with ``pruned_at_epoch``, its ``curve`` and its measured efficiency as user
+            attributes, and the scheduler's state is stored with the study (``scheduler_state``) so a
+            resumed search continues the same rungs.
         budgets: ``SearchConfig.budgets()``; each complete trial gets one Optuna constraint per budget
             (``Trial.set_constraint``, :func:`nas.settings.budget_violations`) and the user attribute
             ``budget_violations`` with the budgets it breaks.
@@ -62,11 +66,14 @@ class StudyDriver(Searcher):
 
     def __init__(self, study: optuna.Study, space: SearchSpace, img_size: int, target: int,
                  max_failures_per_arch: int = 2, faults: dict[int, str] | None = None,
-                 target_img_size: int | None = None, budgets: dict[str, float] | None = None) -> None:
+                 target_img_size: int | None = None, budgets: dict[str, float] | None = None,
+                 scheduler: Any = None) -> None:
         super().__init__()
         self.study, self.space, self.img_size, self.target = study, space, img_size, target
         self.target_img_size = target_img_size if target_img_size not in (None, img_size) else None
         self.budgets = dict(budgets or {})
+        self.scheduler = scheduler
+        self.pruned = 0
         self.max_failures = max_failures_per_arch
         self.faults = dict(faults or {})
         self.live: dict[str, tuple[optuna.Trial, str]] = {}
@@ -137,11 +144,29 @@ class StudyDriver(Searcher):
                 trial.set_user_attr("budget_violations", {k: v for k, v in violations.items() if v > 0})
             self.study.tell(trial, values)
             self._index(trial.number, TrialState.COMPLETE, trial.user_attrs, values)
+            if self.scheduler is not None:
+                self.study.set_user_attr("scheduler_state", self.scheduler.get_state())
+            return
+        stopped = self.scheduler.stopped.get(str(trial_id)) if self.scheduler is not None else None
+        if stopped is not None:
+            self._prune(trial, stopped, result)
             return
         if self.interrupted:  # stopped (or killed by the same Ctrl-C) without a result of its own
             self._fail(trial, "interrupted")
             return
         self._fail(trial, result.get("fail_reason") or STOPPED, result.get("traceback"))
+
+    def _prune(self, trial: optuna.Trial, stopped: dict[str, Any], result: dict[str, Any]) -> None:
+        """PRUNED, not COMPLETE: the trial's last result is an early epoch's (issue: Ray tells a searcher a
+        stopped trial's last result as if it were final)."""
+        trial.set_user_attr("pruned_at_epoch", int(stopped["epoch"]))
+        trial.set_user_attr("curve", stopped.get("curve", []))
+        for name in ("params", "throughput", *RESULT_ATTRS):
+            if result.get(name) is not None and name != "curve":
+                trial.set_user_attr(name, result[name])
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self.pruned += 1
+        self.study.set_user_attr("scheduler_state", self.scheduler.get_state())
 
     def interrupt(self) -> None:
         """Stop proposing (Ctrl-C): trials that end from now on without their objectives fail as ``interrupted``

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,12 @@ class ProgressCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         r = trial.last_result or {}
         driver = _DRIVERS.get(self.driver_key)
-        if driver is not None and driver.interrupted and r.get("accuracy") is None:
+        scheduler = getattr(driver, "scheduler", None)
+        stopped = scheduler.stopped.get(str(trial.trial_id)) if scheduler is not None else None
+        if stopped is not None and r.get("accuracy") is None:
+            self._emit("pruned", trial, {"epoch": stopped["epoch"], "val_accuracy": r.get("val_accuracy"),
+                                         "params": r.get("params"), "throughput": r.get("throughput")})
+        elif driver is not None and driver.interrupted and r.get("accuracy") is None:
             self._emit("fail", trial, reason="interrupted")
         elif r.get("fail_reason"):
             self._emit("fail", trial, reason=r["fail_reason"])
@@ -182,7 +188,7 @@ def run_round(config: SearchConfig, driver: StudyDriver, remaining: int, budget:
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=limiter, num_samples=remaining, time_budget_s=budget,
-                                        reuse_actors=True),
+                                        reuse_actors=True, scheduler=driver.scheduler),
             run_config=tune.RunConfig(
                 name=f"{config.study}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(Path(config.run_dir, "ray").resolve()), verbose=0,
@@ -190,7 +196,9 @@ def run_round(config: SearchConfig, driver: StudyDriver, remaining: int, budget:
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
-        tuner.fit()
+        with warnings.catch_warnings():  # Tune warns a scheduler needs unbuffered results: quiet_ray made them so
+            warnings.filterwarnings("ignore", message=".*TUNE_RESULT_BUFFER_LENGTH.*")
+            tuner.fit()
     finally:
         driver.stop_all()
         _DRIVERS.pop(id(driver), None)

@@ -142,7 +142,8 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storag
     from .ray_backend import start_ray
 
     driver = StudyDriver(study, space, data.img_size, config.trials, config.max_failures_per_arch,
-                         config.inject_faults, target_img_size=config.target_img_size, budgets=config.budgets())
+                         config.inject_faults, target_img_size=config.target_img_size, budgets=config.budgets(),
+                         scheduler=_scheduler(config, study))
     if driver.complete >= config.trials:
         if ray_started:
             import ray
@@ -165,6 +166,22 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storag
     if driver.interrupted:
         raise KeyboardInterrupt("vitnas search interrupted")
     return study
+
+
+def _scheduler(config: SearchConfig, study: optuna.Study) -> Any:
+    """The Pareto-aware successive-halving scheduler (None without early stopping), continuing the rungs
+    the study stored when they were made with the same grace period, eta and epochs."""
+    if not config.early_stopping or config.epochs <= config.grace_period:
+        return None
+    from .scheduler import ParetoASHA
+
+    scheduler = ParetoASHA(grace_period=config.grace_period, eta=config.eta, max_t=config.epochs,
+                           bounds=objectives.study_bounds(study.user_attrs))
+    state = study.user_attrs.get("scheduler_state")
+    if isinstance(state, dict) and (state.get("grace_period"), state.get("eta"), state.get("max_t")) == (
+            config.grace_period, config.eta, config.epochs):
+        scheduler.set_state(state)
+    return scheduler
 
 
 def _catch_sigint(driver: Any) -> Callable[[], None]:

@@ -26,7 +26,7 @@ DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 BUDGETS: dict[str, tuple[str, str]] = {"max_params": ("params", "max"), "min_throughput": ("throughput", "min"),
                                        "max_memory": ("peak_memory", "max")}
 #: Faults a test can inject into a trial (see :attr:`SearchConfig.inject_faults`).
-FAULTS: tuple[str, ...] = ("nan", "raise")
+FAULTS: tuple[str, ...] = ("nan", "raise", "prune")
 
 
 class SearchError(ValueError):
@@ -67,10 +67,15 @@ class SearchConfig:
         max_params, min_throughput, max_memory: budgets (None: none), Optuna constraints of every trial
             (``Trial.set_constraint``; NSGA-II, TPE and GP sample around them, the front holds feasible
             designs only): parameters, img/s and peak inference memory in bytes at the deployment shape.
+        early_stopping: Pareto-aware successive halving (:class:`nas.scheduler.ParetoASHA`): at rungs of
+            ``grace_period * eta**k`` epochs a trial outside the first front and the top ``1/eta`` of the
+            trials at that rung stops, and is recorded PRUNED (never on the front); it does not count
+            towards ``trials``. grace_period: first rung (epochs); eta: reduction factor.
         throughput_cache: keep throughput figures in ``run_dir/throughput_cache.sqlite`` (the reference
             calibrated once per device and shape; a model already timed is not timed again).
         inject_faults: for testing the failure handling: trial number -> ``"nan"`` (the model's head is
-            filled with NaN so the real training loop meets a NaN loss) or ``"raise"`` (the trial raises).
+            filled with NaN so the real training loop meets a NaN loss), ``"raise"`` (the trial raises) or
+            ``"prune"`` (the early-stopping scheduler stops it at its first rung, whatever it ranks).
     """
 
     study: str = "digits"
@@ -105,6 +110,9 @@ class SearchConfig:
     min_throughput: float | None = None
     max_memory: float | None = None
     throughput_cache: bool = True
+    early_stopping: bool = True
+    grace_period: int = 1
+    eta: int = 3
 
     def validate(self) -> None:
         """Raise :class:`SearchError` naming the first setting outside its allowed values."""
@@ -144,6 +152,8 @@ class SearchConfig:
             positive_int("target_img_size", self.target_img_size)
             if self.target_img_size > 4096:
                 raise SearchError(f"target_img_size: must be at most 4096 pixels, got {self.target_img_size!r}")
+        positive_int("grace_period", self.grace_period)
+        positive_int("eta", self.eta, 2)
         positive_int("target_batch", self.target_batch)
         if self.target_batch > 65536:
             raise SearchError(f"target_batch: must be at most 65536 images, got {self.target_batch!r}")
@@ -240,8 +250,9 @@ def make_sampler(name: str, seed: int, trials: int, population: int | None = Non
 class TrialEvent:
     """What the search tells its progress callback.
 
-    ``kind``: ``start``, ``epoch``, ``complete``, ``fail``, ``stopped`` (cut off by the time budget) or
-    ``stalled`` (the search gave up: every proposal failed). ``metrics`` holds the epoch's or the final
+    ``kind``: ``start``, ``epoch``, ``complete``, ``fail``, ``pruned`` (stopped early by the scheduler at a
+    rung; ``metrics["epoch"]`` says where), ``stopped`` (cut off by the time budget) or ``stalled`` (the
+    search gave up: every proposal failed). ``metrics`` holds the epoch's or the final
     figures; ``reason`` a failure's reason.
     """
 

@@ -35,7 +35,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], report: Callable
               data: Any, device: str = "cpu") -> dict[str, Any]:
     """Evaluate one proposal on ``data`` (an :class:`trainers.ImageData`) and ``device``.
 
-    ``report`` receives each epoch's ``{"epoch", "val_accuracy", "train_loss"}`` and then the final result:
+    ``report`` receives each epoch's ``{"epoch", "val_accuracy", "train_loss", "params", "throughput"}`` (the
+    efficiency objectives are measured before training) and then the final result:
     the objectives (``accuracy``, ``params``, ``throughput``), ``epoch`` and the :data:`RESULT_ATTRS`, or,
     when the trial fails, :func:`failure_result` (the exception does not escape: a failed trial is a
     result like any other). Returns the final result.
@@ -76,7 +77,8 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
 
     def on_epoch(epoch: int, record: dict[str, float]) -> None:
         curve.append(record)
-        report({"epoch": epoch, "val_accuracy": record["val_accuracy"], "train_loss": record["train_loss"]})
+        report({"epoch": epoch, "val_accuracy": record["val_accuracy"], "train_loss": record["train_loss"],
+                "params": record.get("params"), "throughput": record.get("throughput")})
 
     result = evaluate_architecture(arch, data, proxy, report=on_epoch, prepare=_poison if fault == "nan" else None)
     weights_dir = Path(settings["run_dir"]) / settings["study"] / "weights"

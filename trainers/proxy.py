@@ -257,8 +257,10 @@ def evaluate_architecture(arch: Architecture, data: ImageData, config: ProxyConf
     """Build, proxy-train and measure ``arch`` on ``data``.
 
     Accuracy comes from the proxy (the data set's image size). Params, FLOPs, throughput and peak memory
-    are measured at the deployment shape: ``config.target_img_size`` (default: the data set's),
-    ``config.throughput_batch`` images, ``config.dtype_on(device)``, on the trial's device. At another
+    are measured first (independent of the weights; each epoch's ``report`` carries ``params`` and
+    ``throughput`` too, for a scheduler that stops trials early), at the deployment shape:
+    ``config.target_img_size`` (default: the data set's), ``config.throughput_batch`` images,
+    ``config.dtype_on(device)``, on the trial's device. At another
     image size the same genes are built there (same patch size, so the token count grows with the area)
     and take the trained weights through :func:`search_spaces.model.checkpoint_filter_fn` (position
     embeddings resampled as timm does); mechanisms tied to a token count (Linformer, Mixer) keep their
@@ -283,13 +285,21 @@ def evaluate_architecture(arch: Architecture, data: ImageData, config: ProxyConf
         prepare(model)
     lock = DeviceLock(device)
     try:
-        train_start = time.perf_counter()
-        history = train_proxy(model, data, config, report=report, device=device, lock=lock)
-        train_seconds = time.perf_counter() - train_start
-        model.eval()
+        # Efficiency first: it does not depend on the weights, and a scheduler that may stop the trial
+        # early needs it with every epoch's accuracy (each report carries params and throughput).
         proxy_params = count_params(model)
         with lock.exclusive():
             measured, target, detail = _measure_at_target(arch, model, data, config, device, target_size)
+        seed_everything(config.seed)  # training's randomness does not depend on whether the cache answered
+
+        def on_epoch(epoch: int, record: dict[str, float]) -> None:
+            if report is not None:
+                report(epoch, {**record, "params": measured["params"], "throughput": measured["throughput"]})
+
+        train_start = time.perf_counter()
+        history = train_proxy(model, data, config, report=on_epoch, device=device, lock=lock)
+        train_seconds = time.perf_counter() - train_start
+        model.eval()
     finally:
         lock.close()
     result = TrialResult(

@@ -1,0 +1,420 @@
+"""Pareto-aware asynchronous successive halving: vitnas' early stopping for a multi-objective search.
+
+Neither Optuna (a multi-objective study cannot prune) nor Ray Tune (its schedulers follow one metric)
+stops bad trials early in a multi-objective search (DESIGN.md, "The search loop"). :class:`ParetoASHA`
+does, as a Ray Tune ``TrialScheduler``.
+
+The algorithm
+-------------
+Asynchronous successive halving (ASHA; Li et al., "A System for Massively Parallel Hyperparameter
+Tuning", arXiv 1810.05934) checks a trial at *rungs*, epochs ``grace_period * eta**k`` (k = 0, 1, ...)
+below ``max_t``. When a trial's per-epoch result reaches a rung, its value is recorded there and the
+trial goes on only if it ranks in the top ``1/eta`` of every value recorded at that rung so far; nobody
+waits for a rung to fill, so a decision is never deferred and workers never idle.
+
+Here the value recorded at a rung is a vector, one entry per objective of :mod:`nas.objectives`: the
+per-epoch validation accuracy (result field ``val_accuracy``) stands for ``accuracy``; the other
+objectives (``params``, ``throughput``) do not change with training: vitnas' trials measure them before
+training and report them with every epoch (result fields ``params`` and ``throughput``), and where a
+result lacks them they are read from the trial's config, ``trial.config["objectives_hint"]``
+(``{"params": float, "throughput": float}``, estimates of the design). Every value is normalised as the
+study's hypervolume normalises it
+(:meth:`nas.objectives.HVBounds.normalise`: [0, 1], 1 = best, log scales for params and throughput).
+The trials at the rung are then ranked:
+
+1. by non-dominated sorting (front 1 = dominated by nobody at the rung, front 2 = dominated only by
+   front 1, ...);
+2. within a front, by hypervolume contribution (the normalised hypervolume of the front, as
+   :func:`nas.objectives.normalised_hypervolume` computes it, minus that of the front without the
+   trial), larger first; then by crowding distance (NSGA-II), larger first; then by the sum of the
+   normalised values; then by trial id, so the ranking is a function of the rung's entries alone.
+
+With ``n`` trials at the rung, a trial is **stopped** only when it is outside the first front **and**
+outside the top ``ceil(n / eta)`` of that ranking; a rung with fewer than ``eta`` entries stops nobody.
+So a trial that dominates everyone at its rung always goes on, and a tiny, fast design goes on however
+low its accuracy, unless some trial at the rung is at least as small, as fast and as accurate: it is on
+the first front.
+
+A trial is recorded at a rung by the first per-epoch result at or past the rung's epoch (with that
+result's accuracy, when it skipped the rung's own epoch). A trial that reports a rung's epoch again (a
+trial Ray restarted from scratch) replaces its entry there and is decided again; a trial once stopped
+stays stopped.
+
+An objective with no hint (``objectives_hint`` missing, or a value missing or not a finite number) is
+*unknown* and counts as its worst normalised value (0, the hypervolume's reference corner), so a trial
+without hints competes on accuracy alone: it is dominated by any trial with hints that is at least as
+accurate, it dominates none of them, it adds nothing to a front's hypervolume, and it cannot push a small
+or fast design off the first front however accurate it is. A rung of trials without hints is ranked by
+accuracy, as ASHA ranks it. A non-finite per-epoch accuracy ranks below any finite one.
+
+How this differs from MO-ASHA
+-----------------------------
+MO-ASHA (Schmucker et al., "Multi-objective Asynchronous Successive Halving", arXiv 2106.12639) replaces
+ASHA's sort by one metric with a multi-objective order of the rung: non-dominated sorting, trials within
+a front ordered by an epsilon-net (greedy farthest-point spread) or NSGA-II's crowding distance, and the
+top ``1/eta`` of that order go on. Here:
+
+* the whole first front goes on, even when it is larger than ``ceil(n / eta)`` (survivors are the first
+  front plus the top ``ceil(n / eta)`` of the order), so a non-dominated design is never stopped;
+* within a front the order is by hypervolume contribution in the study's own normalisation (the number
+  the search is judged by), crowding distance only breaking ties (the epsilon-net is not used);
+* only accuracy is a learning-curve value measured at the rung; params and throughput are fixed
+  properties of the design known before training (the hint), not measured per rung;
+* it is a stopping rule, as Ray's ``ASHAScheduler`` is: a trial that goes on trains to the next rung
+  without waiting; nothing is paused and promoted later.
+
+The asynchronous caveat
+-----------------------
+As in ASHA, a trial is decided when it reaches the rung, against the entries recorded *so far*: a late
+arrival is compared with every earlier entry, but an early arrival was decided before the later ones
+came, and a decision is never revisited (an early trial that went on is not stopped later; one
+stopped early, while the rung was small, stays stopped). The rule is a function of the set of entries
+only, so once a rung is full the verdicts (:meth:`ParetoASHA.verdicts`) and the decision on the last
+arrival do not depend on the order results arrived in (up to exact ties, broken by trial id).
+
+State
+-----
+:meth:`ParetoASHA.get_state` returns the rungs with their recorded entries, the stopped trials with the
+epoch and learning curve at which they stopped, and the parameters, as a JSON-able dict; the driver
+stores it in the study's user attributes and calls :meth:`ParetoASHA.set_state` on resume, so a resumed
+search continues the same rungs. Ray's ``save``/``restore`` write and read the same dict as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from nas import objectives
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+
+__all__ = ["ParetoASHA", "HINT_KEY", "EPOCH_FIELD", "ACCURACY_FIELD"]
+
+#: Config key holding ``{objective name: value}`` estimates of the objectives other than accuracy.
+HINT_KEY = "objectives_hint"
+#: Result field giving the epoch (1-based) a per-epoch result belongs to.
+EPOCH_FIELD = "epoch"
+#: Result field giving the per-epoch validation accuracy (stands for the primary objective at a rung).
+ACCURACY_FIELD = "val_accuracy"
+#: Per-epoch result fields kept in a trial's learning curve.
+CURVE_FIELDS = ("epoch", "val_accuracy", "train_loss")
+_STATE_VERSION = 1
+
+
+def _check_int(field: str, value: Any, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise ValueError(f"{field}: must be an integer >= {least}, not {value!r}")
+    return int(value)
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, else ``None``."""
+    if isinstance(value, bool):
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+class ParetoASHA(FIFOScheduler):
+    """Asynchronous successive halving that ranks a rung by non-dominated sorting of the objectives.
+
+    See the module docstring for the algorithm. Each trial reports, per epoch, a dict with ``epoch``
+    (1-based), ``val_accuracy`` and ``train_loss``; its config carries ``objectives_hint``
+    (``{"params": ..., "throughput": ...}``). Results without ``epoch``, results without
+    ``val_accuracy`` and final results (those carrying the primary objective, ``accuracy``) are let
+    through (``CONTINUE``).
+
+    Args:
+        grace_period: epochs of the first rung; every trial trains at least this long.
+        eta: reduction factor: rungs are ``eta`` times apart and a full rung keeps (at least) the top
+            ``ceil(n / eta)`` of its ``n`` trials, plus its whole first front.
+        max_t: the epochs of a full trial (the proxy's ``epochs``); rungs lie strictly below it.
+        bounds: the hypervolume normalisation of the study (:class:`nas.objectives.HVBounds`); default
+            :func:`nas.objectives.hv_bounds` (pass the study's own, :func:`nas.objectives.study_bounds`).
+
+    Attributes:
+        stopped: ``{trial_id: {"epoch": int, "rung": int, "curve": [{"epoch", "val_accuracy",
+            "train_loss"}, ...]}}`` for each trial stopped: the epoch it stopped at, the rung that
+            stopped it (the same epoch when results arrive every epoch) and its curve so far.
+
+    Raises:
+        ValueError: ``grace_period`` < 1, ``eta`` < 2 or ``max_t`` < ``grace_period`` (or not integers),
+            or ``bounds`` not an ``HVBounds``; the message starts with the field's name (``eta: ...``).
+    """
+
+    _supports_buffered_results = False  # decide on every epoch's result, not on a batch of them
+
+    def __init__(self, grace_period: int = 1, eta: int = 3, max_t: int = 10,
+                 bounds: objectives.HVBounds | None = None) -> None:
+        super().__init__()
+        self.grace_period = _check_int("grace_period", grace_period, 1)
+        self.eta = _check_int("eta", eta, 2)
+        self.max_t = _check_int("max_t", max_t, 1)
+        if self.max_t < self.grace_period:
+            raise ValueError(f"max_t: must be >= grace_period ({self.grace_period}), not {max_t!r}")
+        if bounds is not None and not isinstance(bounds, objectives.HVBounds):
+            raise ValueError(f"bounds: an nas.objectives.HVBounds is needed, not {type(bounds).__name__}")
+        self.bounds = bounds if bounds is not None else objectives.hv_bounds()
+        self._rungs: dict[int, dict[str, list[float | None]]] = {m: {} for m in self.rungs}
+        self._curves: dict[str, list[dict[str, Any]]] = {}
+        self.stopped: dict[str, dict[str, Any]] = {}
+
+    # ---------------------------------------------------------------- rungs
+    @property
+    def rungs(self) -> list[int]:
+        """The rung epochs, ascending: ``grace_period * eta**k`` below ``max_t``."""
+        out, m = [], self.grace_period
+        while m < self.max_t:
+            out.append(m)
+            m *= self.eta
+        return out
+
+    def rung_entries(self, epoch: int) -> dict[str, dict[str, float | None]]:
+        """``{trial_id: {objective: value}}`` recorded at the rung ``epoch`` (own units; ``None`` = unknown).
+
+        Raises:
+            ValueError: ``epoch`` is not a rung.
+        """
+        names = objectives.names()
+        return {tid: dict(zip(names, vec)) for tid, vec in self._rung(epoch).items()}
+
+    def _rung(self, epoch: int) -> dict[str, list[float | None]]:
+        if epoch not in self._rungs:
+            raise ValueError(f"epoch: {epoch!r} is not a rung; rungs: {self.rungs}")
+        return self._rungs[epoch]
+
+    # ---------------------------------------------------------------- ranking
+    def _normalised(self, vec: list[float | None]) -> list[float]:
+        """Normalised values (1 = best); an unknown counts as the worst (0), an unknown (non-finite)
+        accuracy below any known one (-1)."""
+        out = []
+        for k, (o, v, b) in enumerate(zip(objectives.spec(), vec, self.bounds.bounds)):
+            if v is None:
+                out.append(-1.0 if k == 0 else 0.0)
+            else:
+                out.append(o.normalise(v, b))
+        return out
+
+    def ranking(self, epoch: int) -> list[list[str]]:
+        """The trials at the rung ``epoch`` as fronts (front 1 first), each ordered best first (see the
+        module docstring).
+
+        Raises:
+            ValueError: ``epoch`` is not a rung.
+        """
+        return self._fronts(self._rung(epoch))
+
+    def _fronts(self, entries: dict[str, list[float | None]]) -> list[list[str]]:
+        ids = sorted(entries)
+        if not ids:
+            return []
+        x = np.array([self._normalised(entries[t]) for t in ids], dtype=float)
+        a, b = x[:, None, :], x[None, :, :]
+        dom = np.all(a >= b, axis=2) & np.any(a > b, axis=2)  # dom[i, j]: i dominates j
+        left = np.ones(len(ids), dtype=bool)
+        fronts: list[list[str]] = []
+        while left.any():
+            free = left & ~np.any(dom[left], axis=0)
+            idx = np.flatnonzero(free)
+            fronts.append(self._order_front([ids[i] for i in idx], x[idx]))
+            left &= ~free
+        return fronts
+
+    def _order_front(self, ids: list[str], x: np.ndarray) -> list[str]:
+        contrib = _hv_contributions(x)
+        crowd = _crowding(x)
+        total = x.sum(axis=1)
+        order = sorted(range(len(ids)), key=lambda i: (-contrib[i], -crowd[i], -total[i], ids[i]))
+        return [ids[i] for i in order]
+
+    def _survivors(self, entries: dict[str, list[float | None]]) -> set[str]:
+        n = len(entries)
+        if n < self.eta:
+            return set(entries)
+        fronts = self._fronts(entries)
+        keep = max(math.ceil(n / self.eta), len(fronts[0]))
+        flat = [t for front in fronts for t in front]
+        return set(flat[:keep])
+
+    def verdicts(self, epoch: int) -> dict[str, str]:
+        """What each trial at the rung ``epoch`` would be told were it decided now, against the whole
+        rung: ``{trial_id: CONTINUE or STOP}``. (The decision made when a trial arrived is this, taken
+        on the entries recorded up to then.)
+
+        Raises:
+            ValueError: ``epoch`` is not a rung.
+        """
+        entries = self._rung(epoch)
+        alive = self._survivors(entries)
+        return {t: TrialScheduler.CONTINUE if t in alive else TrialScheduler.STOP for t in sorted(entries)}
+
+    # ---------------------------------------------------------------- Ray Tune hooks
+    def set_search_properties(self, metric: Any, mode: Any, **spec: Any) -> bool:
+        """Accept whatever Ray passes: the objectives come from :mod:`nas.objectives`, not from ``metric``."""
+        return True
+
+    def _hint(self, trial: Trial, result: dict | None = None) -> list[float | None]:
+        """The objectives other than accuracy: the result's own figures, else the config's hint."""
+        config = getattr(trial, "config", None) or {}
+        hint = config.get(HINT_KEY) if isinstance(config, dict) else None
+        hint = hint if isinstance(hint, dict) else {}
+        result = result or {}
+        return [_finite(result[o.name]) if _finite(result.get(o.name)) is not None else _finite(hint.get(o.name))
+                for o in objectives.spec()[1:]]
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        """Record the trial at any rung its epoch has reached (not yet recorded there) and decide.
+
+        Returns ``STOP`` when the rule stops it at such a rung (or it was stopped before), else
+        ``CONTINUE``.
+        """
+        tid = str(trial.trial_id)
+        if tid in self.stopped:
+            return TrialScheduler.STOP
+        epoch = _finite(result.get(EPOCH_FIELD))
+        if epoch is None or objectives.primary().name in result or ACCURACY_FIELD not in result:
+            return TrialScheduler.CONTINUE  # not a per-epoch result (final, failure, or foreign)
+        epoch_i = int(epoch)
+        curve = self._curves.setdefault(tid, [])
+        while curve and curve[-1]["epoch"] >= epoch_i:  # a restarted trial reports its epochs again
+            curve.pop()
+        curve.append({k: (epoch_i if k == EPOCH_FIELD else _finite(result[k])) for k in CURVE_FIELDS if k in result})
+        accuracy = _finite(result.get(ACCURACY_FIELD))
+        hint = self._hint(trial, result)
+        config = getattr(trial, "config", None)
+        forced = isinstance(config, dict) and config.get("fault") == "prune"  # nas.settings.FAULTS: tests only
+        for m in self.rungs:
+            if m > epoch_i:
+                break
+            entries = self._rungs[m]
+            if tid in entries and m < epoch_i:
+                continue  # decided at this rung already
+            entries[tid] = [accuracy, *hint]  # a trial reporting this rung again replaces its entry
+            if forced or tid not in self._survivors(entries):
+                self.stopped[tid] = {"epoch": epoch_i, "rung": m, "curve": [dict(r) for r in curve]}
+                self._curves.pop(tid, None)
+                return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        self._curves.pop(str(trial.trial_id), None)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self._curves.pop(str(trial.trial_id), None)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self._curves.pop(str(trial.trial_id), None)
+
+    def debug_string(self) -> str:
+        rungs = ", ".join(f"epoch {m}: {len(e)}" for m, e in self._rungs.items()) or "none"
+        return (f"Using Pareto ASHA (grace_period={self.grace_period}, eta={self.eta}, max_t={self.max_t}): "
+                f"rungs {rungs}; {len(self.stopped)} stopped, {self.epochs_saved()} epochs saved.")
+
+    # ---------------------------------------------------------------- budget
+    def epochs_saved(self, max_t: int | None = None) -> int:
+        """Epochs not trained thanks to stopping: the sum of ``max_t - epoch stopped at`` over stopped
+        trials (``max_t`` defaults to the scheduler's)."""
+        full = self.max_t if max_t is None else int(max_t)
+        return sum(max(0, full - int(s["epoch"])) for s in self.stopped.values())
+
+    # ---------------------------------------------------------------- state
+    def get_state(self) -> dict[str, Any]:
+        """The scheduler as a JSON-able dict: parameters, bounds, rungs with their entries (own units,
+        ``None`` = unknown), stopped trials and the curves of trials still running."""
+        names = objectives.names()
+        return {
+            "version": _STATE_VERSION,
+            "grace_period": self.grace_period, "eta": self.eta, "max_t": self.max_t,
+            "bounds": self.bounds.to_dict(),
+            "objectives": list(names),
+            "rungs": [{"epoch": m, "entries": {t: dict(zip(names, v)) for t, v in sorted(e.items())}}
+                      for m, e in self._rungs.items()],
+            "stopped": {t: {"epoch": s["epoch"], "rung": s["rung"], "curve": [dict(r) for r in s["curve"]]}
+                        for t, s in self.stopped.items()},
+            "curves": {t: [dict(r) for r in c] for t, c in self._curves.items()},
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`get_state`'s dict: its parameters, bounds, rungs, stopped trials and curves
+        replace this scheduler's (so a resumed search continues the same rungs).
+
+        Raises:
+            ValueError: not a state this version wrote (the message names the field), or objectives other
+                than those now in force.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"state: a dict from get_state() is needed, not {type(state).__name__}")
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"version: scheduler state version {state.get('version')!r}; "
+                             f"this vitnas reads {_STATE_VERSION}")
+        names = objectives.names()
+        if list(state.get("objectives", [])) != list(names):
+            raise ValueError(f"objectives: the state has {state.get('objectives')!r}, the study {list(names)}")
+        fresh = ParetoASHA(state.get("grace_period"), state.get("eta"), state.get("max_t"),
+                           objectives.HVBounds.from_dict(state.get("bounds")))
+        rungs = state.get("rungs")
+        if not isinstance(rungs, list):
+            raise ValueError("rungs: a list of {epoch, entries} is needed")
+        for rung in rungs:
+            try:
+                m, entries = int(rung["epoch"]), rung["entries"]
+                target = fresh._rung(m)
+                for tid, vals in entries.items():
+                    target[str(tid)] = [_finite(vals.get(n)) for n in names]
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"rungs: malformed rung {rung!r}") from exc
+        try:
+            stopped = {str(t): {"epoch": int(s["epoch"]), "rung": int(s.get("rung", s["epoch"])),
+                                "curve": [dict(r) for r in s.get("curve", [])]}
+                       for t, s in (state.get("stopped") or {}).items()}
+            curves = {str(t): [dict(r) for r in c] for t, c in (state.get("curves") or {}).items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"stopped: malformed stopped trials or curves ({exc})") from exc
+        self.grace_period, self.eta, self.max_t, self.bounds = fresh.grace_period, fresh.eta, fresh.max_t, fresh.bounds
+        self._rungs, self.stopped, self._curves = fresh._rungs, stopped, curves
+
+    def save(self, checkpoint_path: str) -> None:
+        """Ray's checkpoint: :meth:`get_state` as JSON at ``checkpoint_path``."""
+        with open(checkpoint_path, "w", encoding="utf-8") as fh:
+            json.dump(self.get_state(), fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's restore: :meth:`set_state` from the JSON :meth:`save` wrote."""
+        with open(checkpoint_path, encoding="utf-8") as fh:
+            self.set_state(json.load(fh))
+
+
+# ---------------------------------------------------------------------------- tie-breaks within a front
+def _hv_contributions(x: np.ndarray) -> np.ndarray:
+    """Hypervolume contribution of each row of ``x`` (normalised values, 1 = best) to the rows together:
+    what :func:`nas.objectives.normalised_hypervolume` gives for the front minus the front without the row
+    (the same unit cube and reference corner)."""
+    pts = 1.0 - x  # minimisation form; a row with a value at 0 (or an unknown accuracy) adds nothing
+    ref = [1.0] * x.shape[1]
+    whole = objectives.hypervolume(pts, ref)
+    return np.array([whole - objectives.hypervolume(np.delete(pts, i, axis=0), ref) for i in range(len(x))])
+
+
+def _crowding(x: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of each row of ``x``: the ends of each objective get infinity."""
+    n = len(x)
+    out = np.zeros(n)
+    if n <= 2:
+        return np.full(n, math.inf)
+    for k in range(x.shape[1]):
+        order = np.argsort(x[:, k], kind="stable")
+        vals = x[order, k]
+        span = vals[-1] - vals[0]
+        out[order[0]] = out[order[-1]] = math.inf
+        if span > 0:
+            out[order[1:-1]] += (vals[2:] - vals[:-2]) / span
+    return out

@@ -1,0 +1,95 @@
+"""Early stopping in a real search (issue 12): a trial the Pareto-aware scheduler stops ends PRUNED in
+Optuna, with the rung it reached and its curve, never COMPLETE and never on the front; the scheduler's
+state is stored with the study and a resumed search continues the same rungs."""
+
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.driver import StudyDriver
+from nas.scheduler import ParetoASHA
+from nas.search import SearchConfig, _scheduler
+from nas.study import create_or_load_study, pareto_front
+from search_spaces import SearchSpace
+
+SPACE = SearchSpace(attention=("mhsa",), embed_dim=(32, 64), depth=(1, 2), num_heads=(2,), patch_size=(4,),
+                    stem=("patch",), pos_encoding=("none", "learned"))
+
+
+def _epoch(epoch, acc, params, throughput):
+    return {"epoch": epoch, "val_accuracy": acc, "train_loss": 1.0, "params": params, "throughput": throughput}
+
+
+def test_a_stopped_trial_is_pruned_with_its_rung_and_curve_and_never_on_the_front():
+    study = create_or_load_study(optuna.storages.InMemoryStorage(), "es", attrs={"num_classes": 10})
+    scheduler = ParetoASHA(grace_period=1, eta=3, max_t=3)
+    driver = StudyDriver(study, SPACE, 16, target=10, scheduler=scheduler)
+    trials = {}
+    for tid in ("a", "b", "c"):
+        config = driver.suggest(tid)
+        trials[tid] = SimpleNamespace(trial_id=tid, config=config)
+    # Trial c is larger, slower and less accurate at the first rung than a and b: dominated, outside the top 1/3.
+    first = {"a": _epoch(1, 0.80, 20_000, 5_000.0), "b": _epoch(1, 0.70, 10_000, 9_000.0),
+             "c": _epoch(1, 0.30, 60_000, 2_000.0)}
+    decisions = {tid: scheduler.on_trial_result(None, trials[tid], first[tid]) for tid in ("a", "b", "c")}
+    assert decisions == {"a": "CONTINUE", "b": "CONTINUE", "c": "STOP"}
+    driver.on_trial_complete("c", first["c"])  # what Ray hands a searcher for a stopped trial: its last result
+    for tid, acc in (("a", 0.9), ("b", 0.85)):
+        driver.on_trial_complete(tid, {"accuracy": acc, "params": first[tid]["params"],
+                                       "throughput": first[tid]["throughput"], "epoch": 3, "curve": []})
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert len(pruned) == 1 and pruned[0].values is None
+    attrs = pruned[0].user_attrs
+    assert attrs["pruned_at_epoch"] == 1 and [c["epoch"] for c in attrs["curve"]] == [1]
+    assert attrs["params"] == 60_000 and attrs["throughput"] == 2_000.0
+    assert pruned[0].number not in {t.number for t in pareto_front(study)}
+    assert driver.complete == 2 and driver.pruned == 1  # a pruned trial does not count towards the target
+    # The state travels with the study; a resumed search's scheduler continues the same rungs.
+    cfg = SearchConfig(epochs=3, grace_period=1, eta=3)
+    resumed = _scheduler(cfg, study)
+    assert resumed.get_state() == scheduler.get_state()
+    assert set(resumed.rung_entries(1)) == {"a", "b", "c"} and set(resumed.stopped) == {"c"}
+    assert _scheduler(SearchConfig(epochs=3, grace_period=1, eta=2), study).rung_entries(1) == {}  # other rungs
+    assert _scheduler(SearchConfig(epochs=1), study) is None  # nothing to stop with one epoch
+
+
+@pytest.mark.parametrize("order", [("a", "b", "c"), ("c", "b", "a"), ("b", "c", "a")])
+def test_the_stored_objectives_reach_the_scheduler_from_every_epoch_report(order):
+    """The trial measures params and throughput before training and reports them with each epoch, so the
+    scheduler ranks with the real figures whatever the arrival order (the complete rung decides alike)."""
+    scheduler = ParetoASHA(grace_period=1, eta=3, max_t=3)
+    first = {"a": _epoch(1, 0.80, 20_000, 5_000.0), "b": _epoch(1, 0.70, 10_000, 9_000.0),
+             "c": _epoch(1, 0.30, 60_000, 2_000.0)}
+    for tid in order:
+        scheduler.on_trial_result(None, SimpleNamespace(trial_id=tid, config={}), first[tid])
+    assert scheduler.rung_entries(1)["c"] == {"accuracy": 0.30, "params": 60_000, "throughput": 2_000.0}
+    assert scheduler.verdicts(1) == {"a": "CONTINUE", "b": "CONTINUE", "c": "STOP"}
+
+
+def test_search_with_a_pruned_trial_end_to_end(tmp_path):
+    """Through Ray Tune: the scheduler's STOP ends the trial early and the driver records it PRUNED; the
+    search still reaches its target of complete trials, and the CLI says what early stopping saved."""
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    code = ("import sys; from nas.cli import main; from nas import settings; "
+            "orig = settings.SearchConfig.validate\n"
+            "def validate(self):\n    self.inject_faults = {1: 'prune'}\n    orig(self)\n"
+            "settings.SearchConfig.validate = validate\n"
+            "main(sys.argv[1:])")
+    args = ["search", "--study", "es", "--trials", "2", "--epochs", "2", "--train-subset", "200", "--val-subset",
+            "100", "--no-presets", "--sampler", "random", "--storage", storage, "--run-dir", str(tmp_path / "runs")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    study = optuna.load_study(study_name="es", storage=storage)
+    states = {t.number: t.state for t in study.trials}
+    assert states[1] == TrialState.PRUNED and list(states.values()).count(TrialState.COMPLETE) == 2
+    assert study.trials[1].user_attrs["pruned_at_epoch"] == 1
+    assert 1 not in {t.number for t in pareto_front(study)}
+    assert study.user_attrs["scheduler_state"]["stopped"]
+    assert "trial   1 stopped early at epoch 1" in proc.stdout
+    assert "early stopping: 1 trial(s) stopped at a rung (PRUNED, not on the front), saving 1 of" in proc.stdout
