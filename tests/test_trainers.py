@@ -173,6 +173,15 @@ def test_too_slow_at_the_deployment_shape_is_a_target_shape_error():
         measure_throughput_vs_reference(slow, slow, (3, 8, 8), batch_size=2, max_pass_seconds=1e-9)
 
 
+def test_a_cpu_batch_that_would_not_fit_in_memory_is_refused_before_it_runs():
+    from trainers.measure import TargetShapeError
+    from trainers.proxy import _check_host_memory
+
+    _check_host_memory(per_image=1024, batch=64)  # 64 KiB: fits anywhere
+    with pytest.raises(TargetShapeError, match="^out of memory: the activations need about 1024.0 GiB"):
+        _check_host_memory(per_image=2**34, batch=64)
+
+
 def test_device_lock_is_exclusive_between_processes(tmp_path):
     """A measurement (exclusive) waits for a training step (shared) held by another process."""
     import subprocess

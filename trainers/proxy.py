@@ -15,6 +15,7 @@ a non-finite loss is recorded on the device (the first step it happened) and che
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -339,6 +340,8 @@ def _measure_at_target(arch: Architecture, model: nn.Module, data: ImageData, co
         measured_model = model if size == data.img_size else _target_model(arch, model, data, size, device)
         params = count_params(measured_model)
         flops = count_flops(measured_model, shape, device=device)
+        if device.type == "cpu":  # no allocator to raise OutOfMemoryError: refuse before the machine swaps
+            _check_host_memory(peak_memory(measured_model, shape, batch_size=1, device=device, dtype=dtype), batch)
         memory = peak_memory(measured_model, shape, batch_size=batch, device=device, dtype=dtype)
         cache = ThroughputCache(config.cache_path)
         try:
@@ -352,6 +355,24 @@ def _measure_at_target(arch: Architecture, model: nn.Module, data: ImageData, co
         raise TargetShapeError(f"at the deployment shape ({size} px, batch {batch}, {dtype}): {exc}") from None
     measured = {"params": params, "flops": flops, "throughput": detail["throughput"], "peak_memory": memory}
     return measured, target, detail
+
+
+def _check_host_memory(per_image: int, batch: int, share: float = 0.5) -> None:
+    """Refuse a CPU measurement whose activations (``per_image`` bytes at batch 1, times ``batch``) would
+    take more than ``share`` of the memory available now (on the CPU an oversized batch does not raise:
+    the operating system swaps or kills a process, maybe not this one).
+
+    Raises:
+        TargetShapeError: it would not fit.
+    """
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system that says
+        return
+    need = per_image * batch
+    if need > share * available:
+        raise TargetShapeError(f"out of memory: the activations need about {need / 2**30:.1f} GiB, more than "
+                               f"{share:.0%} of the {available / 2**30:.1f} GiB available")
 
 
 def _throughput(arch: Architecture, model: nn.Module, data: ImageData, config: ProxyConfig, device: torch.device,
