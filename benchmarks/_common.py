@@ -236,10 +236,10 @@ def save_results(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
-OVERVIEW = """## Attention zoo, search, overheads and proxy fidelity: how these figures are made
+OVERVIEW = """## How these figures are made
 
-Four scripts, each one command with a `--quick` mode (a few minutes on 2 cores), each rewriting only its
-own section below (between `<!-- name:start -->` / `<!-- name:end -->` markers):
+Seven scripts, each one command, each rewriting only its own section below (between
+`<!-- name:start -->` / `<!-- name:end -->` markers):
 
 | section | command | what |
 | --- | --- | --- |
@@ -250,6 +250,12 @@ NSGA-II without presets, TPE and random, over seeds |
 | overheads | `python -m benchmarks.overheads` | Ray Tune fan-out per trial against in-process trials; \
 proxy trainer against a bare PyTorch loop |
 | fidelity | `python -m benchmarks.fidelity` | Kendall's tau between the proxy ranking and a 5x longer training |
+| throughput | `python -m benchmarks.throughput` | spread of one model's stored throughput across separate searches, \
+before and after the fixed protocol |
+| deployment | `python -m benchmarks.deployment` | the same designs' objectives and fronts at the proxy's shape and at \
+a 112 px deployment shape |
+| scale | `python -m benchmarks.scale` | driver overhead per trial, `vitnas status` and `vitnas dashboard` on 100 / \
+1,000 / 10,000-trial studies (SQLite, PostgreSQL) |
 
 Peers come from the `bench` extra (`pip install -e .[bench]`; never runtime dependencies). Raw results
 are kept as JSON in `benchmarks/results/`, charts as PNG in `docs/figures/`. The machine these ran on is

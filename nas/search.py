@@ -218,13 +218,15 @@ def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, data: An
         budget = None if deadline is None else deadline - time.monotonic()
         if budget is not None and budget <= 0:
             break
-        before = driver.complete
+        before = (driver.complete, getattr(driver, "pruned", 0))
         # Reseed per round from the study's size, so a continued study does not replay the
         # proposals of its first run (NSGA-II's first generation and random sampling are seeded).
         study.sampler = make_sampler(config.sampler, config.seed + len(study.trials), config.trials,
                                      study.user_attrs.get("population_size"))
         run_round(config, driver, remaining, budget, data, progress)
-        stalled = stalled + 1 if driver.complete == before else 0
+        # A round whose trials were all stopped early made progress (the rungs filled); one where every
+        # proposal failed did not.
+        stalled = stalled + 1 if (driver.complete, getattr(driver, "pruned", 0)) == before else 0
         if stalled >= 2 and not driver.interrupted:
             if progress:
                 progress(TrialEvent("stalled", -1, reason="two rounds in a row completed no trial; stopping"))

@@ -87,6 +87,8 @@ def test_timeout_stops_cleanly_with_a_consistent_study(tmp_path):
     for t in trials:
         if t.state == TrialState.FAIL:
             assert t.user_attrs["fail_reason"].startswith("stopped")
+        elif t.state == TrialState.PRUNED:  # stopped early at a rung by the scheduler
+            assert t.values is None and 1 <= t.user_attrs["pruned_at_epoch"] < 8
         else:
             assert len(t.values) == 3 and os.path.isfile(t.user_attrs["weights"])
 
