@@ -100,11 +100,11 @@ def estimate_params(embed_dim: int, depth: int, mlp_ratio: float, patch_size: in
     before anything is allocated: per block attention (4 C^2) and MLP (2 r C^2), the stem (``p^2
     in_chans C`` linear; ``9 in_chans C + 6 C^2 (+ p^2 C^2)`` conv; ``9 in_chans C + 13 C^2`` conv_bn),
     the head, and for ``num_tokens`` N the position tables (2 N C) and the token-tied mechanisms (Mixer:
-    2 N D_S + D_S + N per block with D_S = max(C/2, N), Linformer: at most 64 N per block)."""
+    2 N D_S + D_S + N per block with D_S = max(C/2, 256), Linformer: at most 64 N per block)."""
     c, n = embed_dim, num_tokens
     block = 4 * c * c + int(2 * mlp_ratio * c * c) + 16 * c
     if attention == "mixer":
-        hidden = max(c // 2, n)
+        hidden = max(c // 2, 256)
         block += 2 * n * hidden + hidden + n
     elif attention == "linformer":
         block += 64 * n

@@ -15,17 +15,17 @@ FLAT = TokenLayout.flat(N)
 
 
 def test_hidden_width_and_parameter_count():
-    mod = TokenMixingMLP(C, N, min_hidden_tokens=False)  # the paper's D_S = C / 2 alone
+    mod = TokenMixingMLP(C, N, min_hidden=1)  # the paper's D_S = C / 2 alone
     assert mod.hidden == C // 2
     assert sum(p.numel() for p in mod.parameters()) == 2 * N * (C // 2) + C // 2 + N
     assert mod.mlp.fc1.weight.shape == (C // 2, N) and mod.mlp.fc2.weight.shape == (N, C // 2)
     assert TokenMixingMLP(768, 196).hidden == 384  # Mixer-B/16: C = 768, D_S = 384 >= N: the paper's width
     assert TokenMixingMLP(512, 49).hidden == 256  # Mixer-S/32
-    assert TokenMixingMLP(1, N, min_hidden_tokens=False).hidden == 1
-    assert TokenMixingMLP(C, N, hidden_ratio=2.0).hidden == 2 * C
-    # Floored at N where C / 2 < N (no bottleneck narrower than the token count).
-    assert TokenMixingMLP(C, 3 * C).hidden == 3 * C
-    assert TokenMixingMLP(1, N).hidden == N
+    assert TokenMixingMLP(1, N, min_hidden=1).hidden == 1
+    assert TokenMixingMLP(C, N, hidden_ratio=2.0, min_hidden=1).hidden == 2 * C
+    # Floored at 256, Mixer-S's width, whatever N (no bottleneck at the proxy's <= 197 tokens; linear in N).
+    assert TokenMixingMLP(C, N).hidden == TokenMixingMLP(C, 3136).hidden == 256
+    assert TokenMixingMLP(1024, N).hidden == 512  # Mixer-L: C / 2 above the floor
 
 
 def test_matches_explicit_per_channel_mlp():
@@ -71,15 +71,15 @@ def test_macs_formula_matches_fvcore():
     flops = FlopCountAnalysis(WithLayout(mod, FLAT), (torch.randn(1, N, C),))
     flops.unsupported_ops_warnings(False)
     flops.uncalled_modules_warnings(False)
-    assert mod.hidden == max(C // 2, N) == N
-    assert flops.total() == mod.macs(FLAT) == 2 * N * N * C
+    assert mod.hidden == max(C // 2, 256) == 256
+    assert flops.total() == mod.macs(FLAT) == 2 * N * 256 * C
 
 
 def test_builds_in_full_model():
     torch.manual_seed(0)
     model = build_model(Architecture(attention="mixer", pos_encoding="sincos2d"), img_size=16, in_chans=1)
     attn = model.blocks[0].attn
-    assert isinstance(attn, TokenMixingMLP) and attn.num_tokens == 65 and attn.hidden == 65  # max(C/2, N)
+    assert isinstance(attn, TokenMixingMLP) and attn.num_tokens == 65 and attn.hidden == 256  # max(C/2, 256)
     out = model(torch.randn(2, 1, 16, 16))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
     out.sum().backward()

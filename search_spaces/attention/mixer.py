@@ -17,6 +17,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["TokenMixingMLP", "MECHANISM"]
 
 
+#: The floor of the token-MLP width D_S: Mixer-S's, the paper's smallest (arXiv 2105.01601, Table 1).
+MIN_TOKEN_HIDDEN = 256
+
+
 class TokenMixingMLP(AttentionModule):
     """MLP-Mixer token-mixing MLP in place of attention (Tolstikhin et al., arXiv 2105.01601, eq. 1)::
 
@@ -27,21 +31,22 @@ class TokenMixingMLP(AttentionModule):
     (timm's ``Mlp``: ``mlp.fc1``, ``mlp.fc2``, with biases as in the paper's code), so the weights are
     shared across channels. No queries or keys (so no rotary encoding).
 
-    Token-MLP width: D_S = ``max(int(hidden_ratio * C), N)`` (``min_hidden_tokens=True``, the builder's
-    choice), at least 1. The paper's configurations set D_S = C / 2 (arXiv 2105.01601, Table 1), which at
-    their 224 px pre-training resolution is never narrower than the token count: Mixer-S/32 N = 49,
-    D_S = 256; Mixer-S/16 N = 196, D_S = 256; Mixer-B/16 N = 196, D_S = 384; Mixer-H/14 N = 256,
-    D_S = 640. At the proxy's C = 32 to 96 and 17 to 197 tokens C / 2 would be a 16 to 48-wide
-    bottleneck those models never have, so D_S is floored at N (ours): the paper's C / 2 wherever
-    C / 2 >= N. The cost stays quadratic in N, as the token MLP's always is: 2 N^2 C multiply-adds once
-    the floor applies (at a 112 px deployment with patch 4, N = 785 and D_S = 785).
+    Token-MLP width: D_S = ``max(int(hidden_ratio * C), min_hidden)`` (256 by default, the builder's
+    choice), independent of the token count N, as in the paper: its widths "are selected independently of
+    the number of input patches", which is what makes Mixer's cost linear in N (arXiv 2105.01601, section 2).
+    The paper's configurations set D_S = C / 2 (Table 1: Mixer-S 256, Mixer-B 384, Mixer-L 512, Mixer-H
+    640), never narrower than the token count at its 224 px pre-training (N = 49 to 256). At vitnas' C = 32
+    to 96, C / 2 would be a 16 to 48-wide bottleneck for the proxy's 17 to 197 tokens, which no paper model
+    has; so D_S is floored at 256, the paper's smallest width (ours): at least N wherever N <= 256 (every
+    proxy grid), and fixed beyond, as the paper keeps it when it fine-tunes at a higher resolution. Cost:
+    2 N D_S C multiply-adds, linear in N.
 
     The layer is tied to the token count N it was built for (prefix tokens included): a different N at
     forward (or in the layout given to :meth:`macs`) raises ``ValueError``.
 
     Args:
         dim: C. num_tokens: N. hidden_ratio: D_S / C before the floor (0.5, the paper's).
-        min_hidden_tokens: floor D_S at N (default; ``False`` gives ``int(hidden_ratio * C)`` alone).
+        min_hidden: the floor of D_S (:data:`MIN_TOKEN_HIDDEN`, 256; 1 gives ``int(hidden_ratio * C)`` alone).
 
     Shapes: ``x`` (B, N, C) -> (B, N, C). Parameters: ``2 N D_S + D_S + N``.
 
@@ -49,13 +54,13 @@ class TokenMixingMLP(AttentionModule):
     See :meth:`macs`.
     """
 
-    def __init__(self, dim: int, num_tokens: int, hidden_ratio: float = 0.5, min_hidden_tokens: bool = True):
+    def __init__(self, dim: int, num_tokens: int, hidden_ratio: float = 0.5, min_hidden: int | None = None):
         super().__init__()
         if num_tokens < 1 or hidden_ratio <= 0:
             raise ValueError(f"mixer: num_tokens and hidden_ratio must be positive, got {num_tokens}, {hidden_ratio}")
         self.dim = dim
         self.num_tokens = num_tokens
-        self.hidden = max(1, int(hidden_ratio * dim), num_tokens if min_hidden_tokens else 1)
+        self.hidden = max(1, int(hidden_ratio * dim), MIN_TOKEN_HIDDEN if min_hidden is None else min_hidden)
         self.mlp = Mlp(num_tokens, self.hidden, num_tokens, act_layer=nn.GELU)
 
     def macs(self, layout: TokenLayout) -> int:
@@ -79,6 +84,7 @@ def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> TokenMi
 MECHANISM = MechanismSpec(
     name="mixer", order=8, module=TokenMixingMLP, build=_build, has_qkv=False, fixed_tokens=True,
     uses_heads=False, summary="MLP-Mixer token mixing in place of attention (arXiv 2105.01601)",
-    scaling="token-MLP width D_S = max(C/2, N): the paper's C/2 is never below N in its 224 px models "
-            "(Mixer-B/16: N = 196, D_S = 384; arXiv 2105.01601, Table 1)",
+    scaling="token-MLP width D_S = max(C/2, 256), independent of N as in the paper (so the cost stays linear "
+            "in N); 256 is its smallest width (Mixer-S), at least N on every proxy grid (arXiv 2105.01601, "
+            "section 2 and Table 1)",
 )
