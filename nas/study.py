@@ -656,8 +656,10 @@ def target_shape(study: optuna.Study) -> dict[str, Any]:
 
 
 def describe_shape(shape: dict[str, Any]) -> str:
-    """``112 px, batch 8, float32``: a shape in words."""
-    return f"{shape.get('img_size')} px, batch {shape.get('batch')}, {shape.get('dtype', 'auto')}"
+    """``112 px, batch 8, float32``: a shape in words (dtype ``auto``: float32 on the CPU, bfloat16 on CUDA)."""
+    dtype = shape.get("dtype", "auto")
+    dtype = "float32 on the CPU, bfloat16 on CUDA" if dtype == "auto" else dtype
+    return f"{shape.get('img_size')} px, batch {shape.get('batch')}, {dtype}"
 
 
 def study_status(study: optuna.Study) -> dict[str, Any]:
