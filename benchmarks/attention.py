@@ -455,8 +455,8 @@ def report(rows, mem_rows, checks, args, device, seconds, paths, date: str | Non
            "m = min(floor(d ln d), floor(N/4)) features (16 at N = 64, 64 at 256, 110 from 784 on), linformer "
            "k = min(64, floor(N/4)) (16 at N = 64, 64 from 256 on), nystrom min(16, floor(N/8)) landmarks "
            "(8 at N = 64, 16 from 128 on), 6 pinv iterations, conv kernel min(33, 2 floor(N/32) + 1) "
-           "(5 at N = 64, 17 at 256, 33 from 512 on), mixer hidden max(C/2, 256) (independent of N, as in the paper). Peers take the same "
-           "per-N settings.",
+           "(5 at N = 64, 17 at 256, 33 from 512 on), mixer hidden max(C/2, 256) (independent of N, as in the "
+           "paper). Peers take the same per-N settings.",
            "- Peers (bench extra, `pip install -e .[bench]`): `timm.models.vision_transformer.Attention`, "
            "`performer_pytorch.SelfAttention`, `linformer.LinformerSelfAttention` (share_kv=False, k=64), "
            "`nystrom_attention.NystromAttention` (16 landmarks, conv 33), and `UnfoldLocalAttention` "
