@@ -140,9 +140,8 @@ def render() -> None:
             f"on the front at 28 px only: trials {sorted(front_p - front_t) or 'none'}; at 112 px only: "
             f"{sorted(front_t - front_p) or 'none'}; on both: {sorted(front_p & front_t) or 'none'}. Parameter "
             "counts change only where they depend on the token count: learned position tables, Linformer's "
-            "projection E (k x N) and Mixer's token MLP (D_S = max(C/2, N), so N^2 weights per layer at 3,136 "
-            "tokens: Mixer is a poor fit for a large deployment grid, and the front says so). Accuracy is the "
-            "proxy's (600 images, one epoch: low, and the same at both shapes).")
+            "projection E (k x N) and Mixer's token MLP (2 N D_S weights per layer, D_S = max(C/2, 256)). "
+            "Accuracy is the proxy's (few images and epochs: low, and the same at both shapes).")
     body = "\n".join([
         "## Deployment shape: the same designs at the proxy's shape and at 112 px\n",
         C.run_header("python -m benchmarks.deployment" + (" --quick" if args.quick else ""), saved.get("seconds"),

@@ -196,8 +196,9 @@ def test_nasvit_arguments_are_refused_before_allocation(kwargs, field):
 
 
 def test_nasvit_token_tied_models_are_refused_by_parameter_estimate():
-    # Mixer's token-mixing MLP grows as N^2 per block: 256x256 tokens would be ~3.4e10 parameters.
-    arch = Architecture(attention="mixer", embed_dim=64, depth=8, num_heads=2, patch_size=2, pos_encoding="none")
+    # Mixer's token-mixing MLP holds 2 N D_S weights per block (D_S = 256): 256x256 tokens over 64 blocks
+    # would be ~2.1e9 parameters.
+    arch = Architecture(attention="mixer", embed_dim=64, depth=64, num_heads=2, patch_size=2, pos_encoding="none")
     with pytest.raises(GeneError) as err:
         NasViT(arch, img_size=512, in_chans=3, num_classes=10)
     _one_short_line(str(err.value))
