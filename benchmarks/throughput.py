@@ -73,9 +73,8 @@ def child(cache: str, order: int) -> dict:
                 cfg = ProxyConfig()
                 r = measure_throughput_vs_reference(model, reference, shape, batch_size=64, device="cpu",
                                                     rounds=cfg.measure_rounds, min_block_seconds=cfg.min_block_seconds)
-                key = store.key("reference", ref_arch.canonical_key(data.img_size), 1, 10, "cpu", data.img_size,
-                                64, "float32")
-                calibrated = store.put_first(key, {"img_s": r.reference_img_s})["img_s"]
+                calibrated = store.calibrated_reference(r.reference_img_s, img_size=data.img_size, in_chans=1,
+                                                        num_classes=10, device="cpu", batch=64, dtype="float32")
                 got.update(after=r.ratio * calibrated, raw=r.img_s, ratio=r.ratio, round_spread=r.spread)
         out[name] = got
     store.close()

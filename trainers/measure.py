@@ -42,7 +42,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 __all__ = [
     "count_params", "count_flops", "count_module_flops", "measure_throughput", "peak_memory", "PeakMemoryTracker",
     "resolve_device", "DTYPES", "ThroughputResult", "measure_throughput_vs_reference", "reference_architecture",
-    "ThroughputCache", "DeviceLock", "TargetShapeError", "device_name",
+    "ThroughputCache", "DeviceLock", "TargetShapeError", "device_name", "autocast",
 ]
 
 #: Inference dtypes of the throughput protocol: float32, or bfloat16 autocast.
@@ -183,7 +183,9 @@ def measure_throughput(model: nn.Module, input_shape: tuple[int, int, int], *, b
     return batch_size / statistics.median(times)
 
 
-def _autocast(device: torch.device, dtype: str):
+def autocast(device: torch.device, dtype: str):
+    """The context a forward pass in ``dtype`` runs under: bfloat16 autocast on ``device``, or nothing for
+    float32 (:data:`DTYPES`)."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bfloat16" else nullcontext()
 
 
@@ -245,7 +247,7 @@ def measure_throughput_vs_reference(model: nn.Module, reference: nn.Module, inpu
     model.eval()
     reference.eval()
     try:
-        with torch.inference_mode(), _autocast(device, dtype):
+        with torch.inference_mode(), autocast(device, dtype):
             x = torch.randn(batch_size, *input_shape, device=device)
 
             def block(m: nn.Module, n: int) -> float:
@@ -302,6 +304,7 @@ class ThroughputCache:
         return "|".join(str(p) for p in (kind, *parts, torch.__version__))
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """What the cache holds under ``key`` (None: nothing)."""
         row = self._db.execute("SELECT value FROM throughput WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
@@ -311,6 +314,14 @@ class ThroughputCache:
         with self._db:
             self._db.execute("INSERT OR IGNORE INTO throughput (key, value) VALUES (?, ?)", (key, json.dumps(value)))
         return self.get(key) or value
+
+    def calibrated_reference(self, reference_img_s: float, *, img_size: int, in_chans: int, num_classes: int,
+                             device: str, batch: int, dtype: str) -> float:
+        """The reference model's calibrated img/s at this (device, shape, dtype, torch version): the first
+        measurement ever stored (``reference_img_s`` when this is the first), so every search agrees."""
+        ref = reference_architecture(img_size)
+        key = self.key("reference", ref.canonical_key(img_size), in_chans, num_classes, device, img_size, batch, dtype)
+        return float(self.put_first(key, {"img_s": reference_img_s})["img_s"])
 
     def close(self) -> None:
         self._db.close()
@@ -437,14 +448,14 @@ def peak_memory(model: nn.Module, input_shape: tuple[int, int, int], *, batch_si
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-            with (nullcontext() if train else torch.inference_mode()), _autocast(device, dtype):
+            with (nullcontext() if train else torch.inference_mode()), autocast(device, dtype):
                 out = model(x)
                 if train:
                     out.float().sum().backward()
             _sync(device)
             return int(torch.cuda.max_memory_allocated(device))
         tracker = PeakMemoryTracker()
-        with (nullcontext() if train else torch.inference_mode()), _autocast(device, dtype), tracker:
+        with (nullcontext() if train else torch.inference_mode()), autocast(device, dtype), tracker:
             out = model(x)
             if train:
                 out.float().sum().backward()

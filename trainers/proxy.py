@@ -38,6 +38,7 @@ from .measure import (
     DeviceLock,
     TargetShapeError,
     ThroughputCache,
+    autocast,
     count_flops,
     count_params,
     device_name,
@@ -164,7 +165,7 @@ def seed_everything(seed: int) -> None:
 
 def _autocast(device: torch.device, amp: bool | None):
     use = device.type == "cuda" if amp is None else amp
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
+    return autocast(device, "bfloat16" if use else "float32")
 
 
 @torch.no_grad()
@@ -392,9 +393,8 @@ def _throughput(arch: Architecture, model: nn.Module, data: ImageData, config: P
                                           rounds=config.measure_rounds, min_block_seconds=config.min_block_seconds,
                                           max_pass_seconds=config.max_pass_seconds)
     # The reference's img/s is calibrated once per (device, shape, dtype, torch): the first measurement wins.
-    ref_key = cache.key("reference", ref_arch.canonical_key(size), data.in_chans, data.num_classes, where, size,
-                        batch, dtype)
-    calibrated = cache.put_first(ref_key, {"img_s": got.reference_img_s})["img_s"]
+    calibrated = cache.calibrated_reference(got.reference_img_s, img_size=size, in_chans=data.in_chans,
+                                            num_classes=data.num_classes, device=where, batch=batch, dtype=dtype)
     detail = {**got.to_dict(), "reference_calibrated": calibrated, "throughput": got.ratio * calibrated}
     cache.put_first(model_key, detail)
     return {**detail, "cached": False}
