@@ -20,8 +20,11 @@ What is timed, on each size and backend:
    trial's own work that answers at once (the reused result when the driver found one, else made-up
    objectives and the attributes a trained trial reports). Per trial = their mean; "of which ask" is the
    part spent in ``Study.ask`` (the sampler, NSGA-II).
-2. ``vitnas status`` and ``vitnas dashboard --out`` end to end, each in a fresh process (``subprocess``;
-   the interpreter's start and imports included), best of ``--repeats``.
+2. ``vitnas status``, ``vitnas pareto`` and ``vitnas dashboard --out`` end to end, each in a fresh process
+   (``subprocess``; the interpreter's start and imports included), best of ``--repeats``.
+3. Once, the start-up of the commands that answer at once: ``python -c "import optuna"`` (the yardstick),
+   ``vitnas --help``, ``vitnas space``, and ``status`` / ``pareto`` on the smallest study, interleaved,
+   best of ``--repeats`` + 2 (goal: within about 4x the yardstick).
 
 The goal (issue 13): per trial at most 0.5 s at 10,000 trials and at most twice its value at 100; the
 read-only commands at most 0.5 s more per 1,000 extra trials; the dashboard under 5 s at 10,000 trials.
@@ -248,10 +251,41 @@ def render_seconds(url: str, n: int, repeats: int, tmp: Path) -> float:
 def commands(url: str, n: int, repeats: int, tmp: Path) -> dict[str, float]:
     name = study_name(n)
     status = command_seconds(["status", "--study", name, "--storage", url], repeats)
+    pareto = command_seconds(["pareto", "--study", name, "--storage", url], repeats)
     out = tmp / f"dash{n}.html"
     dash = command_seconds(["dashboard", "--study", name, "--storage", url, "--out", str(out), "--force"], repeats)
-    return {"status": status, "dashboard": dash, "render": render_seconds(url, n, repeats, tmp),
+    return {"status": status, "pareto": pareto, "dashboard": dash, "render": render_seconds(url, n, repeats, tmp),
             "html_mb": out.stat().st_size / 1e6}
+
+
+def startup(url: str, n: int, repeats: int) -> dict[str, float]:
+    """Seconds (best of ``repeats``, the commands interleaved) of each command that builds no model, and of
+    ``python -c "import optuna"``, the yardstick."""
+    name = study_name(n)
+    runs = {
+        "python -c \"import optuna\"": [sys.executable, "-c", "import optuna"],
+        "vitnas --help": [*VITNAS, "--help"],
+        "vitnas space": [*VITNAS, "space"],
+        f"vitnas status ({n:,} trials)": [*VITNAS, "status", "--study", name, "--storage", url],
+        f"vitnas pareto ({n:,} trials)": [*VITNAS, "pareto", "--study", name, "--storage", url],
+    }
+    best = {k: float("inf") for k in runs}
+    for _ in range(repeats):
+        for key, argv in runs.items():
+            t0 = time.perf_counter()
+            out = subprocess.run(argv, capture_output=True, text=True, cwd=C.ROOT, timeout=600)
+            dt = time.perf_counter() - t0
+            if out.returncode != 0:
+                raise RuntimeError(f"{key} failed: {out.stderr.strip()[-500:]}")
+            best[key] = min(best[key], dt)
+    return best
+
+
+def startup_table(seconds: dict[str, float]) -> str:
+    base = next(iter(seconds.values()))
+    return C.table(["command", "seconds (best)", "x `import optuna`", "goal (about 4x)"],
+                   [[f"`{k}`", f"{v:.2f}", f"{v / base:.1f}x", "—" if i == 0 else C.goal(v / base <= 4.5)]
+                    for i, (k, v) in enumerate(seconds.items())], "lrrl")
 
 
 # ---------------------------------------------------------------------- the doc
@@ -296,13 +330,15 @@ Where the time went (cProfile before the changes) and what changed:
 def _rows_table(rows: list[dict]) -> str:
     return C.table(
         ["trials", "driver per trial (s)", "of which ask (s)", "driver start (s)", "`vitnas status` (s)",
-         "`vitnas dashboard` (s)", "of which reading + drawing (s)", "report (MB)"],
+         "`vitnas pareto` (s)", "`vitnas dashboard` (s)", "of which reading + drawing (s)", "report (MB)"],
         [[f"{r['n']:,}", f"{r['per_trial']:.3f}", f"{r['ask']:.3f}", f"{r['start']:.2f}", f"{r['status']:.2f}",
-          f"{r['dashboard']:.2f}", f"{r['render']:.2f}" if "render" in r else "—", f"{r['html_mb']:.1f}"]
+          f"{r['pareto']:.2f}" if "pareto" in r else "—", f"{r['dashboard']:.2f}",
+          f"{r['render']:.2f}" if "render" in r else "—", f"{r['html_mb']:.1f}"]
          for r in rows])
 
 
-def section(results: dict[str, list[dict]], header: str, before: dict | None = None) -> str:
+def section(results: dict[str, list[dict]], header: str, before: dict | None = None,
+            start: dict[str, float] | None = None) -> str:
     out = ["## Scale: bookkeeping and dashboards on studies of 100 to 10,000 trials\n", header.rstrip() + "\n",
            "Synthetic studies written through Optuna (10 % failed trials, 6-epoch curves, the user attributes a "
            "search stores, NSGA-II generations of 50). *Driver per trial*: `StudyDriver.suggest` + "
@@ -340,6 +376,12 @@ def section(results: dict[str, list[dict]], header: str, before: dict | None = N
                       C.goal(s_status is not None and s_status <= 0.5 and s_dash <= 0.5),
                       f"{last['dashboard']:.1f} s" + (f" (reading + drawing {last['render']:.1f} s)" if "render" in last else ""),
                       C.goal(last["dashboard"] < 5.0) if last["n"] >= 10_000 else "n/a"])
+    if start:
+        out.append("\n### Commands that answer at once\n")
+        out.append("A fresh process each (`python -m nas ...`, as the `vitnas` script runs), interleaved, best of "
+                   "the repeats. None of them imports torch, timm, Ray or scikit-learn (`tests/test_registry.py` "
+                   "checks the first three for `--help` and `space`).\n")
+        out.append(startup_table(start))
     out.append("\n### Goals\n")
     out.append(C.table(["backend", "largest study", "driver per trial", "goal (≤ 0.5 s, ≤ 2x at 100)",
                         "status / dashboard per 1,000 trials", "goal (≤ 0.5 s)", "dashboard", "goal (< 5 s)"],
@@ -373,12 +415,13 @@ def main() -> None:
         saved = json.loads((C.RESULTS / "scale.json").read_text())
         header = saved.get("header") or C.run_header(saved["command"], saved.get("seconds"),
                                                      extra=saved.get("extra", ""), date=saved["date"][:16].replace("T", " "))
-        body = section(saved["results"], before=before, header=header)
+        body = section(saved["results"], before=before, header=header, start=saved.get("startup"))
         print(body)
         C.write_section("scale", body)
         return
     t_run = time.perf_counter()
     results: dict[str, list[dict]] = {b: [] for b in backends}
+    start: dict[str, float] | None = None
     with tempfile.TemporaryDirectory(prefix="vitnas-scale-") as tmpdir:
         tmp = Path(tmpdir)
         for backend in backends:
@@ -395,6 +438,9 @@ def main() -> None:
                 print(f"  status {c['status']:.2f} s, dashboard {c['dashboard']:.2f} s ({c['html_mb']:.1f} MB)",
                       flush=True)
                 results[backend].append({"n": n, **d, **c})
+                if start is None:
+                    start = startup(url, n, args.repeats + 2)
+                    print("  " + ", ".join(f"{k} {v:.2f} s" for k, v in start.items()), flush=True)
         if args.postgres and not args.prepare_only:
             pg_admin(args.postgres, "DROP DATABASE IF EXISTS vitnas_scale_work")
     if args.prepare_only:
@@ -407,8 +453,9 @@ def main() -> None:
     extra = f"- Studies: SQLite files on local disk; PostgreSQL {pg}; the whole run pinned to one core (`taskset -c 1`)."
     header = C.run_header(cmd, seconds, extra=extra)
     C.save_results("scale", {"date": _dt.datetime.now().isoformat(), "command": cmd, "seconds": seconds,
-                             "header": header, "revision": C.git_revision(), "results": results})
-    body = section(results, before=before, header=header)
+                             "header": header, "revision": C.git_revision(), "results": results,
+                             "startup": start})
+    body = section(results, before=before, header=header, start=start)
     print(body)
     if not args.no_doc:
         C.write_section("scale", body)

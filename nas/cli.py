@@ -394,8 +394,13 @@ def dashboard(
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: usage errors (unknown option or command, a non-number where a number
     is due) are one line on stderr and exit status 2, like every other input error."""
+    import os
+
     from typer.exceptions import TyperException
 
+    # Commands that build no model (help, space, status, pareto, dashboard) then load no torch or timm.
+    deferred = os.environ.get("VITNAS_DEFER_MODEL")
+    os.environ["VITNAS_DEFER_MODEL"] = "1"
     try:
         code = app(args=argv, standalone_mode=False)
     except typer.Abort:
@@ -409,6 +414,11 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         err_console.print(f"[bold red]error:[/] {escape(message + hint)}", highlight=False, soft_wrap=True)
         sys.exit(getattr(exc, "exit_code", 2) or 2)
+    finally:
+        if deferred is None:
+            os.environ.pop("VITNAS_DEFER_MODEL", None)
+        else:
+            os.environ["VITNAS_DEFER_MODEL"] = deferred
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -406,7 +406,7 @@ def describe_arch(attrs: dict[str, Any]) -> str:
     """Short description of a trial's genes from its ``arch`` user attribute."""
     arch = attrs.get("arch")
     try:
-        from search_spaces import Architecture  # torch-side: loaded only when genes are described
+        from search_spaces.genes import Architecture  # loaded only when genes are described (no torch)
 
         return Architecture.from_dict(arch).describe() if arch else "?"
     except ValueError:

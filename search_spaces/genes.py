@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import registry
-from .attention.mait import mait_window_for_ratio
+from .mechanisms.mait import mait_window_for_ratio
 from .registry import GeneError, get_mechanism
 
 __all__ = [

@@ -1,12 +1,15 @@
 """The registry of attention mechanisms: what each one is, which genes it takes, how it is built.
 
 Modelled on timm's attention-layer lookup (``timm.layers.create_attn.get_attn``: a name to a module class).
-Every file of :mod:`search_spaces.attention` that holds a mechanism declares, next to its module class,
-a module-level ``MECHANISM = MechanismSpec(...)``; :func:`mechanisms` imports every file of that package
-(``pkgutil.iter_modules``) the first time it is asked and collects them. Adding a mechanism is one new
-file plus its tests (DESIGN.md, "The attention zoo"); everything that depends on the set of mechanisms
-derives from here: the gene rules and validation (:mod:`search_spaces.genes`), sampling, enqueueing and
-the size of the search space (:mod:`search_spaces.space`), ``vitnas space``, the model builder
+Every mechanism is two files of the same name: its spec in :mod:`search_spaces.mechanisms` (a
+module-level ``MECHANISM = MechanismSpec(...)``, pure Python) and its layer, an ``nn.Module``, in
+:mod:`search_spaces.attention`, which the spec names as ``"package.module:attribute"`` strings and which is
+imported the first time a layer is built (:meth:`MechanismSpec.build_layer`). :func:`mechanisms` imports
+every file of :mod:`search_spaces.mechanisms` (``pkgutil.iter_modules``) the first time it is asked and
+collects them. Adding a mechanism is those two files plus its tests (DESIGN.md, "The attention zoo");
+everything that depends on the set of mechanisms derives from here: the gene rules and validation
+(:mod:`search_spaces.genes`), sampling, enqueueing and the size of the search space
+(:mod:`search_spaces.space`), ``vitnas space``, the model builder
 (:func:`search_spaces.attention.build_attention`) and the demo study.
 
 A mechanism's own genes are :class:`GeneSpec` objects: name, domain (the universe of values), neutral
@@ -14,11 +17,14 @@ value (what the gene holds where it does not apply), the rule text ``vitnas spac
 shows in :meth:`~search_spaces.genes.Architecture.describe`. Armour's ``compact`` (:data:`COMPACT`) is a
 shared gene: it applies to every mechanism with Q, K and V projections (``MechanismSpec.has_qkv``).
 
-This module imports neither torch nor Optuna; the files it discovers do import torch.
+This module, and every file it discovers, imports neither torch nor Optuna: validating genes, sampling
+them and printing the space need no deep-learning stack (the split of Hugging Face transformers'
+``configuration_*.py`` and ``modeling_*.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -37,9 +43,9 @@ __all__ = [
 ]
 
 #: The package whose files are searched for ``MECHANISM`` declarations.
-_PACKAGE = "search_spaces.attention"
+_PACKAGE = "search_spaces.mechanisms"
 #: Files of that package that hold shared pieces, not mechanisms.
-_NOT_MECHANISMS = frozenset({"common"})
+_NOT_MECHANISMS: frozenset[str] = frozenset()
 
 
 class GeneError(ValueError):
@@ -247,9 +253,12 @@ class MechanismSpec:
         order: position in the ``attention`` domain; the built-in mechanisms take 0 to 8. Stored Optuna
             studies hold the categorical distribution in this order, so a new mechanism takes an order
             after every existing one and no order ever changes.
-        module: the :class:`~search_spaces.attention.common.AttentionModule` subclass it builds.
+        module: the :class:`~search_spaces.attention.common.AttentionModule` subclass it builds, or where
+            to import it from, ``"package.module:Class"`` (what the built-in specs give, so that the
+            registry imports torch only when a layer is built; see :meth:`module_class`).
         build: ``build(arch, layer_index, layout)`` -> the module for layer ``layer_index`` (0-based) of
-            ``arch`` on a model whose tokens are laid out as ``layout``.
+            ``arch`` on a model whose tokens are laid out as ``layout``; a callable or
+            ``"package.module:function"`` (see :meth:`build_layer`).
         summary: one line with the paper (title or authors, arXiv id) the mechanism implements.
         has_qkv: per-token Q, K, V projections, so Armour's ``compact`` and rotary encodings apply.
         class_token: whether the model prepends a class token (``False``: it pools by global average).
@@ -270,8 +279,8 @@ class MechanismSpec:
 
     name: str
     order: int
-    module: type
-    build: Callable[[Architecture, int, TokenLayout], AttentionModule]
+    module: type | str
+    build: Callable[[Architecture, int, TokenLayout], AttentionModule] | str
     summary: str
     has_qkv: bool = True
     class_token: bool = True
@@ -288,9 +297,40 @@ class MechanismSpec:
         """Every attention-specific gene that applies: ``compact`` (when ``has_qkv``), then :attr:`genes`."""
         return ((COMPACT,) if self.has_qkv else ()) + self.genes
 
+    def module_class(self) -> type:
+        """The layer's class (:attr:`module`, imported on first use when given as a string).
+
+        Raises:
+            ImportError: the module named by :attr:`module` cannot be imported (or lacks the attribute).
+        """
+        return _resolve(self.module, self.name, "module")
+
+    def build_layer(self, arch: Architecture, layer_index: int, layout: TokenLayout) -> AttentionModule:
+        """The layer for layer ``layer_index`` (0-based) of ``arch`` on a model with ``layout`` (:attr:`build`,
+        imported on first use when given as a string).
+
+        Raises:
+            GeneError: genes the layer cannot be built from (e.g. a MaiT ratio out of reach on the grid).
+        """
+        return _resolve(self.build, self.name, "build")(arch, layer_index, layout)
+
     def macs(self, arch: Architecture, layout: TokenLayout, layer_index: int = 0) -> int:
         """Analytic multiply-adds per image of layer ``layer_index``: the built module's ``macs(layout)``."""
-        return self.build(arch, layer_index, layout).macs(layout)
+        return self.build_layer(arch, layer_index, layout).macs(layout)
+
+
+def _resolve(ref: Any, mechanism: str, what: str) -> Any:
+    """``ref`` itself, or the object a ``"package.module:attribute"`` string names (imported, then cached)."""
+    return _import_ref(ref, mechanism, what) if isinstance(ref, str) else ref
+
+
+@functools.cache
+def _import_ref(ref: str, mechanism: str, what: str) -> Any:
+    module_name, _, attribute = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except AttributeError:
+        raise ImportError(f"attention {mechanism!r}: {what} {ref!r} names no attribute {attribute!r}") from None
 
 
 _REGISTRY: dict[str, MechanismSpec] = {}

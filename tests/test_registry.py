@@ -7,7 +7,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 import pkgutil
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -15,6 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 import search_spaces.attention as zoo
+import search_spaces.mechanisms as mechanisms_package
 from nas.cli import app
 from search_spaces import Architecture, GeneError, NasViT, SearchSpace, registry
 from search_spaces.attention import build_attention
@@ -46,13 +50,59 @@ def test_every_mechanism_is_registered_in_the_stored_order():
     assert registry.names() == ATTENTIONS == STORED_ORDER
     assert [s.order for s in registry.mechanisms()] == sorted(s.order for s in registry.mechanisms())
     files = sorted(m.name for m in pkgutil.iter_modules(zoo.__path__) if m.name != "common")
-    assert files == sorted(STORED_ORDER)
-    for name in files:  # each file declares its own mechanism, next to its module class
-        module = importlib.import_module(f"search_spaces.attention.{name}")
-        spec = module.MECHANISM
+    specs = sorted(m.name for m in pkgutil.iter_modules(mechanisms_package.__path__))
+    assert files == specs == sorted(STORED_ORDER)
+    for name in files:  # each spec file declares its own mechanism and names the layer of the same name
+        spec = importlib.import_module(f"search_spaces.mechanisms.{name}").MECHANISM
+        layers = importlib.import_module(f"search_spaces.attention.{name}")
         assert registry.get_mechanism(spec.name) is spec and spec.name == name
-        assert spec.module.__module__ == module.__name__ and issubclass(spec.module, AttentionModule)
+        assert isinstance(spec.module, str) and isinstance(spec.build, str)  # imported when first built
+        cls = spec.module_class()
+        assert cls.__module__ == layers.__name__ and issubclass(cls, AttentionModule)
         assert spec.summary and "arXiv" in spec.summary
+
+
+def test_registry_space_and_cli_load_no_torch():
+    """The gene registry, the search space and the commands that build no model run without importing
+    torch, timm, Ray or scikit-learn (a fresh interpreter, as the ``vitnas`` command starts one)."""
+    code = (
+        "import sys\n"
+        "from nas.cli import main\n"
+        "for argv in (['--help'], ['space'], ['space', '--json']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 0, (argv, exc.code)\n"
+        "from search_spaces import SearchSpace, registry\n"
+        "from search_spaces.genes import Architecture\n"
+        "import optuna\n"
+        "a = SearchSpace().suggest(optuna.create_study().ask())\n"
+        "assert Architecture.from_dict(a.to_dict()) == a and len(registry.mechanisms()) == 9\n"
+        "print(sorted(m for m in ('torch', 'timm', 'ray', 'sklearn') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "VITNAS_DEFER_MODEL": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_import_registers_nas_vit_with_timm_unless_deferred():
+    code = ("import sys, search_spaces, timm\n"
+            "print(timm.is_model('nas_vit'), 'torch' in sys.modules)\n")
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env={k: v for k, v in os.environ.items() if k != "VITNAS_DEFER_MODEL"})
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert plain.stdout.split() == ["True", "True"]
+    lazy = ("import sys, search_spaces\n"
+            "before = 'torch' in sys.modules\n"
+            "import timm\n"
+            "registered = timm.is_model('nas_vit')\n"
+            "search_spaces.build_model  # first use loads the builder, which registers nas_vit\n"
+            "print(before, registered, timm.is_model('nas_vit'))\n")
+    deferred = subprocess.run([sys.executable, "-c", lazy], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "VITNAS_DEFER_MODEL": "1"})
+    assert deferred.returncode == 0, deferred.stderr[-2000:]
+    assert deferred.stdout.split() == ["False", "False", "True"]
 
 
 def test_unknown_mechanism_names_the_allowed_ones():
@@ -96,7 +146,7 @@ def test_modules_share_one_protocol(name):
     arch = _arch(spec)
     layout = TokenLayout(grid=(4, 4), num_prefix_tokens=1 if spec.class_token else 0)
     attn = build_attention(arch, 0, layout)
-    assert isinstance(attn, spec.module)
+    assert isinstance(attn, spec.module_class())
     x = torch.randn(2, layout.num_tokens, 16)
     assert attn(x, layout).shape == x.shape
     macs = attn.macs(layout)

@@ -1,15 +1,17 @@
 """The attention zoo: one mechanism per file, each an ``nn.Module`` from (B, N, C) to (B, N, C).
 
-Every file declares its module (an :class:`~.common.AttentionModule`: ``forward(x, layout)`` with a
-required :class:`~.common.TokenLayout`, ``macs(layout)``, ``reset_parameters_extra()``) and, next to it,
-a ``MECHANISM`` spec that :mod:`search_spaces.registry` finds by itself. :func:`build_attention` maps
-genes to modules through that registry.
+Every file holds its module (an :class:`~.common.AttentionModule`: ``forward(x, layout)`` with a
+required :class:`~.common.TokenLayout`, ``macs(layout)``, ``reset_parameters_extra()``) and its
+``build(arch, layer_index, layout)`` function. What the registry knows of the mechanism (genes, rules,
+paper) is the torch-free file of the same name in :mod:`search_spaces.mechanisms`, whose ``MECHANISM``
+spec names this file's module and ``build`` (``"search_spaces.attention.<name>:build"``).
+:func:`build_attention` maps genes to modules through that registry.
 
 Adding a mechanism: a new file here with the module (a subclass of ``AttentionModule``, docstring with
-the paper, the equation, the shapes and the MAC formula), its ``build(arch, layer_index, layout)``
-function and ``MECHANISM = MechanismSpec(...)`` with the next free ``order``; plus its tests. The files
-are imported while :mod:`search_spaces.genes` loads, so they import ``Architecture`` only for type
-checking (``if TYPE_CHECKING:``), never at run time.
+the paper, the equation, the shapes and the MAC formula) and its ``build`` function; a new file in
+:mod:`search_spaces.mechanisms` with ``MECHANISM = MechanismSpec(...)`` (the next free ``order``) and the
+pure-Python rules the genes and the layer share; plus its tests. These files import ``Architecture`` only
+for type checking (``if TYPE_CHECKING:``), never at run time.
 """
 
 from __future__ import annotations
@@ -31,4 +33,4 @@ def build_attention(arch: Architecture, layer_index: int, layout: TokenLayout) -
     Raises:
         GeneError: (a ``ValueError``) an attention name outside the registry.
     """
-    return get_mechanism(arch.attention).build(arch, layer_index, layout)
+    return get_mechanism(arch.attention).build_layer(arch, layer_index, layout)

@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..registry import MechanismSpec
 from .common import AttentionModule, TokenLayout, full_precision
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..genes import Architecture
 
-__all__ = ["FNetMixing", "MECHANISM"]
+__all__ = ["FNetMixing", "build"]
 
 
 class FNetMixing(AttentionModule):
@@ -65,13 +64,5 @@ class FNetMixing(AttentionModule):
         return y.to(x.dtype)
 
 
-def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> FNetMixing:
+def build(arch: Architecture, layer_index: int, layout: TokenLayout) -> FNetMixing:
     return FNetMixing(arch.embed_dim)
-
-
-MECHANISM = MechanismSpec(
-    name="fnet", order=7, module=FNetMixing, build=_build, has_qkv=False, uses_heads=False,
-    summary="FNet: real part of a 2-D Fourier transform in place of attention (arXiv 2105.03824)",
-    scaling="orthonormal 2-D DFT (the paper's divided by sqrt(N C)): in vitnas's pre-norm block the paper's "
-            "unnormalised one grows as sqrt(N C) (16-97x its input at 17-197 tokens; FNet is post-LN, arXiv 2105.03824)",
-)

@@ -9,30 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import MechanismSpec
+from ..mechanisms.linformer import LINFORMER_MAX_K, linformer_k
 from .common import QKV, AttentionModule, TokenLayout, check_num_tokens, merge_heads
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..genes import Architecture
 
-__all__ = ["LinformerAttention", "linformer_k", "MECHANISM"]
-
-#: Vision Xformers' projected length (arXiv 2107.02239), reached from N = 256 tokens on.
-LINFORMER_MAX_K = 64
-
-
-def linformer_k(num_tokens: int) -> int:
-    """The projected length k for N = ``num_tokens`` tokens: ``k = min(64, max(1, floor(N / 4)))``.
-
-    Source of the rule: Linformer's own experiments compress the sequence by 2 to 4 (arXiv 2006.04768,
-    section 5: n = 512 with k = 128 or 256); the rule keeps at least their strongest compression, 4. Vision
-    Xformers (arXiv 2107.02239) fixes k = 64 at N = 1,025 tokens (about N / 16). A fixed k = 64 clamped to
-    N would be a square E at the proxy's 17 to 197 tokens, i.e. no compression at all; with this rule
-    E compresses at every N (k <= N / 4), and k = 64 holds from N = 256 on (the 112 px deployment grids
-    of 784 and 3,136 patches use the paper's 64).
-    """
-    return min(LINFORMER_MAX_K, max(1, num_tokens // 4))
-
+__all__ = ["LinformerAttention", "LINFORMER_MAX_K", "linformer_k", "build"]
 
 class LinformerAttention(AttentionModule):
     """Linformer self-attention (Wang et al., arXiv 2006.04768, eq. 7), as Vision Xformers uses it.
@@ -122,14 +105,6 @@ class LinformerAttention(AttentionModule):
         return self.proj(merge_heads(out))
 
 
-def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> LinformerAttention:
+def build(arch: Architecture, layer_index: int, layout: TokenLayout) -> LinformerAttention:
     n = layout.num_tokens
     return LinformerAttention(arch.embed_dim, arch.num_heads, num_tokens=n, k=linformer_k(n), compact=arch.compact)
-
-
-MECHANISM = MechanismSpec(
-    name="linformer", order=5, module=LinformerAttention, build=_build, fixed_tokens=True,
-    summary="Linformer: keys and values projected along the tokens (arXiv 2006.04768)",
-    scaling="k = min(64, floor(N/4)): at least the 4x compression of Linformer's own runs (arXiv 2006.04768: "
-            "n = 512, k = 128), and Vision Xformers' k = 64 at N = 1,025 (arXiv 2107.02239)",
-)

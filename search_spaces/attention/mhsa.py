@@ -8,13 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import MechanismSpec
 from .common import QKV, AttentionModule, TokenLayout, merge_heads
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..genes import Architecture
 
-__all__ = ["MHSA", "MECHANISM"]
+__all__ = ["MHSA", "build"]
 
 
 class MHSA(AttentionModule):
@@ -49,11 +48,5 @@ class MHSA(AttentionModule):
         return self.qkv.macs(n) + n * c * c + 2 * n * n * c
 
 
-def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> MHSA:
+def build(arch: Architecture, layer_index: int, layout: TokenLayout) -> MHSA:
     return MHSA(arch.embed_dim, arch.num_heads, compact=arch.compact)
-
-
-MECHANISM = MechanismSpec(
-    name="mhsa", order=0, module=MHSA, build=_build,
-    summary="ViT/DeiT multi-head self-attention (arXiv 2010.11929, 2012.12877)",
-)

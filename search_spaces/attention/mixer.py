@@ -8,13 +8,12 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
-from ..registry import MechanismSpec
 from .common import AttentionModule, TokenLayout, check_num_tokens
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..genes import Architecture
 
-__all__ = ["TokenMixingMLP", "MECHANISM"]
+__all__ = ["TokenMixingMLP", "build"]
 
 
 #: The floor of the token-MLP width D_S: Mixer-S's, the paper's smallest (arXiv 2105.01601, Table 1).
@@ -77,14 +76,5 @@ class TokenMixingMLP(AttentionModule):
         return self.mlp(x.transpose(1, 2)).transpose(1, 2)
 
 
-def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> TokenMixingMLP:
+def build(arch: Architecture, layer_index: int, layout: TokenLayout) -> TokenMixingMLP:
     return TokenMixingMLP(arch.embed_dim, num_tokens=layout.num_tokens)
-
-
-MECHANISM = MechanismSpec(
-    name="mixer", order=8, module=TokenMixingMLP, build=_build, has_qkv=False, fixed_tokens=True,
-    uses_heads=False, summary="MLP-Mixer token mixing in place of attention (arXiv 2105.01601)",
-    scaling="token-MLP width D_S = max(C/2, 256), independent of N as in the paper (so the cost stays linear "
-            "in N); 256 is its smallest width (Mixer-S), at least N on every proxy grid (arXiv 2105.01601, "
-            "section 2 and Table 1)",
-)

@@ -8,43 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import MechanismSpec
+from ..mechanisms.nystrom import NYSTROM_MAX_KERNEL, NYSTROM_MAX_LANDMARKS, nystrom_conv_kernel, nystrom_landmarks
 from .common import QKV, AttentionModule, TokenLayout, full_precision, merge_heads
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..genes import Architecture
 
 __all__ = ["NystromAttention", "segment_means", "iterative_pinv", "nystrom_attention", "nystrom_landmarks",
-           "nystrom_conv_kernel", "MECHANISM"]
-
-#: Vision Xformers' landmark count and value-convolution length (arXiv 2107.02239, at N = 1,025), reached
-#: from N = 128 and N = 512 tokens on respectively.
-NYSTROM_MAX_LANDMARKS = 16
-NYSTROM_MAX_KERNEL = 33
-
-
-def nystrom_landmarks(num_tokens: int) -> int:
-    """Landmarks m for N = ``num_tokens``: ``m = min(16, max(1, floor(N / 8)))``.
-
-    Source: Nystromformer (arXiv 2102.03902, section 4) pre-trains with m = 64 landmarks on n = 512
-    tokens, one landmark per 8 tokens; Vision Xformers (arXiv 2107.02239) keeps 16 landmarks at N = 1,025.
-    Sixteen landmarks at 17 tokens are about one token each (exact softmax attention at several times its
-    cost); with this rule m <= N / 8 (2 at N = 17, 8 at N = 65), and the 16 hold from N = 128 on.
-    """
-    return min(NYSTROM_MAX_LANDMARKS, max(1, num_tokens // 8))
-
-
-def nystrom_conv_kernel(num_tokens: int) -> int:
-    """Length s of the depthwise value convolution for N = ``num_tokens``: ``s = min(33, 2 floor(N / 32) + 1)``,
-    at least 3 (odd, so the output keeps length N).
-
-    Source: Vision Xformers (arXiv 2107.02239) uses s = 33 at N = 1,025 tokens, the default of the
-    nystrom-attention package it builds on. The scaling is ours: a half-width of N / 32 tokens, which
-    reaches those 33 taps at N = 512 and keeps them above. 33 taps at 17 to 65 tokens would span the
-    whole sequence; with this rule s = 3 up to N = 63 (shorter than any N of the space, which starts at
-    17), 13 at N = 197, 33 from N = 512 on.
-    """
-    return min(NYSTROM_MAX_KERNEL, max(3, 2 * (num_tokens // 32) + 1))
+           "nystrom_conv_kernel", "NYSTROM_MAX_LANDMARKS", "NYSTROM_MAX_KERNEL", "build"]
 
 
 def _segment_matrix(num_tokens: int, num_segments: int, device, dtype) -> torch.Tensor:
@@ -227,13 +198,5 @@ class NystromAttention(AttentionModule):
         return self.proj(merge_heads(out))
 
 
-def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> NystromAttention:
+def build(arch: Architecture, layer_index: int, layout: TokenLayout) -> NystromAttention:
     return NystromAttention(arch.embed_dim, arch.num_heads, compact=arch.compact, scale_with_tokens=True)
-
-
-MECHANISM = MechanismSpec(
-    name="nystrom", order=6, module=NystromAttention, build=_build,
-    summary="Nystromformer: landmark approximation of the softmax map (arXiv 2102.03902)",
-    scaling="m = min(16, floor(N/8)) landmarks (Nystromformer: 64 at n = 512, arXiv 2102.03902) and a value "
-            "convolution of min(33, 2 floor(N/32) + 1) >= 3 taps (Vision Xformers: 33 at N = 1,025)",
-)

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..registry import MechanismSpec
+from ..mechanisms.performer import default_num_features, performer_num_features
 from .common import QKV, AttentionModule, TokenLayout, full_precision, merge_heads
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..genes import Architecture
 
 __all__ = [
-    "MECHANISM",
+    "build",
     "PerformerAttention",
     "default_num_features",
     "performer_num_features",
@@ -37,26 +37,6 @@ COMPACT_KEY_STD = 0.02
 #: the original FAVOR+ release. It biases the kernel estimate by about this much relative to the largest
 #: feature of a row, far below the Monte-Carlo error.
 FEATURE_EPS = 1e-6
-
-
-def default_num_features(head_dim: int) -> int:
-    """m = floor(d ln d), the paper's default number of random features (at least 1)."""
-    return max(1, int(math.floor(head_dim * math.log(head_dim)))) if head_dim > 1 else 1
-
-
-def performer_num_features(head_dim: int, num_tokens: int) -> int:
-    """m for head width d and N = ``num_tokens`` tokens: ``m = min(floor(d ln d), max(1, floor(N / 4)))``.
-
-    FAVOR+ costs ``4 N m C + N m H`` multiply-adds against exact attention's ``2 N^2 C`` (both on top of
-    the same projections), so m random features pay off only while m < N / 2 (arXiv 2009.14794 sells
-    FAVOR+ as O(N m d) instead of O(N^2 d), i.e. for m << N). The paper's default m = floor(d ln d) is
-    16 to 185 for the space's head widths 8 to 48, as many as or more than the 17 to 197 tokens of the
-    proxy: there FAVOR+ would cost up to several times exact attention and estimate it with more
-    features than keys. The cap N / 4 (ours) keeps the attention part at about half of exact attention's
-    at every N; from N = 4 floor(d ln d) on (176 tokens at d = 16, 1,064 at d = 64) the paper's m holds
-    unchanged.
-    """
-    return max(1, min(default_num_features(head_dim), num_tokens // 4))
 
 
 def orthogonal_gaussian_matrix(num_features: int, head_dim: int,
@@ -264,13 +244,5 @@ class PerformerAttention(AttentionModule):
         return self.proj(merge_heads(softmax_attention(q, k, v)))
 
 
-def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> PerformerAttention:
+def build(arch: Architecture, layer_index: int, layout: TokenLayout) -> PerformerAttention:
     return PerformerAttention(arch.embed_dim, arch.num_heads, compact=arch.compact, scale_with_tokens=True)
-
-
-MECHANISM = MechanismSpec(
-    name="performer", order=4, module=PerformerAttention, build=_build,
-    summary="Performer: FAVOR+ random features, as in Vision Xformers (arXiv 2009.14794, 2107.02239)",
-    scaling="m = min(floor(d ln d), floor(N/4)) random features: with m >= N/2 FAVOR+ costs more than exact "
-            "attention (arXiv 2009.14794: O(N m d) vs O(N^2 d)); compact keys are scaled by 0.02 sqrt(C)",
-)

@@ -8,16 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import GeneSpec, MechanismSpec, or_list
 from .common import QKV, AttentionModule, TokenLayout, merge_heads
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..genes import Architecture
 
-__all__ = ["RefinerAttention", "MECHANISM"]
+__all__ = ["RefinerAttention", "build"]
 
-#: Domain of the attention-expansion ratio r (the paper's models use 3 and 6).
-REFINER_EXPANSIONS: tuple[int, ...] = (1, 2, 3, 4, 6)
 
 
 class RefinerAttention(AttentionModule):
@@ -139,16 +136,5 @@ class RefinerAttention(AttentionModule):
         return qkv + c * c + c + 2 * r * h * h + r * h * kernel_size ** 2
 
 
-def _build(arch: Architecture, layer_index: int, layout: TokenLayout) -> RefinerAttention:
+def build(arch: Architecture, layer_index: int, layout: TokenLayout) -> RefinerAttention:
     return RefinerAttention(arch.embed_dim, arch.num_heads, expansion=arch.refiner_expansion, compact=arch.compact)
-
-
-MECHANISM = MechanismSpec(
-    name="refiner", order=2, module=RefinerAttention, build=_build, explicit_map=True,
-    summary="Refiner: expansion and local convolution of the attention maps (arXiv 2106.03714)",
-    genes=(
-        GeneSpec(name="refiner_expansion", choices=REFINER_EXPANSIONS, neutral=None, item="expansion",
-                 label=lambda arch: f"r{arch.refiner_expansion}",
-                 rule=f"{{owners}} only (required): {or_list(REFINER_EXPANSIONS)}"),
-    ),
-)
