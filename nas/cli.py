@@ -108,6 +108,17 @@ def _pruning_note(st: Any, epochs: int) -> None:
                   highlight=False, markup=False)
 
 
+def _warm_start_note(st: Any, sampler: str) -> None:
+    """How many trials were paper presets and how many designs the sampler proposed."""
+    from optuna.trial import TrialState
+
+    ended = [t for t in st.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    presets = sum(1 for t in ended if t.user_attrs.get("preset"))
+    if presets:
+        console.print(f"warm start: {presets} paper preset(s), then {len(ended) - presets} design(s) sampled "
+                      f"by {sampler}", highlight=False, markup=False)
+
+
 def _shape_notes(st: Any, trials: list | None = None) -> None:
     """Under a front: which shape each figure belongs to, the budgets and the trials that break them."""
     from optuna.trial import TrialState
@@ -147,7 +158,8 @@ def search(
     population_size: int | None = typer.Option(None, help="NSGA-II population (default: sized to --trials)."),
     seed: int = typer.Option(0, help="Seed of the sampler and of every trial."),
     config: str | None = typer.Option(None, help="YAML or TOML file narrowing the gene domains."),
-    presets: bool = typer.Option(True, help="Enqueue the paper presets as the first trials."),
+    presets: bool = typer.Option(True, help="Enqueue the paper presets as the first trials (a warm start: the "
+                                            "search also samples at least as many designs of its own)."),
     cpus_per_trial: float = typer.Option(1.0, help="CPUs per trial (Ray resources)."),
     gpus_per_trial: float = typer.Option(0.0, help="GPUs per trial; fractions share a GPU."),
     max_concurrent: int = typer.Option(0, help="Trials at once (0: one per GPU share, or 1 on CPU)."),
@@ -255,6 +267,7 @@ def search(
     console.print(_front_table(records, f"Pareto front of {study} ({len(records)} of "
                                         f"{len(result.get_trials(deepcopy=False))} trials)"))
     _shape_notes(result)
+    _warm_start_note(result, cfg.sampler)
     _pruning_note(result, epochs)
 
 

@@ -62,12 +62,15 @@ class StudyDriver(Searcher):
         budgets: ``SearchConfig.budgets()``; each complete trial gets one Optuna constraint per budget
             (``Trial.set_constraint``, :func:`nas.settings.budget_violations`) and the user attribute
             ``budget_violations`` with the budgets it breaks.
+        min_sampled: designs the sampler must have proposed (trials without a ``preset`` user attribute that
+            ended COMPLETE or PRUNED) before the search ends, whatever ``target``: the paper presets are a
+            warm start, and a search that runs them samples at least as many designs of its own.
     """
 
     def __init__(self, study: optuna.Study, space: SearchSpace, img_size: int, target: int,
                  max_failures_per_arch: int = 2, faults: dict[int, str] | None = None,
                  target_img_size: int | None = None, budgets: dict[str, float] | None = None,
-                 scheduler: Any = None) -> None:
+                 scheduler: Any = None, min_sampled: int = 0) -> None:
         super().__init__()
         self.study, self.space, self.img_size, self.target = study, space, img_size, target
         self.target_img_size = target_img_size if target_img_size not in (None, img_size) else None
@@ -80,13 +83,22 @@ class StudyDriver(Searcher):
         self.trained: dict[str, tuple[int, list[float], dict[str, Any]]] = {}
         self.failures: dict[str, list[tuple[int, str]]] = {}
         self.complete = 0
+        self.min_sampled = min_sampled
+        self.sampled = 0  # sampler-proposed (not preset) trials that ended COMPLETE or PRUNED
         self.interrupted = False  # set by :meth:`interrupt` (Ctrl-C): no new proposal, unfinished = interrupted
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)):
             self._index(t.number, t.state, t.user_attrs, t.values)
+
+    def remaining(self) -> int:
+        """Trials still to run: complete ones up to ``target``, or sampled designs up to ``min_sampled``,
+        whichever is more (0: the search is done)."""
+        return max(self.target - self.complete, self.min_sampled - self.sampled, 0)
 
     # ------------------------------------------------------------------ bookkeeping
     def _index(self, number: int, state: TrialState, attrs: dict[str, Any], values: Any) -> None:
         key = attrs.get("arch_key")
+        if state in (TrialState.COMPLETE, TrialState.PRUNED) and not attrs.get("preset"):
+            self.sampled += 1
         if state == TrialState.COMPLETE:
             self.complete += 1
             if key and "reused_from" not in attrs and key not in self.trained:
@@ -110,8 +122,8 @@ class StudyDriver(Searcher):
 
     # ------------------------------------------------------------------ Searcher API
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        """A new proposal as a plain config, or ``FINISHED`` once the study holds ``target`` complete trials."""
-        if self.complete >= self.target or self.interrupted:
+        """A new proposal as a plain config, or ``FINISHED`` once :meth:`remaining` is 0."""
+        if self.remaining() <= 0 or self.interrupted:
             return Searcher.FINISHED
         trial = self.study.ask()
         arch = self.space.suggest(trial)
@@ -166,6 +178,7 @@ class StudyDriver(Searcher):
                 trial.set_user_attr(name, result[name])
         self.study.tell(trial, state=TrialState.PRUNED)
         self.pruned += 1
+        self._index(trial.number, TrialState.PRUNED, trial.user_attrs, None)
         self.study.set_user_attr("scheduler_state", self.scheduler.get_state())
 
     def interrupt(self) -> None:

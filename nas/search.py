@@ -73,7 +73,8 @@ def _enqueue_presets(study: optuna.Study, space: SearchSpace) -> list[str]:
 
 
 def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | None = None) -> optuna.Study:
-    """Run (or continue) a search until the study holds ``config.trials`` complete trials.
+    """Run (or continue) a search until the study holds ``config.trials`` complete trials and, when it runs
+    the paper presets, at least as many sampled designs (COMPLETE or PRUNED) as presets.
 
     Raises:
         SearchError, StudyError, SpaceError, DataError: bad settings, storage, space or data (checked
@@ -137,14 +138,16 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storag
             progress(TrialEvent("fail", number, reason="interrupted"))
     if config.presets:
         _enqueue_presets(study, space)
+    # Presets are a warm start, not the budget: as many sampled designs as the study has presets.
+    presets = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("preset")) if config.presets else 0
 
     from .driver import StudyDriver
     from .ray_backend import start_ray
 
     driver = StudyDriver(study, space, data.img_size, config.trials, config.max_failures_per_arch,
                          config.inject_faults, target_img_size=config.target_img_size, budgets=config.budgets(),
-                         scheduler=_scheduler(config, study))
-    if driver.complete >= config.trials:
+                         scheduler=_scheduler(config, study), min_sampled=presets)
+    if driver.remaining() <= 0:
         if ray_started:
             import ray
 
@@ -214,7 +217,7 @@ def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, data: An
 
     deadline = time.monotonic() + config.timeout if config.timeout else None
     stalled = 0
-    while (remaining := config.trials - driver.complete) > 0 and not driver.interrupted:
+    while (remaining := driver.remaining()) > 0 and not driver.interrupted:
         budget = None if deadline is None else deadline - time.monotonic()
         if budget is not None and budget <= 0:
             break

@@ -50,7 +50,9 @@ class SearchConfig:
             sized to the budget, between 4 and 50).
         seed: seeds the sampler and every trial's training.
         space: the search space (default :class:`SearchSpace`); config: a YAML/TOML file narrowing it.
-        presets: enqueue the paper presets that lie in the space as the first trials.
+        presets: enqueue the paper presets that lie in the space as the first trials, as a warm start: the
+            search then also runs at least as many designs of the sampler's own (complete or stopped early),
+            even past ``trials``.
         cpus_per_trial, gpus_per_trial: Ray resources per trial (fractions allowed for GPUs).
         max_concurrent: trials at once (0: one per GPU share when GPUs are used, else 1 so CPU
             throughput is measured on an idle machine).

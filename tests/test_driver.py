@@ -6,7 +6,7 @@ from optuna.trial import TrialState
 
 from nas.driver import STOPPED, StudyDriver
 from nas.study import OBJECTIVES, create_or_load_study, open_storage
-from search_spaces import SearchSpace
+from search_spaces import Architecture, SearchSpace
 
 # One architecture only: every proposal is the same genes.
 ONE = SearchSpace(attention=("fnet",), embed_dim=(32,), depth=(1,), num_heads=(2,), patch_size=(4,),
@@ -85,3 +85,33 @@ def test_a_study_continued_by_a_new_driver_counts_what_is_there(study):
     driver.on_trial_complete("a", _result())
     again = StudyDriver(study, ONE, img_size=16, target=5)
     assert again.complete == 1 and again.suggest("x")["known"]["reused_from"] == 0
+
+
+def test_presets_are_a_warm_start_the_sampler_proposes_as_many_designs(study):
+    """With two presets enqueued and a target of one complete trial, the search goes on until the sampler's
+    own proposals (complete or pruned) are as many as the presets; failures do not count."""
+    space = SearchSpace(attention=("fnet", "mhsa"), embed_dim=(32, 48), depth=(1, 2), num_heads=(2,),
+                        patch_size=(4,), mlp_ratio=(2.0,), pos_encoding=("none",), stem=("patch",))
+    for i, dim in enumerate((32, 48)):
+        arch = Architecture(attention="fnet", embed_dim=dim, depth=1, num_heads=2, patch_size=4, mlp_ratio=2.0,
+                            pos_encoding="none", stem="patch")
+        study.enqueue_trial(space.to_params(arch), user_attrs={"preset": f"p{i}"})
+    driver = StudyDriver(study, space, img_size=16, target=1, min_sampled=2)
+    assert driver.remaining() == 2
+    for tid in ("p0", "p1"):  # the presets come first and complete: the target is met, the floor is not
+        config = driver.suggest(tid)
+        assert study.trials[config["number"]].user_attrs["preset"] == f"p{config['number']}"
+        driver.on_trial_complete(tid, _result(acc=0.4 + config["number"] / 10))
+    assert driver.complete == 2 and driver.sampled == 0 and driver.remaining() == 2
+    failing = driver.suggest("f")
+    driver.on_trial_complete("f", {"fail_reason": "RuntimeError: boom"})
+    assert driver.remaining() == 2  # a failed proposal is not a sampled design
+    for tid in ("s0", "s1"):
+        config = driver.suggest(tid)
+        assert config != "FINISHED" and "preset" not in study.trials[config["number"]].user_attrs
+        driver.on_trial_complete(tid, _result(acc=0.3))
+    assert driver.sampled == 2 and driver.remaining() == 0 and driver.suggest("late") == "FINISHED"
+    assert failing["number"] == 2
+    # A driver opened on the same study (a resumed search) counts the same.
+    again = StudyDriver(study, space, img_size=16, target=1, min_sampled=2)
+    assert (again.complete, again.sampled, again.remaining()) == (4, 2, 0)
