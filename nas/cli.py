@@ -154,7 +154,7 @@ def search(
     train_subset: int | None = typer.Option(None, help="Training images used by the proxy (default: all)."),
     val_subset: int | None = typer.Option(None, help="Validation images used by the proxy (default: all)."),
     storage: StorageURL = DEFAULT_STORAGE,
-    sampler: str = typer.Option("nsga2", help="nsga2, tpe or random."),
+    sampler: str = typer.Option("nsga2", help="nsga2, tpe, random or gp (Optuna's GPSampler)."),
     population_size: int | None = typer.Option(None, help="NSGA-II population (default: sized to --trials)."),
     seed: int = typer.Option(0, help="Seed of the sampler and of every trial."),
     config: str | None = typer.Option(None, help="YAML or TOML file narrowing the gene domains."),
@@ -182,6 +182,8 @@ def search(
                                                    "halving); they end PRUNED and do not count as --trials."),
     grace_period: int = typer.Option(1, help="First rung of early stopping (epochs)."),
     eta: int = typer.Option(3, help="Early stopping keeps the first front and the top 1/eta at each rung."),
+    scheduler: str = typer.Option("pareto", help="Early-stopping rule: pareto (the objectives) or asha (Ray "
+                                                  "Tune's ASHA on accuracy alone, a baseline)."),
 ) -> None:
     """Run (or continue) a multi-objective search and print the Pareto front."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -199,7 +201,7 @@ def search(
                        max_params=_guard(_amount, "max_params", max_params),
                        min_throughput=_guard(_amount, "min_throughput", min_throughput),
                        max_memory=_guard(_amount, "max_memory", max_memory), throughput_cache=throughput_cache,
-                       early_stopping=early_stopping, grace_period=grace_period, eta=eta)
+                       early_stopping=early_stopping, grace_period=grace_period, eta=eta, scheduler=scheduler)
     _guard(cfg.validate)
     console.print(f"[bold]vitnas search[/] study [cyan]{escape(study)}[/] on [cyan]{escape(dataset)}[/] -> "
                   f"{escape(display_url(storage))}",

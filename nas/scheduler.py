@@ -87,14 +87,18 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
 from nas import objectives
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
-__all__ = ["ParetoASHA", "HINT_KEY", "EPOCH_FIELD", "ACCURACY_FIELD"]
+__all__ = ["ParetoASHA", "AccuracyASHA", "SCHEDULERS", "HINT_KEY", "EPOCH_FIELD", "ACCURACY_FIELD"]
+
+#: Early-stopping rules a search can use (``SearchConfig.scheduler``): ``pareto`` (:class:`ParetoASHA`, the
+#: default) or ``asha`` (:class:`AccuracyASHA`, Ray Tune's ASHA on accuracy alone: the baseline).
+SCHEDULERS: tuple[str, ...] = ("pareto", "asha")
 
 #: Config key holding ``{objective name: value}`` estimates of the objectives other than accuracy.
 HINT_KEY = "objectives_hint"
@@ -111,6 +115,14 @@ def _check_int(field: str, value: Any, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
         raise ValueError(f"{field}: must be an integer >= {least}, not {value!r}")
     return int(value)
+
+
+def _add_to_curve(curve: list[dict[str, Any]], epoch: int, result: dict) -> None:
+    """Append epoch ``epoch`` of ``result`` to a learning curve (a restarted trial's repeated epochs replace
+    the later ones)."""
+    while curve and curve[-1]["epoch"] >= epoch:
+        curve.pop()
+    curve.append({k: (epoch if k == EPOCH_FIELD else _finite(result[k])) for k in CURVE_FIELDS if k in result})
 
 
 def _finite(value: Any) -> float | None:
@@ -285,9 +297,7 @@ class ParetoASHA(FIFOScheduler):
             return TrialScheduler.CONTINUE  # not a per-epoch result (final, failure, or foreign)
         epoch_i = int(epoch)
         curve = self._curves.setdefault(tid, [])
-        while curve and curve[-1]["epoch"] >= epoch_i:  # a restarted trial reports its epochs again
-            curve.pop()
-        curve.append({k: (epoch_i if k == EPOCH_FIELD else _finite(result[k])) for k in CURVE_FIELDS if k in result})
+        _add_to_curve(curve, epoch_i, result)
         accuracy = _finite(result.get(ACCURACY_FIELD))
         hint = self._hint(trial, result)
         config = getattr(trial, "config", None)
@@ -391,6 +401,94 @@ class ParetoASHA(FIFOScheduler):
         """Ray's restore: :meth:`set_state` from the JSON :meth:`save` wrote."""
         with open(checkpoint_path, encoding="utf-8") as fh:
             self.set_state(json.load(fh))
+
+
+class AccuracyASHA(AsyncHyperBandScheduler):
+    """Ray Tune's ASHA on the per-epoch validation accuracy alone: the single-objective baseline (what a Ray
+    Tune user stopping trials early in a multi-objective search would run today).
+
+    Ray's ``AsyncHyperBandScheduler`` (one bracket; rungs at ``grace_period * eta**k`` epochs below
+    ``max_t``, Ray's own rung at ``max_t`` left out so a fully trained trial is never pruned; a trial
+    below the ``1 - 1/eta`` quantile of the accuracies already recorded at its rung stops;
+    Li et al., arXiv 1810.05934), with what vitnas' driver needs of a scheduler, as :class:`ParetoASHA`
+    offers it: ``stopped`` (trial id -> the epoch, rung and curve at which it stopped), ``get_state`` and
+    ``epochs_saved``. Params and throughput play no part: a small, fast design with a low first-epoch
+    accuracy stops as readily as a large, slow one. The state is not restored on resume (its rungs start
+    empty); the stopped trials are PRUNED in the study all the same.
+
+    Raises:
+        ValueError: ``grace_period`` < 1, ``eta`` < 2 or ``max_t`` < ``grace_period``, as for ParetoASHA.
+    """
+
+    _supports_buffered_results = False
+
+    def __init__(self, grace_period: int = 1, eta: int = 3, max_t: int = 10) -> None:
+        grace_period = _check_int("grace_period", grace_period, 1)
+        eta = _check_int("eta", eta, 2)
+        max_t = _check_int("max_t", max_t, 1)
+        if max_t < grace_period:
+            raise ValueError(f"max_t: must be >= grace_period ({grace_period}), not {max_t!r}")
+        super().__init__(time_attr=EPOCH_FIELD, metric=ACCURACY_FIELD, mode="max", max_t=max_t,
+                         grace_period=grace_period, reduction_factor=eta, brackets=1, stop_last_trials=False)
+        self.grace_period, self.eta, self.max_t = grace_period, eta, max_t
+        self.stopped: dict[str, dict[str, Any]] = {}
+        self._curves: dict[str, list[dict[str, Any]]] = {}
+
+    def set_search_properties(self, metric: Any, mode: Any, **spec: Any) -> bool:
+        """Keep accuracy whatever the searcher's metrics (Ray passes the multi-objective searcher's)."""
+        return True
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        """ASHA's decision on a per-epoch result (``CONTINUE`` for any other result)."""
+        tid = str(trial.trial_id)
+        if tid in self.stopped:
+            return TrialScheduler.STOP
+        epoch = _finite(result.get(EPOCH_FIELD))
+        if epoch is None or objectives.primary().name in result or ACCURACY_FIELD not in result:
+            return TrialScheduler.CONTINUE
+        epoch_i = int(epoch)
+        curve = self._curves.setdefault(tid, [])
+        _add_to_curve(curve, epoch_i, result)
+        if epoch_i >= self.max_t:  # fully trained: Ray's bracket has a rung at max_t, which would prune it
+            return TrialScheduler.CONTINUE
+        if trial.trial_id not in self._trial_info:
+            self.on_trial_add(tune_controller, trial)
+        accuracy = _finite(result.get(ACCURACY_FIELD))
+        decision = super().on_trial_result(tune_controller, trial, {
+            EPOCH_FIELD: epoch_i, ACCURACY_FIELD: -1.0 if accuracy is None else accuracy})
+        if decision == TrialScheduler.STOP:
+            rung = max((m for m in self.rungs if m <= epoch_i), default=epoch_i)
+            self.stopped[tid] = {"epoch": epoch_i, "rung": rung, "curve": [dict(r) for r in curve]}
+            self._curves.pop(tid, None)
+        return decision
+
+    @property
+    def rungs(self) -> list[int]:
+        """The rung epochs at which a trial can stop, ascending (below ``max_t``)."""
+        return sorted(int(m) for m, _ in self._brackets[0]._rungs if m < self.max_t)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        self._curves.pop(str(trial.trial_id), None)
+        self._trial_info.pop(trial.trial_id, None)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self._curves.pop(str(trial.trial_id), None)
+        self._trial_info.pop(trial.trial_id, None)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self._curves.pop(str(trial.trial_id), None)
+        self._trial_info.pop(trial.trial_id, None)
+
+    def epochs_saved(self, max_t: int | None = None) -> int:
+        """Epochs not trained thanks to stopping (as :meth:`ParetoASHA.epochs_saved`)."""
+        full = self.max_t if max_t is None else int(max_t)
+        return sum(max(0, full - int(s["epoch"])) for s in self.stopped.values())
+
+    def get_state(self) -> dict[str, Any]:
+        """The stopped trials as a JSON-able dict (stored with the study for the record; not restored)."""
+        return {"version": "asha", "grace_period": self.grace_period, "eta": self.eta, "max_t": self.max_t,
+                "stopped": {t: {"epoch": s["epoch"], "rung": s["rung"], "curve": [dict(r) for r in s["curve"]]}
+                            for t, s in self.stopped.items()}}
 
 
 # ---------------------------------------------------------------------------- tie-breaks within a front

@@ -176,13 +176,17 @@ def _scheduler(config: SearchConfig, study: optuna.Study) -> Any:
     the study stored when they were made with the same grace period, eta and epochs."""
     if not config.early_stopping or config.epochs <= config.grace_period:
         return None
-    from .scheduler import ParetoASHA
+    from .scheduler import AccuracyASHA, ParetoASHA
+
+    if config.scheduler == "asha":
+        return AccuracyASHA(grace_period=config.grace_period, eta=config.eta, max_t=config.epochs)
 
     scheduler = ParetoASHA(grace_period=config.grace_period, eta=config.eta, max_t=config.epochs,
                            bounds=objectives.study_bounds(study.user_attrs))
     state = study.user_attrs.get("scheduler_state")
-    if isinstance(state, dict) and (state.get("grace_period"), state.get("eta"), state.get("max_t")) == (
-            config.grace_period, config.eta, config.epochs):
+    if isinstance(state, dict) and state.get("version") != "asha" and (
+            state.get("grace_period"), state.get("eta"), state.get("max_t")) == (config.grace_period, config.eta,
+                                                                                  config.epochs):
         scheduler.set_state(state)
     return scheduler
 

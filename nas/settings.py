@@ -19,7 +19,9 @@ from .study import DEFAULT_STORAGE
 __all__ = ["SAMPLERS", "FAULTS", "DTYPES", "BUDGETS", "budget_violations", "SearchConfig", "SearchError", "TrialEvent",
            "make_sampler", "population_size"]
 
-SAMPLERS: tuple[str, ...] = ("nsga2", "tpe", "random")
+SAMPLERS: tuple[str, ...] = ("nsga2", "tpe", "random", "gp")
+#: Early-stopping rules (as ``nas.scheduler.SCHEDULERS``; kept here so settings load no Ray).
+SCHEDULERS: tuple[str, ...] = ("pareto", "asha")
 #: Inference dtypes of the deployment shape (as ``trainers.measure.DTYPES``; kept here so settings load no torch).
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 #: Budget settings: name -> (objective or attribute it bounds, "max" or "min").
@@ -46,7 +48,7 @@ class SearchConfig:
         train_subset, val_subset: images per split used by the proxy (None: all).
         storage: SQLAlchemy URL of the Optuna storage (default ``sqlite:///runs/vitnas.db``). Only the
             driver opens it; Ray workers never see it.
-        sampler: ``nsga2`` (default), ``tpe`` or ``random``; population_size: NSGA-II population (None:
+        sampler: ``nsga2`` (default), ``tpe``, ``random`` or ``gp``; population_size: NSGA-II population (None:
             sized to the budget, between 4 and 50).
         seed: seeds the sampler and every trial's training.
         space: the search space (default :class:`SearchSpace`); config: a YAML/TOML file narrowing it.
@@ -72,7 +74,9 @@ class SearchConfig:
         early_stopping: Pareto-aware successive halving (:class:`nas.scheduler.ParetoASHA`): at rungs of
             ``grace_period * eta**k`` epochs a trial outside the first front and the top ``1/eta`` of the
             trials at that rung stops, and is recorded PRUNED (never on the front); it does not count
-            towards ``trials``. grace_period: first rung (epochs); eta: reduction factor.
+            towards ``trials``. grace_period: first rung (epochs); eta: reduction factor. scheduler:
+            ``pareto`` (that rule, the default) or ``asha`` (Ray Tune's ASHA on accuracy alone,
+            :class:`nas.scheduler.AccuracyASHA`: the single-objective baseline).
         throughput_cache: keep throughput figures in ``run_dir/throughput_cache.sqlite`` (the reference
             calibrated once per device and shape; a model already timed is not timed again).
         inject_faults: for testing the failure handling: trial number -> ``"nan"`` (the model's head is
@@ -115,6 +119,7 @@ class SearchConfig:
     early_stopping: bool = True
     grace_period: int = 1
     eta: int = 3
+    scheduler: str = "pareto"
 
     def validate(self) -> None:
         """Raise :class:`SearchError` naming the first setting outside its allowed values."""
@@ -156,6 +161,8 @@ class SearchConfig:
                 raise SearchError(f"target_img_size: must be at most 4096 pixels, got {self.target_img_size!r}")
         positive_int("grace_period", self.grace_period)
         positive_int("eta", self.eta, 2)
+        if self.scheduler not in SCHEDULERS:
+            raise SearchError(f"scheduler: unknown value {self.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
         positive_int("target_batch", self.target_batch)
         if self.target_batch > 65536:
             raise SearchError(f"target_batch: must be at most 65536 images, got {self.target_batch!r}")
@@ -231,7 +238,10 @@ def make_sampler(name: str, seed: int, trials: int, population: int | None = Non
     """The Optuna sampler for ``name``.
 
     NSGA-II's population: :func:`population_size`. TPE is Optuna's multi-objective TPE with the constant
-    liar for concurrent trials.
+    liar for concurrent trials. ``gp`` is Optuna's GPSampler (Gaussian-process Bayesian optimisation,
+    log expected hypervolume improvement for several objectives) after ``min(10, max(2, trials // 3))``
+    random start-up trials; genes outside its intersection search space (per-head and per-mechanism genes)
+    are sampled at random.
 
     Raises:
         SearchError: unknown sampler name.
@@ -245,6 +255,11 @@ def make_sampler(name: str, seed: int, trials: int, population: int | None = Non
                                               n_startup_trials=5)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":  # multi-objective: log expected hypervolume improvement; needs torch and scipy
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, trials // 3)),
+                                             warn_independent_sampling=False)
     raise SearchError(f"sampler: unknown value {name!r}; allowed: {', '.join(SAMPLERS)}")
 
 

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from nas.driver import StudyDriver
 from nas.scheduler import ParetoASHA
-from nas.search import SearchConfig, _scheduler
+from nas.search import SearchConfig, SearchError, _scheduler
 from nas.study import create_or_load_study, pareto_front
 from search_spaces import SearchSpace
 
@@ -93,3 +93,40 @@ def test_search_with_a_pruned_trial_end_to_end(tmp_path):
     assert study.user_attrs["scheduler_state"]["stopped"]
     assert "trial   1 stopped early at epoch 1" in proc.stdout
     assert "early stopping: 1 trial(s) stopped at a rung (PRUNED, not on the front), saving 1 of" in proc.stdout
+
+
+def test_the_asha_baseline_prunes_through_the_same_driver_and_is_not_restored():
+    from nas.scheduler import AccuracyASHA
+
+    study = create_or_load_study(optuna.storages.InMemoryStorage(), "es-asha", attrs={"num_classes": 10})
+    scheduler = _scheduler(SearchConfig(epochs=3, grace_period=1, eta=3, scheduler="asha"), study)
+    assert isinstance(scheduler, AccuracyASHA)
+    driver = StudyDriver(study, SPACE, 16, target=10, scheduler=scheduler)
+    trials = {tid: SimpleNamespace(trial_id=tid, config=driver.suggest(tid)) for tid in ("a", "b")}
+    assert scheduler.on_trial_result(None, trials["a"], _epoch(1, 0.8, 20_000, 5_000.0)) == "CONTINUE"
+    assert scheduler.on_trial_result(None, trials["b"], _epoch(1, 0.3, 10_000, 9_000.0)) == "STOP"
+    driver.on_trial_complete("b", _epoch(1, 0.3, 10_000, 9_000.0))
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert [t.user_attrs["pruned_at_epoch"] for t in pruned] == [1]
+    assert study.user_attrs["scheduler_state"]["version"] == "asha"
+    # A resumed search's Pareto scheduler does not read the baseline's state; a resumed baseline starts afresh.
+    assert _scheduler(SearchConfig(epochs=3, grace_period=1, eta=3), study).rung_entries(1) == {}
+    assert _scheduler(SearchConfig(epochs=3, grace_period=1, eta=3, scheduler="asha"), study).stopped == {}
+    with pytest.raises(SearchError, match="^scheduler: unknown value 'hyperband'; allowed: pareto, asha"):
+        SearchConfig(scheduler="hyperband").validate()
+
+
+def test_the_gp_sampler_proposes_valid_genes_after_its_start_up_trials():
+    from nas.settings import make_sampler
+
+    study = create_or_load_study(optuna.storages.InMemoryStorage(), "gp", attrs={"num_classes": 10})
+    study.sampler = make_sampler("gp", seed=0, trials=6)
+    assert isinstance(study.sampler, optuna.samplers.GPSampler)
+    driver = StudyDriver(study, SPACE, 16, target=5)
+    for i in range(5):  # 2 start-up trials, then the Gaussian process proposes
+        config = driver.suggest(f"t{i}")
+        arch = config["arch"]
+        assert SPACE.contains(__import__("search_spaces").Architecture.from_dict(arch))
+        driver.on_trial_complete(f"t{i}", {"accuracy": 0.5 + arch["embed_dim"] / 1000, "params": 1e4 * arch["depth"],
+                                           "throughput": 1e3 / arch["depth"]})
+    assert driver.complete == 5 and all(t.state == TrialState.COMPLETE for t in study.trials)

@@ -384,3 +384,31 @@ def test_set_state_rejects_foreign_state(mutate, field):
     with pytest.raises(ValueError, match=f"^{field}:"):
         fresh.set_state(st)
     assert fresh.get_state() == s.get_state()  # left as it was
+
+
+# --------------------------------------------------------------------------- the single-objective baseline
+def test_accuracy_asha_is_rays_asha_on_accuracy_and_ignores_params_and_throughput():
+    """The baseline stops a tiny, fast design for its low first-epoch accuracy; ParetoASHA keeps it (it is
+    on the rung's first front). Both see the same results in the same order."""
+    from nas.scheduler import AccuracyASHA
+
+    asha, pareto = AccuracyASHA(grace_period=1, eta=3, max_t=3), ParetoASHA(grace_period=1, eta=3, max_t=3)
+    assert asha.rungs == pareto.rungs == [1]
+    runs = [("a", 0.90, 5e6, 100.0), ("b", 0.91, 5e6, 100.0), ("c", 0.20, 1e4, 1e5)]
+    for tid, acc, params, thr in runs:
+        t = trial(tid, params, thr)
+        result = {**epoch(1, acc), "params": params, "throughput": thr}
+        asha_decision, pareto_decision = asha.on_trial_result(None, t, result), pareto.on_trial_result(None, t, result)
+        assert pareto_decision == CONTINUE
+        # Ray's ASHA: below the (1 - 1/eta) quantile of the accuracies already at the rung stops.
+        assert asha_decision == (STOP if tid == "c" else CONTINUE)
+    assert set(asha.stopped) == {"c"} and not pareto.stopped
+    assert asha.stopped["c"]["epoch"] == asha.stopped["c"]["rung"] == 1
+    assert [r["val_accuracy"] for r in asha.stopped["c"]["curve"]] == [0.20]
+    assert asha.on_trial_result(None, trial("c"), epoch(2, 0.99)) == STOP  # stopped stays stopped
+    assert asha.epochs_saved() == 2
+    assert asha.on_trial_result(None, trial("a"), {"accuracy": 0.9, "epoch": 3}) == CONTINUE  # final result
+    state = json.loads(json.dumps(asha.get_state()))
+    assert state["version"] == "asha" and set(state["stopped"]) == {"c"}
+    with pytest.raises(ValueError, match="^eta: "):
+        AccuracyASHA(eta=1)
