@@ -166,6 +166,8 @@ def search(
     address: str | None = typer.Option(None, help="Join a Ray cluster ('auto' or host:port)."),
     run_dir: str = typer.Option("runs", help="Folder for weights and Ray results."),
     timeout: float | None = typer.Option(None, help="Wall-clock budget in seconds."),
+    epoch_budget: int | None = typer.Option(None, help="Compute budget of the study in proxy epochs (complete "
+                                                       "and early-stopped trials; reused results cost none)."),
     target_img_size: int | None = typer.Option(
         None, help="Deployment image size (px) at which params, FLOPs, throughput and memory are measured "
                    "(default: the data set's; accuracy is always the proxy's)."),
@@ -197,6 +199,7 @@ def search(
                        sampler=sampler, population_size=population_size, seed=seed, config=config,
                        presets=presets, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                        max_concurrent=max_concurrent, address=address, run_dir=run_dir, timeout=timeout,
+                       epoch_budget=epoch_budget,
                        target_img_size=target_img_size, target_batch=target_batch, target_dtype=target_dtype,
                        max_params=_guard(_amount, "max_params", max_params),
                        min_throughput=_guard(_amount, "min_throughput", min_throughput),

@@ -62,6 +62,9 @@ class StudyDriver(Searcher):
         budgets: ``SearchConfig.budgets()``; each complete trial gets one Optuna constraint per budget
             (``Trial.set_constraint``, :func:`nas.settings.budget_violations`) and the user attribute
             ``budget_violations`` with the budgets it breaks.
+        epoch_budget: proxy epochs the study's trials may train in all (None: no limit): once the trials that
+            ended have trained this many (complete ones their epochs, early-stopped ones up to their rung;
+            reused results none), nothing new is proposed, whatever ``target`` and ``min_sampled``.
         min_sampled: designs the sampler must have proposed (trials without a ``preset`` user attribute that
             ended COMPLETE or PRUNED) before the search ends, whatever ``target``: the paper presets are a
             warm start, and a search that runs them samples at least as many designs of its own.
@@ -70,7 +73,7 @@ class StudyDriver(Searcher):
     def __init__(self, study: optuna.Study, space: SearchSpace, img_size: int, target: int,
                  max_failures_per_arch: int = 2, faults: dict[int, str] | None = None,
                  target_img_size: int | None = None, budgets: dict[str, float] | None = None,
-                 scheduler: Any = None, min_sampled: int = 0) -> None:
+                 scheduler: Any = None, min_sampled: int = 0, epoch_budget: int | None = None) -> None:
         super().__init__()
         self.study, self.space, self.img_size, self.target = study, space, img_size, target
         self.target_img_size = target_img_size if target_img_size not in (None, img_size) else None
@@ -85,13 +88,17 @@ class StudyDriver(Searcher):
         self.complete = 0
         self.min_sampled = min_sampled
         self.sampled = 0  # sampler-proposed (not preset) trials that ended COMPLETE or PRUNED
+        self.epoch_budget = epoch_budget
+        self.epochs_trained = 0  # proxy epochs trained by the trials that ended (COMPLETE or PRUNED)
         self.interrupted = False  # set by :meth:`interrupt` (Ctrl-C): no new proposal, unfinished = interrupted
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)):
             self._index(t.number, t.state, t.user_attrs, t.values)
 
     def remaining(self) -> int:
         """Trials still to run: complete ones up to ``target``, or sampled designs up to ``min_sampled``,
-        whichever is more (0: the search is done)."""
+        whichever is more; 0 once ``epoch_budget`` is spent (0: the search is done)."""
+        if self.epoch_budget is not None and self.epochs_trained >= self.epoch_budget:
+            return 0
         return max(self.target - self.complete, self.min_sampled - self.sampled, 0)
 
     # ------------------------------------------------------------------ bookkeeping
@@ -99,6 +106,7 @@ class StudyDriver(Searcher):
         key = attrs.get("arch_key")
         if state in (TrialState.COMPLETE, TrialState.PRUNED) and not attrs.get("preset"):
             self.sampled += 1
+        self.epochs_trained += trained_epochs(state, attrs)
         if state == TrialState.COMPLETE:
             self.complete += 1
             if key and "reused_from" not in attrs and key not in self.trained:
@@ -204,6 +212,16 @@ class StudyDriver(Searcher):
             trial.set_user_attr("traceback", tb)
         self.study.tell(trial, state=TrialState.FAIL)
         self._index(trial.number, TrialState.FAIL, trial.user_attrs, None)
+
+
+def trained_epochs(state: TrialState, attrs: dict[str, Any]) -> int:
+    """Proxy epochs a trial that ended trained: its curve's length when COMPLETE (0 for a reused result),
+    ``pruned_at_epoch`` when PRUNED, 0 otherwise."""
+    if state == TrialState.PRUNED:
+        return int(attrs.get("pruned_at_epoch") or 0)
+    if state == TrialState.COMPLETE and "reused_from" not in attrs:
+        return len(attrs.get("curve") or [])
+    return 0
 
 
 def _unflatten(result: dict[str, Any]) -> dict[str, Any]:

@@ -72,9 +72,15 @@ def _enqueue_presets(study: optuna.Study, space: SearchSpace) -> list[str]:
     return names
 
 
-def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | None = None) -> optuna.Study:
+def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | None = None,
+               scheduler: Any = None) -> optuna.Study:
     """Run (or continue) a search until the study holds ``config.trials`` complete trials and, when it runs
-    the paper presets, at least as many sampled designs (COMPLETE or PRUNED) as presets.
+    the paper presets, at least as many sampled designs (COMPLETE or PRUNED) as presets; or until
+    ``config.epoch_budget`` proxy epochs are spent.
+
+    ``scheduler``: a Ray Tune ``TrialScheduler`` to stop trials early instead of the one ``config`` names
+    (for comparisons, e.g. another multi-objective rule); it must record the trials it stops in a
+    ``stopped`` dict and offer ``get_state()``, as :class:`nas.scheduler.ParetoASHA` does.
 
     Raises:
         SearchError, StudyError, SpaceError, DataError: bad settings, storage, space or data (checked
@@ -111,14 +117,14 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
     study = create_or_load_study(storage, config.study, attrs=attrs)
     lease = StudyLease(study)  # refuses a study another live search drives; renewed while we run
     try:
-        return _drive(config, space, study, storage, data, ray_started, progress)
+        return _drive(config, space, study, storage, data, ray_started, progress, scheduler)
     finally:
         lease.release()
 
 
 def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storage: optuna.storages.BaseStorage,
            data: Any, ray_started: bool,
-           progress: Callable[[TrialEvent], None] | None) -> optuna.Study:
+           progress: Callable[[TrialEvent], None] | None, scheduler: Any = None) -> optuna.Study:
     """The round loop: rounds of trials until the target of complete trials is reached, the time budget is
     spent, or two rounds in a row complete nothing (every proposal failing)."""
     if "population_size" not in study.user_attrs:  # kept for the study's life: NSGA-II's generations rely on it
@@ -146,7 +152,8 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storag
 
     driver = StudyDriver(study, space, data.img_size, config.trials, config.max_failures_per_arch,
                          config.inject_faults, target_img_size=config.target_img_size, budgets=config.budgets(),
-                         scheduler=_scheduler(config, study), min_sampled=presets)
+                         scheduler=scheduler if scheduler is not None else _scheduler(config, study),
+                         min_sampled=presets, epoch_budget=config.epoch_budget)
     if driver.remaining() <= 0:
         if ray_started:
             import ray

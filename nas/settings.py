@@ -61,6 +61,9 @@ class SearchConfig:
         address: Ray cluster address (``auto`` or ``host:port``); None starts a local Ray.
         run_dir: folder for run data (weights, Ray results); default ``runs``.
         timeout: wall-clock budget in seconds for this invocation (None: none).
+        epoch_budget: compute budget of the study in proxy epochs (None: none): no trial is proposed once its
+            trials have trained this many epochs in all (complete ones their epochs, early-stopped ones up to
+            their rung, reused results none), even before ``trials`` complete ones.
         batch_size, lr: proxy-training batch size and peak learning rate.
         max_failures_per_arch: genes that failed this many times are failed at once when proposed again
             (with the earlier reason) instead of being trained again.
@@ -105,6 +108,7 @@ class SearchConfig:
     address: str | None = None
     run_dir: str = "runs"
     timeout: float | None = None
+    epoch_budget: int | None = None
     batch_size: int = 32
     lr: float = 3e-3
     max_failures_per_arch: int = 2
@@ -150,6 +154,8 @@ class SearchConfig:
             raise SearchError(f"gpus_per_trial: must be >= 0 (fractions allowed), got {self.gpus_per_trial!r}")
         if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
             raise SearchError(f"gpus_per_trial: above 1 it must be a whole number, got {self.gpus_per_trial!r}")
+        if self.epoch_budget is not None:
+            positive_int("epoch_budget", self.epoch_budget)
         if self.timeout is not None and not (finite(self.timeout) and self.timeout > 0):
             raise SearchError(f"timeout: must be a positive number of seconds, got {self.timeout!r}")
         if not (finite(self.lr) and self.lr > 0):

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 import dashboards
 from dashboards.demo import DEMO_PRESETS, make_demo_study
+from nas import objectives
 from nas.cli import app
 from nas.study import hypervolume, load_study
 
@@ -123,6 +124,49 @@ def test_hypervolume_series(study, data):
     fig = dashboards.hypervolume_figure(data)
     (by_trials,), (by_time,) = _traces(fig, "hypervolume"), _traces(fig, "hypervolume_time")
     assert list(by_trials.y) == list(hv) and list(by_time.y) == list(hv)
+
+
+def test_hypervolume_series_is_the_hypervolume_of_each_front_so_far(data):
+    s = dashboards.hypervolume_series(data)
+    by_number = {t.number: t for t in data.complete}
+    done = [by_number[n] for n in s["trial"]]
+    for i in range(len(done)):
+        front = objectives.front_trials(done[: i + 1], data.directions)
+        assert s["hypervolume"][i] == pytest.approx(hypervolume(front, data.bounds), rel=1e-12, abs=1e-15)
+
+
+def test_report_reads_the_storage_once_and_parses_each_trials_genes_once(storage_url, tmp_path, monkeypatch):
+    reads, parsed = [], []
+    read_trials, parse = dashboards.data.read_trials, dashboards.data._arch
+    monkeypatch.setattr(dashboards.data, "read_trials", lambda *a, **k: reads.append(1) or read_trials(*a, **k))
+    monkeypatch.setattr(dashboards.data, "_arch", lambda t: parsed.append(t.number) or parse(t))
+    study = load_study(storage_url, "demo")
+    dashboards.build_report(study, tmp_path / "once.html")
+    assert len(reads) == 1
+    assert sorted(parsed) == sorted(t.number for t in study.trials)  # every trial's genes (the table), once each
+
+
+def test_gene_features_cached_per_snapshot(data):
+    t = data.complete[0]
+    first = dashboards.gene_features(t, data)
+    assert first == dashboards.gene_features(t) and "embed_dim" in first
+    first["embed_dim"] = -1  # the caller's copy: the snapshot's features are unchanged
+    assert dashboards.gene_features(t, data) == dashboards.gene_features(t)
+
+
+def test_importance_per_objective_is_optunas_on_that_objective_alone(data):
+    imp = dashboards.gene_importances(data, max_trials=len(data.complete))  # no sampling: every complete trial
+    feats = [dashboards.gene_features(t) for t in data.complete]
+    genes = list(imp["accuracy"])
+    dists = {g: optuna.distributions.CategoricalDistribution(
+        sorted({f.get(g) for f in feats}, key=lambda u: (u is None, str(type(u)), u if u is not None else 0)))
+        for g in genes}
+    acc = objectives.spec()[0]
+    single = optuna.create_study(direction="minimize")
+    single.add_trials([optuna.trial.create_trial(params={g: f.get(g) for g in genes}, distributions=dists,
+                                                 value=-acc.score(float(v))) for f, v in zip(feats, data.values[:, 0])])
+    expected = optuna.importance.get_param_importances(single)
+    assert imp["accuracy"] == pytest.approx({g: expected.get(g, 0.0) for g in genes}, abs=1e-12)
 
 
 def test_parallel_importance_curves_breakdown(study, data):

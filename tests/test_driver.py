@@ -115,3 +115,28 @@ def test_presets_are_a_warm_start_the_sampler_proposes_as_many_designs(study):
     # A driver opened on the same study (a resumed search) counts the same.
     again = StudyDriver(study, space, img_size=16, target=1, min_sampled=2)
     assert (again.complete, again.sampled, again.remaining()) == (4, 2, 0)
+
+
+def test_an_epoch_budget_ends_the_search_whatever_the_target(study):
+    space = SearchSpace(attention=("fnet",), embed_dim=(32, 48), depth=(1, 2, 3), num_heads=(2,), patch_size=(4,),
+                        mlp_ratio=(2.0,), pos_encoding=("none",), stem=("patch",))
+    driver = StudyDriver(study, space, img_size=16, target=100, epoch_budget=7)
+    curve3 = [{"epoch": e, "val_accuracy": 0.5} for e in (1, 2, 3)]
+    first = driver.suggest("a")
+    driver.on_trial_complete("a", {**_result(), "curve": curve3})
+    assert driver.epochs_trained == 3 and driver.remaining() == 99
+    second = driver.suggest("b")
+    if second["known"]:  # the same genes again: a reused result trains nothing and costs no epoch
+        driver.on_trial_complete("b", second["known"])
+        assert driver.epochs_trained == 3
+        second = driver.suggest("b2")
+        driver.on_trial_complete("b2", {**_result(), "curve": curve3})
+    else:
+        driver.on_trial_complete("b", {**_result(), "curve": curve3})
+    assert driver.epochs_trained == 6 and driver.remaining() > 0
+    driver.suggest("c")
+    driver.on_trial_complete("c", {**_result(), "curve": curve3})
+    assert driver.epochs_trained == 9 and driver.remaining() == 0 and driver.suggest("d") == "FINISHED"
+    assert first["number"] == 0
+    # Counted again from the study by a resumed search's driver.
+    assert StudyDriver(study, space, img_size=16, target=100, epoch_budget=7).epochs_trained == 9
