@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import objectives
-from nas.study import hypervolume, read_trials
+from nas.study import read_trials
 from search_spaces import registry
 from search_spaces.genes import ATTENTIONS, Architecture, GeneError
 
@@ -93,16 +93,32 @@ def gene_features(trial: FrozenTrial, data: StudyData | None = None) -> dict[str
     A per-head gene (MaiT's ``mask_ratios``) becomes its mean, ``<param>_mean`` (``mask_ratio_mean``;
     0 where it does not apply); other genes that do not apply keep their neutral value (``None`` for the
     window and expansion genes). Falls back to the Optuna params when the trial has no valid ``arch``
-    user attribute. ``data``: the snapshot ``trial`` belongs to (its genes are then parsed once).
+    user attribute. ``data``: the snapshot ``trial`` belongs to (its genes are then parsed, and its
+    features computed, once; each call returns a fresh dict).
     """
-    arch = _arch_of(trial, data.archs if data is not None else None)
+    if data is None:
+        return _features(trial, _arch(trial), _per_head())
+    feats = data.features.get(trial.number)
+    if feats is None:
+        per_head = data.derived.get("per_head")
+        if per_head is None:
+            per_head = data.derived["per_head"] = _per_head()
+        feats = data.features[trial.number] = _features(trial, _arch_of(trial, data.archs), per_head)
+    return dict(feats)
+
+
+def _per_head() -> tuple[Any, ...]:
+    """The registered per-head genes (:attr:`~search_spaces.registry.GeneSpec.per_head`)."""
+    return tuple(g for g in registry.genes() if g.per_head)
+
+
+def _features(trial: FrozenTrial, arch: Architecture | None, per_head: tuple[Any, ...]) -> dict[str, Any]:
     if arch is None:
         return {k: v for k, v in trial.params.items() if isinstance(v, (int, float, str, bool)) or v is None}
     d = arch.to_dict()
-    for g in registry.genes():
-        if g.per_head:
-            values = d.pop(g.name)
-            d[f"{g.param_name}_mean"] = round(float(np.mean(values)), 4) if values else 0.0
+    for g in per_head:
+        values = d.pop(g.name)
+        d[f"{g.param_name}_mean"] = round(float(np.mean(values)), 4) if values else 0.0
     return d
 
 
@@ -155,6 +171,11 @@ class StudyData:
     loaded_at: _dt.datetime = field(default_factory=_dt.datetime.now)
     #: Parsed genes by trial number (None: no valid ``arch``), filled as figures ask for them.
     archs: dict[int, Any] = field(default_factory=dict, repr=False)
+    #: :func:`gene_features` by trial number, filled as figures ask for them (parallel coordinates and
+    #: importance share them).
+    features: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
+    #: Other values derived from the snapshot once and shared by the figures (hover texts, per-head genes).
+    derived: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def front_mask(self) -> np.ndarray:
@@ -176,8 +197,8 @@ def load_data(study: optuna.Study | StudyData, bounds: objectives.HVBounds | Non
 
     The read goes through Optuna's trial cache (:func:`nas.study.read_trials`): on a study read before
     in this process only new and unfinished trials come from the storage. ``previous``: an earlier
-    snapshot of the same study (the live view's last one), whose parsed genes of finished trials are
-    reused, so a redraw parses only the genes of trials that changed.
+    snapshot of the same study (the live view's last one), whose parsed genes (and :func:`gene_features`)
+    of finished trials are reused, so a redraw parses only the genes of trials that changed.
 
     Raises:
         ValueError: the study does not have vitnas' objectives.
@@ -189,20 +210,27 @@ def load_data(study: optuna.Study | StudyData, bounds: objectives.HVBounds | Non
         raise ValueError(f"study: {study.study_name!r} has {len(study.directions)} objectives; "
                          f"the dashboard needs vitnas' {len(names)} ({', '.join(names)})")
     trials = read_trials(study)  # one bulk read of the storage, by number
-    complete = [t for t in trials if _finite_values(t)]
+    complete, finite = [], []  # finite: as study.best_trials reads them, less non-finite complete trials
+    for t in trials:
+        if t.state != TrialState.COMPLETE:
+            finite.append(t)
+        elif _finite_values(t):
+            complete.append(t)
+            finite.append(t)
     values = np.array([t.values for t in complete], dtype=float).reshape(-1, len(names))
     attention, genes = [], []
     archs: dict[int, Any] = {}  # becomes StudyData.archs: each trial's genes parsed once
+    features: dict[int, dict[str, Any]] = {}
     if previous is not None and previous.study_name == study.study_name:
         done = {t.number for t in previous.trials if t.state.is_finished()}
         archs.update((n, a) for n, a in previous.archs.items() if n in done)
+        features.update((n, f) for n, f in previous.features.items() if n in done)
     for t in complete:
         arch = t.user_attrs.get("arch")
         a = arch.get("attention") if isinstance(arch, dict) else t.params.get("attention")
         attention.append(a if a in ATTENTION_COLORS else "other")
         genes.append(_describe(t, _arch_of(t, archs)))
-    # As study.best_trials, without complete trials whose values are not finite (as nas.study.pareto_front).
-    finite = [t for t in trials if t.state != TrialState.COMPLETE or _finite_values(t)]
+    # As study.best_trials (as nas.study.pareto_front).
     front = {t.number for t in objectives.front_trials(finite, study.directions)}
     metric_names = getattr(study, "metric_names", None) or list(names)
     return StudyData(
@@ -211,7 +239,7 @@ def load_data(study: optuna.Study | StudyData, bounds: objectives.HVBounds | Non
         front=front, presets={t.number: str(t.user_attrs["preset"]) for t in trials if t.user_attrs.get("preset")},
         violating=np.array([is_violating(t) for t in complete], dtype=bool),
         bounds=bounds or objectives.study_bounds(study.user_attrs),
-        metric_names=list(metric_names), user_attrs=dict(study.user_attrs), archs=archs,
+        metric_names=list(metric_names), user_attrs=dict(study.user_attrs), archs=archs, features=features,
     )
 
 
@@ -232,29 +260,34 @@ def hypervolume_series(study: optuna.Study | StudyData, bounds: objectives.HVBou
     """
     data = load_data(study)
     bounds = bounds or data.bounds
-    ordered = sorted(data.complete, key=_order_key)
+    order = sorted(range(len(data.complete)), key=lambda i: _order_key(data.complete[i]))
+    ordered = [data.complete[i] for i in order]
     starts = [t.datetime_start for t in data.trials if t.datetime_start is not None]
     t0 = min(starts) if starts else None
-    out: dict[str, list] = {"trial": [], "completed": [], "time": [], "hours": [], "hypervolume": []}
-    losses = np.array([objectives.loss_vector(t.values) for t in ordered], dtype=float).reshape(
-        len(ordered), len(objectives.names()))
-    front = np.empty((0, losses.shape[1]))  # the loss vectors of the front so far, and its trials
-    members: list[FrozenTrial] = []
-    hv = 0.0
-    for i, t in enumerate(ordered, 1):
-        p = losses[i - 1]
+    k = len(objectives.names())
+    values = data.values[order].reshape(len(ordered), k)
+    losses = values * np.array([-1.0 if o.maximize else 1.0 for o in objectives.spec()])  # loss_vector of each
+    ones = [1.0] * k
+    front = np.empty((0, k))  # the loss vectors of the front so far, and the normalised points of its trials
+    points = np.empty((0, k))
+    hv, series = 0.0, []
+    for i, p in enumerate(losses):
         if not (front <= p).all(axis=1).any():  # p is not weakly dominated: the front changes
             keep = ~(p <= front).all(axis=1)
             front = np.vstack([front[keep], p])
-            members = [ft for ft, k in zip(members, keep) if k] + [t]
-            hv = max(hv, hypervolume(members, bounds))
-        out["trial"].append(t.number)
-        out["completed"].append(i)
-        out["time"].append(t.datetime_complete)
-        done = t.datetime_complete
-        out["hours"].append((done - t0).total_seconds() / 3600.0 if (done and t0) else None)
-        out["hypervolume"].append(hv)
-    return out
+            # nas.study.hypervolume(members, bounds): the hypervolume of the members' points (1 - each objective
+            # normalised by bounds) under the reference point (1, ..., 1), each point computed once here.
+            points = np.vstack([points[keep], [1.0 - x for x in bounds.normalise(values[i].tolist())]])
+            hv = max(hv, objectives.hypervolume(points, ones))
+        series.append(hv)
+    done = [t.datetime_complete for t in ordered]
+    return {
+        "trial": [t.number for t in ordered],
+        "completed": list(range(1, len(ordered) + 1)),
+        "time": done,
+        "hours": [(d - t0).total_seconds() / 3600.0 if (d and t0) else None for d in done],
+        "hypervolume": series,
+    }
 
 
 def preset_comparison(study: optuna.Study | StudyData) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import random
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -58,16 +57,26 @@ def _layout(fig: go.Figure, title: str, height: int, **kw: Any) -> go.Figure:
     return fig
 
 
-def _hover(data: StudyData, idx: np.ndarray) -> list[str]:
-    out = []
-    for i in idx:
-        n = int(data.numbers[i])
-        p = data.presets.get(n)
-        tag = f" · preset {p}" if p else ""
-        tag += " · on front" if n in data.front else ""
-        tag += " · violates constraint" if data.violating[i] else ""
-        out.append(f"<b>trial {n}</b>{tag}<br>{data.genes[i]}")
-    return out
+def _strings(texts: list[str]) -> np.ndarray:
+    """``texts`` as a numpy string array: plotly checks a list of strings one by one, an array at once
+    (the figure's JSON is the same)."""
+    return np.array(texts, dtype=str)
+
+
+def _hover(data: StudyData, idx: np.ndarray) -> np.ndarray:
+    """Hover texts (trial number, marks, genes) of the complete trials ``idx``, built once per snapshot."""
+    texts = data.derived.get("hover")
+    if texts is None:
+        out = []
+        for i in range(len(data.numbers)):
+            n = int(data.numbers[i])
+            p = data.presets.get(n)
+            tag = f" · preset {p}" if p else ""
+            tag += " · on front" if n in data.front else ""
+            tag += " · violates constraint" if data.violating[i] else ""
+            out.append(f"<b>trial {n}</b>{tag}<br>{data.genes[i]}")
+        texts = data.derived["hover"] = _strings(out)
+    return texts[np.asarray(idx, dtype=int)]
 
 
 def _hover_values(*axes: tuple[str, objectives.Objective]) -> str:
@@ -235,7 +244,6 @@ def pareto_2d_figures(study: optuna.Study | StudyData, gl_threshold: int = GL_TH
     Scatter = go.Scattergl if len(v) > gl_threshold else go.Scatter
     presets = _preset_rows(data)
     index = {int(n): i for i, n in enumerate(data.numbers)}
-    hover_all = np.array(_hover(data, np.arange(len(v))), dtype=object)
     labels: list[dict[str, Any]] = []  # the presets' labels, every panel
     for k, (xn, yn) in enumerate(panels, 1):
         x, y = v[:, col[xn]], v[:, col[yn]]
@@ -245,7 +253,7 @@ def pareto_2d_figures(study: optuna.Study | StudyData, gl_threshold: int = GL_TH
 
         def add(idx, name, role, marker, legendgroup, showlegend=first, x=x, y=y, tmpl=tmpl, pair=(xn, yn), k=k, **kw):
             fig.add_trace(Scatter(x=x[idx], y=y[idx], mode=kw.pop("mode", "markers"), name=name, marker=marker,
-                                  text=kw.pop("text", hover_all[idx].tolist()), hovertemplate=kw.pop("hovertemplate", tmpl),
+                                  text=kw.pop("text", _hover(data, idx)), hovertemplate=kw.pop("hovertemplate", tmpl),
                                   customdata=data.numbers[idx], meta={"role": role, "pair": list(pair)},
                                   legendgroup=legendgroup, showlegend=showlegend, **kw), row=1, col=k)
 
@@ -299,7 +307,7 @@ def hypervolume_figure(study: optuna.Study | StudyData, bounds: objectives.HVBou
     s = hypervolume_series(data, bounds)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
                         subplot_titles=["over completed trials", "over wall-clock time"])
-    text = [f"trial {n}" for n in s["trial"]]
+    text = _strings([f"trial {n}" for n in s["trial"]])
     # Arrays rather than lists: plotly checks a list element by element (10,000 trials: ~0.5 s per figure).
     hv, numbers = np.asarray(s["hypervolume"], dtype=float), np.asarray(s["trial"], dtype=int)
     hours = np.array([np.nan if h is None else h for h in s["hours"]], dtype=float)
@@ -378,12 +386,13 @@ def gene_importances(study: optuna.Study | StudyData, max_trials: int = 400, see
     """Importance of each gene for each objective, by Optuna's importance evaluators.
 
     The genes of at most ``max_trials`` complete trials (a seeded random sample; every front member is
-    kept while it fits) become the parameters of one in-memory single-objective study per objective
-    (minus :meth:`nas.objectives.Objective.score`: accuracy, log10 params, log10 throughput; lower is
-    better for each, as PED-ANOVA assumes), on which
-    ``optuna.importance.get_param_importances`` runs with ``evaluator`` (default Optuna's,
-    PED-ANOVA). Returns ``{objective: {gene: importance}}``, importances normalised to sum 1; empty when
-    fewer than 3 complete trials.
+    kept while it fits) become the parameters of the trials of one in-memory study, whose values are the
+    objectives' targets (minus :meth:`nas.objectives.Objective.score`: accuracy, log10 params, log10
+    throughput; lower is better for each, as PED-ANOVA assumes). For each objective,
+    ``optuna.importance.get_param_importances`` runs on it with ``evaluator`` (default Optuna's,
+    PED-ANOVA) and ``target`` that objective's value, which the evaluators treat as a single-objective
+    study to minimise. Returns ``{objective: {gene: importance}}``, importances normalised to sum 1;
+    empty when fewer than 3 complete trials.
     """
     data = load_data(study)
     n = len(data.complete)
@@ -402,18 +411,17 @@ def gene_importances(study: optuna.Study | StudyData, max_trials: int = 400, see
         vals = {f.get(g) for f in feats}
         choices[g] = sorted(vals, key=lambda u: (u is None, str(type(u)), u if u is not None else 0))
     dists = {g: optuna.distributions.CategoricalDistribution(choices[g]) for g in genes}
-    targets: dict[str, Callable[[np.ndarray], float]] = {
-        o.name: (lambda r, k=k, o=o: -o.score(float(r[k]))) for k, o in enumerate(objectives.spec())
-    }
+    spec = objectives.spec()
     out: dict[str, dict[str, float]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name, fn in targets.items():
-            st = optuna.create_study(direction="minimize", storage=optuna.storages.InMemoryStorage())
-            st.add_trials([optuna.trial.create_trial(params={g: f.get(g) for g in genes}, distributions=dists,
-                                                     value=fn(data.values[i])) for i, f in zip(idx, feats)])
-            imp = optuna.importance.get_param_importances(st, evaluator=evaluator)
-            out[name] = {g: float(imp.get(g, 0.0)) for g in genes}
+        st = optuna.create_study(directions=["minimize"] * len(spec), storage=optuna.storages.InMemoryStorage())
+        st.add_trials([optuna.trial.create_trial(
+            params={g: f.get(g) for g in genes}, distributions=dists,
+            values=[-o.score(float(data.values[i, k])) for k, o in enumerate(spec)]) for i, f in zip(idx, feats)])
+        for k, o in enumerate(spec):
+            imp = optuna.importance.get_param_importances(st, evaluator=evaluator, target=lambda t, k=k: t.values[k])
+            out[o.name] = {g: float(imp.get(g, 0.0)) for g in genes}
     return out
 
 
@@ -473,24 +481,32 @@ def curves_figure(study: optuna.Study | StudyData, max_trials: int | None = None
         rng = random.Random(seed)
         keep = {t.number for t in rng.sample(data.complete, max_trials)} | data.front
         by_type = {a: [t for t in ts if t.number in keep] for a, ts in by_type.items()}
-    n_points = sum(len(_curve(t)) for ts in by_type.values() for t in ts)
+    curves: dict[int, list[tuple[float, float]]] = {}  # each trial's curve, read once
+
+    def curve(t: optuna.trial.FrozenTrial) -> list[tuple[float, float]]:
+        pts = curves.get(t.number)
+        if pts is None:
+            pts = curves[t.number] = _curve(t)
+        return pts
+
+    n_points = sum(len(curve(t)) for ts in by_type.values() for t in ts)
     Scatter = go.Scattergl if n_points > gl_threshold * 4 else go.Scatter
 
     def lines(trials, label=lambda t: f"trial {t.number}"):
         xs, ys, text = [], [], []
         for t in trials:
-            pts = _curve(t)
+            pts = curve(t)
             if not pts:
                 continue
             name = label(t)
             for e, acc in pts:
                 xs.append(e)
                 ys.append(acc)
-                text.append(name)
+            text += [name] * len(pts)
             xs.append(np.nan)
             ys.append(np.nan)
             text.append("")
-        return np.array(xs, dtype=np.float32), np.array(ys, dtype=np.float32), text
+        return np.array(xs, dtype=np.float32), np.array(ys, dtype=np.float32), _strings(text)
 
     n_curves = 0
     for a in ATTENTION_COLORS:
@@ -498,7 +514,7 @@ def curves_figure(study: optuna.Study | StudyData, max_trials: int | None = None
         if not ts:
             continue
         x, y, text = lines(ts)
-        n_curves += sum(1 for t in ts if _curve(t))
+        n_curves += sum(1 for t in ts if curve(t))
         fig.add_trace(Scatter(x=x, y=y, mode="lines", name=f"{a} ({len(ts)})", text=text,
                               line=dict(color=ATTENTION_COLORS[a], width=1), opacity=0.35 if len(ts) > 30 else 0.6,
                               hovertemplate="%{text}: epoch %{x}, val acc %{y:.4f}<extra>" + a + "</extra>",
@@ -515,7 +531,7 @@ def curves_figure(study: optuna.Study | StudyData, max_trials: int | None = None
                                   showlegend=False, line=dict(color=ATTENTION_COLORS[a], width=2.2),
                                   hovertemplate="%{text} (front): epoch %{x}, val acc %{y:.4f}<extra>" + a + "</extra>",
                                   meta={"role": "front_curves", "attention": a}))
-    partial = [t for t in data.trials if t.state.name in ("FAIL", "RUNNING", "PRUNED") and _curve(t)]
+    partial = [t for t in data.trials if t.state.name in ("FAIL", "RUNNING", "PRUNED") and curve(t)]
     if partial:
         x, y, text = lines(partial, label=lambda t: f"trial {t.number} ({t.state.name.lower()})")
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"failed / running ({len(partial)})", text=text,

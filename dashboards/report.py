@@ -141,6 +141,7 @@ def trials_table_html(study: optuna.Study | StudyData, max_rows: int | None = No
     data = load_data(study)
     spec = objectives.spec()
     trials = data.trials if max_rows is None else data.trials[-max_rows:]
+    genes = dict(zip(data.numbers.tolist(), data.genes))  # complete trials' genes, described once in load_data
     cols = [("trial", True), ("state", False), ("preset", False), ("front", False), *((o.header, True) for o in spec),
             ("FLOPs", True), ("peak memory MB", True), ("wall s", True), ("constraint", True), ("genes", False),
             ("failure reason", False)]
@@ -166,7 +167,7 @@ def trials_table_html(study: optuna.Study | StudyData, max_rows: int | None = No
             f'<td class="num">{_fmt(peak / 2**20 if isinstance(peak, (int, float)) else None, ".1f")}</td>',
             f'<td class="num">{_fmt(a.get("wall_seconds"), ".1f")}</td>',
             f'<td class="num">{_fmt(cons, "g") if isinstance(cons, (int, float)) else ""}</td>',
-            f"<td>{html.escape(describe_genes(t, data))}</td>",
+            f"<td>{html.escape(genes[t.number] if t.number in genes else describe_genes(t, data))}</td>",
             f"<td>{html.escape(str(a.get('fail_reason') or ''))}</td>",
         ]
         rows.append(f'<tr class="{" ".join(cls)}">' + "".join(cells) + "</tr>" if cls else "<tr>" + "".join(cells) + "</tr>")
@@ -312,13 +313,14 @@ def render_report(study: optuna.Study | StudyData, *, plotlyjs: str = "inline", 
         sub += f" · live: redraws as trials finish (checks every {refresh:g} s)"
     dataset = data.user_attrs.get("dataset")
     title = f"vitnas — study {html.escape(data.study_name)}" + (f" on {html.escape(str(dataset))}" if dataset else "")
-    return (f"<!DOCTYPE html>\n<html lang='en'{state_attr}><head><meta charset='utf-8'>{GENERATOR_META}"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{title}</title>"
-            f"{_ERROR_HOOK}<style>{_CSS}</style>{js}</head><body><header><h1>{title}</h1>"
-            f"<div class='sub'>{sub}</div></header><main><div class='cards'>{cards_html}</div>"
-            + "\n".join(sections) +
-            "</main><footer>objectives: " + ", ".join(f"{o.name} ({o.mode})" for o in objectives.spec()) + " · "
-            "front = Optuna best_trials · made by vitnas dashboards</footer>" + _READY + live + "</body></html>")
+    footer = ("</main><footer>objectives: " + ", ".join(f"{o.name} ({o.mode})" for o in objectives.spec()) + " · "
+              "front = Optuna best_trials · made by vitnas dashboards</footer>" + _READY + live + "</body></html>")
+    return "".join([  # one join: the page is megabytes (plotly.js, the figures' data, the table)
+        f"<!DOCTYPE html>\n<html lang='en'{state_attr}><head><meta charset='utf-8'>{GENERATOR_META}"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{title}</title>"
+        f"{_ERROR_HOOK}<style>{_CSS}</style>", js, f"</head><body><header><h1>{title}</h1>"
+        f"<div class='sub'>{sub}</div></header><main><div class='cards'>{cards_html}</div>",
+        "\n".join(sections), footer])
 
 
 def is_report(path: str | Path) -> bool:

@@ -335,6 +335,9 @@ def _import_ref(ref: str, mechanism: str, what: str) -> Any:
 
 _REGISTRY: dict[str, MechanismSpec] = {}
 _discovered = False
+#: ``mechanisms()`` and ``genes()``, computed once per state of the registry (validation asks for them
+#: several times per architecture); cleared by ``register`` and ``unregister``.
+_CACHE: dict[str, tuple] = {}
 
 
 def _discover() -> None:
@@ -354,6 +357,7 @@ def _discover() -> None:
     except BaseException:
         _discovered = False
         _REGISTRY.clear()
+        _CACHE.clear()
         raise
 
 
@@ -377,6 +381,7 @@ def register(spec: MechanismSpec) -> MechanismSpec:
             raise ValueError(f"{gene.name}: {spec.name!r} declares a gene of that name that differs from "
                              "the registered one")
     _REGISTRY[spec.name] = spec
+    _CACHE.clear()
     return spec
 
 
@@ -388,13 +393,16 @@ def unregister(name: str) -> MechanismSpec:
     """
     spec = get_mechanism(name)
     del _REGISTRY[name]
+    _CACHE.clear()
     return spec
 
 
 def mechanisms() -> tuple[MechanismSpec, ...]:
     """Every registered mechanism, in display order (:attr:`MechanismSpec.order`)."""
     _discover()
-    return tuple(sorted(_REGISTRY.values(), key=lambda s: s.order))
+    if "mechanisms" not in _CACHE:
+        _CACHE["mechanisms"] = tuple(sorted(_REGISTRY.values(), key=lambda s: s.order))
+    return _CACHE["mechanisms"]
 
 
 def names() -> tuple[str, ...]:
@@ -418,11 +426,13 @@ def get_mechanism(name: str) -> MechanismSpec:
 def genes() -> tuple[GeneSpec, ...]:
     """Every attention-specific gene of the registered mechanisms, once each, ``compact`` first, then in
     the order of the mechanisms and of their genes."""
-    seen: dict[str, GeneSpec] = {}
-    for spec in mechanisms():
-        for gene in spec.all_genes:
-            seen.setdefault(gene.name, gene)
-    return tuple(seen.values())
+    if "genes" not in _CACHE:
+        seen: dict[str, GeneSpec] = {}
+        for spec in mechanisms():
+            for gene in spec.all_genes:
+                seen.setdefault(gene.name, gene)
+        _CACHE["genes"] = tuple(seen.values())
+    return _CACHE["genes"]
 
 
 def gene(name: str) -> GeneSpec:

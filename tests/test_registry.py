@@ -86,6 +86,34 @@ def test_registry_space_and_cli_load_no_torch():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_read_only_commands_on_a_study_load_no_torch_nor_sklearn(tmp_path):
+    """``status``, ``pareto`` and ``dashboard`` of a stored study, each in a fresh interpreter as the
+    ``vitnas`` command starts one: no torch, timm, Ray, nor scikit-learn (the dashboard's importances are
+    PED-ANOVA's), and the dashboard is written."""
+    from dashboards.demo import make_demo_study
+
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    make_demo_study(url, "demo", n_trials=24, seed=1, running=0)
+    out_html = tmp_path / "report.html"
+    commands = [["status", "--study", "demo", "--storage", url], ["pareto", "--study", "demo", "--storage", url],
+                ["dashboard", "--study", "demo", "--storage", url, "--out", str(out_html)]]
+    code = (
+        "import sys\n"
+        "from nas.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "print(sorted(m for m in ('torch', 'timm', 'ray', 'sklearn') if m in sys.modules), file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VITNAS_DEFER_MODEL"}  # main() sets it itself
+    for argv in commands:
+        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, (argv, out.stderr[-2000:])
+        assert out.stderr.strip().splitlines()[-1] == "[]", (argv[0], out.stderr[-500:])
+    assert out_html.stat().st_size > 100_000 and "Importance" in out_html.read_text()
+
+
 def test_import_registers_nas_vit_with_timm_unless_deferred():
     code = ("import sys, search_spaces, timm\n"
             "print(timm.is_model('nas_vit'), 'torch' in sys.modules)\n")
