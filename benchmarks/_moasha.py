@@ -20,7 +20,7 @@ from typing import Any
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from nas import objectives
-from nas.scheduler import ACCURACY_FIELD, EPOCH_FIELD, _add_to_curve, _finite
+from nas.scheduler import ACCURACY_FIELD, EPOCH_FIELD, _finite, per_epoch
 
 METRICS = ("accuracy_loss", "params_loss", "throughput_loss")
 
@@ -60,14 +60,10 @@ class MOASHAScheduler(FIFOScheduler):
         tid = str(trial.trial_id)
         if tid in self.stopped:
             return TrialScheduler.STOP
-        epoch = _finite(result.get(EPOCH_FIELD))
-        if epoch is None or objectives.primary().name in result or ACCURACY_FIELD not in result:
+        epoch_i = per_epoch(self._curves, tid, result)
+        if epoch_i is None or epoch_i >= self.max_t:  # not a per-epoch result, or fully trained: never pruned
             return TrialScheduler.CONTINUE
-        epoch_i = int(epoch)
-        curve = self._curves.setdefault(tid, [])
-        _add_to_curve(curve, epoch_i, result)
-        if epoch_i >= self.max_t:  # fully trained: never pruned
-            return TrialScheduler.CONTINUE
+        curve = self._curves[tid]
         accuracy = _finite(result.get(ACCURACY_FIELD))
         params, throughput = _finite(result.get("params")), _finite(result.get("throughput"))
         norm = self.bounds.normalise([accuracy if accuracy is not None else 0.0,

@@ -146,7 +146,8 @@ def _shape_notes(st: Any, trials: list | None = None) -> None:
 @app.command()
 def search(
     study: str = typer.Option("digits", help="Study name (continues the study if it exists)."),
-    trials: int = typer.Option(12, help="Target number of complete trials in the study."),
+    trials: int | None = typer.Option(None, help="Target number of complete trials in the study (default 12, and "
+                                                    "as many sampled designs as paper presets run)."),
     epochs: int = typer.Option(6, help="Proxy-training epochs per trial."),
     dataset: str = typer.Option("digits", help="digits, mnist, fashion_mnist, cifar10, cifar100 or imagefolder:PATH."),
     data_dir: str | None = typer.Option(None, help="Folder of the torchvision data sets."),
@@ -158,8 +159,8 @@ def search(
     population_size: int | None = typer.Option(None, help="NSGA-II population (default: sized to --trials)."),
     seed: int = typer.Option(0, help="Seed of the sampler and of every trial."),
     config: str | None = typer.Option(None, help="YAML or TOML file narrowing the gene domains."),
-    presets: bool = typer.Option(True, help="Enqueue the paper presets as the first trials (a warm start: the "
-                                            "search also samples at least as many designs of its own)."),
+    presets: bool = typer.Option(True, help="Enqueue the paper presets as the first trials (with the default "
+                                            "--trials, a warm start: as many sampled designs follow)."),
     cpus_per_trial: float = typer.Option(1.0, help="CPUs per trial (Ray resources)."),
     gpus_per_trial: float = typer.Option(0.0, help="GPUs per trial; fractions share a GPU."),
     max_concurrent: int = typer.Option(0, help="Trials at once (0: one per GPU share, or 1 on CPU)."),
@@ -211,7 +212,7 @@ def search(
                   highlight=False)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
-    task = progress.add_task("trials", total=trials)
+    task = progress.add_task("trials", total=cfg.target_trials)
 
     opened: dict[str, Any] = {}
 

@@ -125,6 +125,17 @@ def _add_to_curve(curve: list[dict[str, Any]], epoch: int, result: dict) -> None
     curve.append({k: (epoch if k == EPOCH_FIELD else _finite(result[k])) for k in CURVE_FIELDS if k in result})
 
 
+def per_epoch(curves: dict[str, list[dict[str, Any]]], tid: str, result: dict) -> int | None:
+    """The epoch of ``result`` when it is a per-epoch result (``epoch`` and ``val_accuracy``, not a final
+    result carrying the primary objective), after adding it to trial ``tid``'s curve in ``curves``;
+    ``None`` for any other result."""
+    epoch = _finite(result.get(EPOCH_FIELD))
+    if epoch is None or objectives.primary().name in result or ACCURACY_FIELD not in result:
+        return None
+    _add_to_curve(curves.setdefault(tid, []), int(epoch), result)
+    return int(epoch)
+
+
 def _finite(value: Any) -> float | None:
     """``value`` as a finite float, else ``None``."""
     if isinstance(value, bool):
@@ -292,12 +303,10 @@ class ParetoASHA(FIFOScheduler):
         tid = str(trial.trial_id)
         if tid in self.stopped:
             return TrialScheduler.STOP
-        epoch = _finite(result.get(EPOCH_FIELD))
-        if epoch is None or objectives.primary().name in result or ACCURACY_FIELD not in result:
+        epoch_i = per_epoch(self._curves, tid, result)
+        if epoch_i is None:
             return TrialScheduler.CONTINUE  # not a per-epoch result (final, failure, or foreign)
-        epoch_i = int(epoch)
-        curve = self._curves.setdefault(tid, [])
-        _add_to_curve(curve, epoch_i, result)
+        curve = self._curves[tid]
         accuracy = _finite(result.get(ACCURACY_FIELD))
         hint = self._hint(trial, result)
         config = getattr(trial, "config", None)
@@ -443,14 +452,10 @@ class AccuracyASHA(AsyncHyperBandScheduler):
         tid = str(trial.trial_id)
         if tid in self.stopped:
             return TrialScheduler.STOP
-        epoch = _finite(result.get(EPOCH_FIELD))
-        if epoch is None or objectives.primary().name in result or ACCURACY_FIELD not in result:
+        epoch_i = per_epoch(self._curves, tid, result)
+        if epoch_i is None or epoch_i >= self.max_t:  # fully trained: Ray's rung at max_t would prune it
             return TrialScheduler.CONTINUE
-        epoch_i = int(epoch)
-        curve = self._curves.setdefault(tid, [])
-        _add_to_curve(curve, epoch_i, result)
-        if epoch_i >= self.max_t:  # fully trained: Ray's bracket has a rung at max_t, which would prune it
-            return TrialScheduler.CONTINUE
+        curve = self._curves[tid]
         if trial.trial_id not in self._trial_info:
             self.on_trial_add(tune_controller, trial)
         accuracy = _finite(result.get(ACCURACY_FIELD))

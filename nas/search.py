@@ -74,9 +74,9 @@ def _enqueue_presets(study: optuna.Study, space: SearchSpace) -> list[str]:
 
 def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | None = None,
                scheduler: Any = None) -> optuna.Study:
-    """Run (or continue) a search until the study holds ``config.trials`` complete trials and, when it runs
-    the paper presets, at least as many sampled designs (COMPLETE or PRUNED) as presets; or until
-    ``config.epoch_budget`` proxy epochs are spent.
+    """Run (or continue) a search until the study holds ``config.target_trials`` complete trials and, with
+    ``trials`` left at its default and the paper presets on, at least as many sampled designs (COMPLETE or
+    PRUNED) as presets; or until ``config.epoch_budget`` proxy epochs are spent.
 
     ``scheduler``: a Ray Tune ``TrialScheduler`` to stop trials early instead of the one ``config`` names
     (for comparisons, e.g. another multi-objective rule); it must record the trials it stops in a
@@ -128,7 +128,7 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storag
     """The round loop: rounds of trials until the target of complete trials is reached, the time budget is
     spent, or two rounds in a row complete nothing (every proposal failing)."""
     if "population_size" not in study.user_attrs:  # kept for the study's life: NSGA-II's generations rely on it
-        study.set_user_attr("population_size", population_size(config.trials, config.population_size))
+        study.set_user_attr("population_size", population_size(config.target_trials, config.population_size))
     if "hv_bounds" not in study.user_attrs:  # fixed before the first trial, read by every hypervolume
         from search_spaces.extremes import params_range
 
@@ -144,13 +144,13 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storag
             progress(TrialEvent("fail", number, reason="interrupted"))
     if config.presets:
         _enqueue_presets(study, space)
-    # Presets are a warm start, not the budget: as many sampled designs as the study has presets.
-    presets = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("preset")) if config.presets else 0
+    # By default the presets are a warm start, not the budget: as many sampled designs as the study has presets.
+    presets = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("preset")) if config.warm_start else 0
 
     from .driver import StudyDriver
     from .ray_backend import start_ray
 
-    driver = StudyDriver(study, space, data.img_size, config.trials, config.max_failures_per_arch,
+    driver = StudyDriver(study, space, data.img_size, config.target_trials, config.max_failures_per_arch,
                          config.inject_faults, target_img_size=config.target_img_size, budgets=config.budgets(),
                          scheduler=scheduler if scheduler is not None else _scheduler(config, study),
                          min_sampled=presets, epoch_budget=config.epoch_budget)
@@ -235,7 +235,7 @@ def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, data: An
         before = (driver.complete, getattr(driver, "pruned", 0))
         # Reseed per round from the study's size, so a continued study does not replay the
         # proposals of its first run (NSGA-II's first generation and random sampling are seeded).
-        study.sampler = make_sampler(config.sampler, config.seed + len(study.trials), config.trials,
+        study.sampler = make_sampler(config.sampler, config.seed + len(study.trials), config.target_trials,
                                      study.user_attrs.get("population_size"))
         run_round(config, driver, remaining, budget, data, progress)
         # A round whose trials were all stopped early made progress (the rungs filled); one where every

@@ -20,6 +20,8 @@ __all__ = ["SAMPLERS", "FAULTS", "DTYPES", "BUDGETS", "budget_violations", "Sear
            "make_sampler", "population_size"]
 
 SAMPLERS: tuple[str, ...] = ("nsga2", "tpe", "random", "gp")
+#: Complete trials of a search whose ``trials`` is left at None.
+DEFAULT_TRIALS = 12
 #: Early-stopping rules (as ``nas.scheduler.SCHEDULERS``; kept here so settings load no Ray).
 SCHEDULERS: tuple[str, ...] = ("pareto", "asha")
 #: Inference dtypes of the deployment shape (as ``trainers.measure.DTYPES``; kept here so settings load no torch).
@@ -41,7 +43,10 @@ class SearchConfig:
 
     Attributes:
         study: study name (also the run folder name under ``run_dir``).
-        trials: target number of complete trials in the study (>= 1).
+        trials: target number of complete trials in the study (>= 1). None (the default): 12, and when
+            the presets run, the search also samples at least as many designs of its own as it runs presets
+            (COMPLETE or PRUNED; the presets are a warm start, not the budget), even past 12. A number: that
+            many complete trials, presets included (:attr:`target_trials`).
         epochs: proxy-training epochs per trial.
         dataset: ``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` or ``imagefolder:PATH``.
         data_dir: folder of the torchvision data sets. download: allow torchvision to download.
@@ -52,9 +57,7 @@ class SearchConfig:
             sized to the budget, between 4 and 50).
         seed: seeds the sampler and every trial's training.
         space: the search space (default :class:`SearchSpace`); config: a YAML/TOML file narrowing it.
-        presets: enqueue the paper presets that lie in the space as the first trials, as a warm start: the
-            search then also runs at least as many designs of the sampler's own (complete or stopped early),
-            even past ``trials``.
+        presets: enqueue the paper presets that lie in the space as the first trials (see ``trials``).
         cpus_per_trial, gpus_per_trial: Ray resources per trial (fractions allowed for GPUs).
         max_concurrent: trials at once (0: one per GPU share when GPUs are used, else 1 so CPU
             throughput is measured on an idle machine).
@@ -88,7 +91,7 @@ class SearchConfig:
     """
 
     study: str = "digits"
-    trials: int = 12
+    trials: int | None = None
     epochs: int = 6
     dataset: str = "digits"
     data_dir: str | None = None
@@ -131,7 +134,8 @@ class SearchConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise SearchError(f"{name}: must be an integer >= {minimum}, got {value!r}")
 
-        positive_int("trials", self.trials)
+        if self.trials is not None:
+            positive_int("trials", self.trials)
         positive_int("epochs", self.epochs)
         positive_int("batch_size", self.batch_size)
         positive_int("max_concurrent", self.max_concurrent, 0)
@@ -181,6 +185,17 @@ class SearchConfig:
         for number, kind in self.inject_faults.items():
             if kind not in FAULTS:
                 raise SearchError(f"inject_faults: trial {number}: unknown fault {kind!r}; allowed: {', '.join(FAULTS)}")
+
+    @property
+    def target_trials(self) -> int:
+        """Complete trials the study should hold: ``trials``, or :data:`DEFAULT_TRIALS` when it is None."""
+        return DEFAULT_TRIALS if self.trials is None else self.trials
+
+    @property
+    def warm_start(self) -> bool:
+        """Whether the presets are a warm start the sampler must match design for design (``trials`` left
+        at its default, presets on)."""
+        return self.presets and self.trials is None
 
     def resolved_max_concurrent(self, gpus: float = 1.0) -> int:
         """Trials at once: ``max_concurrent`` if given; else one per GPU share of the ``gpus`` GPUs in the

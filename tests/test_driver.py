@@ -140,3 +140,11 @@ def test_an_epoch_budget_ends_the_search_whatever_the_target(study):
     assert first["number"] == 0
     # Counted again from the study by a resumed search's driver.
     assert StudyDriver(study, space, img_size=16, target=100, epoch_budget=7).epochs_trained == 9
+
+
+def test_the_warm_start_floor_applies_to_the_default_trials_only():
+    from nas.settings import DEFAULT_TRIALS, SearchConfig
+
+    assert SearchConfig().warm_start and SearchConfig().target_trials == DEFAULT_TRIALS == 12
+    assert not SearchConfig(trials=2).warm_start and SearchConfig(trials=2).target_trials == 2  # asked for: exact
+    assert not SearchConfig(presets=False).warm_start
