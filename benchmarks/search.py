@@ -17,10 +17,11 @@ compared at equal epochs, median and quartiles over seeds. Wall-clock is reporte
 Methods: vitnas' default (NSGA-II, the paper presets enqueued first, Pareto-aware early stopping); random
 search; NSGA-II; Optuna's multi-objective TPE; Optuna's GPSampler (logEHVI); random search with Ray Tune's
 ASHA on accuracy alone (what a Ray Tune user would run today); random search with Syne Tune's MOASHA
-(``benchmarks/_moasha.py``); and random search and TPE with vitnas' Pareto-aware early stopping, as
-candidates for the default. NSGA-II's population is sized as vitnas sizes it for the number of full trials
-the budget buys (``--budget // --epochs``). All runs share one run folder, so the throughput cache times a
-model once for every method and the device lock keeps throughput timings apart from training.
+(``benchmarks/_moasha.py``); and random search, TPE and GPSampler (the last with the presets first) with
+vitnas' Pareto-aware early stopping, as candidates for the default. NSGA-II's population is sized as vitnas
+sizes it for the number of full trials the budget buys (``--budget // --epochs``). All runs share one run
+folder, so the throughput cache times a model once for every method and the device lock keeps throughput
+timings apart from training.
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ METHODS = {  # label -> (sampler, presets, early stopping: None, "pareto", "asha
     "random + MOASHA (Syne Tune)": ("random", False, "moasha"),
     "random + Pareto ASHA": ("random", False, "pareto"),
     "MO-TPE + Pareto ASHA": ("tpe", False, "pareto"),
+    "GPSampler + presets + Pareto ASHA": ("gp", True, "pareto"),
 }
-COLORS = ["#d62728", "#7f7f7f", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+COLORS = ["#d62728", "#7f7f7f", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+          "#bcbd22"]
 
 
 def start_ray() -> None:
@@ -165,14 +168,16 @@ def figures(runs: list[dict], args) -> list[Path]:
     fig.update_layout(title=f"Normalised hypervolume against proxy epochs ({args.dataset}; median over "
                             f"{len(args.seeds)} seeds, band: quartiles)",
                       xaxis_title="proxy epochs spent", yaxis_title="normalised hypervolume", width=1000, height=600)
-    return [C.save_figure(fig, f"search_hv_epochs_{args.dataset}")]
+    tag = f"_{args.tag}" if getattr(args, "tag", None) else ""
+    return [C.save_figure(fig, f"search_hv_epochs_{args.dataset}{tag}")]
 
 
 def report(runs: list[dict], args, seconds: float, paths: list[Path], date: str | None = None) -> str:
     b = args.budget
     rand = [r for r in runs if r["method"] == "random"]
     random_final = statistics.median(hv_at(r["curve"], b) for r in rand) if rand else math.nan
-    out = [f"## Search: hypervolume per unit of compute ({args.dataset})\n",
+    title = args.dataset + (f", {args.tag}" if getattr(args, "tag", None) else "")
+    out = [f"## Search: hypervolume per unit of compute ({title})\n",
            C.run_header(args.command, seconds, date=date),
            f"- Setup: {b} proxy epochs per search (`SearchConfig.epoch_budget`), {args.epochs} epochs per full "
            f"trial, early stopping (where used) at rungs of {args.grace_period} x {args.eta}^k epochs; train subset "
@@ -239,13 +244,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", default=None, help="run folder shared by all searches (default: a temporary one)")
     ap.add_argument("--reading", default=None, help="with --merge: a file whose text (what the figures mean) "
                     "follows the table in the doc section")
+    ap.add_argument("--tag", default=None, help="with --merge: a name for a run beside the main one (its own doc "
+                    "section, results and figure)")
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
         args.dataset, args.seeds, args.budget, args.epochs = "digits", [0, 1], 12, 3
         args.train_subset, args.val_subset = 300, None
         args.methods = args.methods or [DEFAULT_LABEL, "random", "random + MOASHA (Syne Tune)"]
-    key = "search" if args.dataset == "digits" else f"search-{args.dataset}"
+    key = ("search" if args.dataset == "digits" else f"search-{args.dataset}") + (f"-{args.tag}" if args.tag else "")
     if args.merge:
         parts = [json.loads((C.RESULTS / f"search_{args.dataset}_{p}.json").read_text()) for p in args.merge]
         saved = argparse.Namespace(**parts[0]["args"])
@@ -257,8 +264,10 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(1)  # as the parts ran (the machine line reports it)
         seconds = max(p["seconds"] for p in parts)
-        C.save_results(f"search_{args.dataset}", {"machine": C.machine(), "date": parts[0]["date"],
-                                                  "args": vars(saved), "seconds": seconds, "runs": runs})
+        saved.tag = args.tag
+        name = f"search_{args.dataset}" + (f"_{args.tag}" if args.tag else "")
+        C.save_results(name, {"machine": C.machine(), "date": parts[0]["date"], "args": vars(saved),
+                              "seconds": seconds, "runs": runs})
         paths = figures(runs, saved)
         print("doc:", C.write_section(key, report(runs, saved, seconds, paths, date=parts[0]["date"])))
         return 0
