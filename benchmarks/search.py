@@ -168,7 +168,7 @@ def figures(runs: list[dict], args) -> list[Path]:
     fig.update_layout(title=f"Normalised hypervolume against proxy epochs ({args.dataset}; median over "
                             f"{len(args.seeds)} seeds, band: quartiles)",
                       xaxis_title="proxy epochs spent", yaxis_title="normalised hypervolume", width=1000, height=600)
-    tag = f"_{args.tag}" if getattr(args, "tag", None) else ""
+    tag = "_" + args.tag.replace(" ", "_") if getattr(args, "tag", None) else ""
     return [C.save_figure(fig, f"search_hv_epochs_{args.dataset}{tag}")]
 
 
@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         args.dataset, args.seeds, args.budget, args.epochs = "digits", [0, 1], 12, 3
         args.train_subset, args.val_subset = 300, None
         args.methods = args.methods or [DEFAULT_LABEL, "random", "random + MOASHA (Syne Tune)"]
-    key = ("search" if args.dataset == "digits" else f"search-{args.dataset}") + (f"-{args.tag}" if args.tag else "")
+    slug = args.tag.replace(" ", "_") if args.tag else ""
+    key = ("search" if args.dataset == "digits" else f"search-{args.dataset}") + (f"-{slug}" if slug else "")
     if args.merge:
         parts = [json.loads((C.RESULTS / f"search_{args.dataset}_{p}.json").read_text()) for p in args.merge]
         saved = argparse.Namespace(**parts[0]["args"])
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)  # as the parts ran (the machine line reports it)
         seconds = max(p["seconds"] for p in parts)
         saved.tag = args.tag
-        name = f"search_{args.dataset}" + (f"_{args.tag}" if args.tag else "")
+        name = f"search_{args.dataset}" + (f"_{slug}" if slug else "")
         C.save_results(name, {"machine": C.machine(), "date": parts[0]["date"], "args": vars(saved),
                               "seconds": seconds, "runs": runs})
         paths = figures(runs, saved)
