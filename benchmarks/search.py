@@ -74,9 +74,8 @@ def budget_curve(study, started: float) -> list[dict]:
     trials so far, seconds since ``started``."""
     from optuna.trial import TrialState
 
-    from nas.driver import trained_epochs
     from nas.objectives import study_bounds
-    from nas.study import hypervolume
+    from nas.study import hypervolume, trained_epochs
 
     bounds = study_bounds(study.user_attrs)
     ended = sorted((t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None),

@@ -97,11 +97,12 @@ def _pruning_note(st: Any, epochs: int) -> None:
     """How many trials early stopping cut and the proxy epochs that saved."""
     from optuna.trial import TrialState
 
+    from .study import trained_epochs
+
     pruned = st.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
     if not pruned:
         return
-    trained = sum(len(t.user_attrs.get("curve") or []) for t in st.get_trials(deepcopy=False)
-                  if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "reused_from" not in t.user_attrs)
+    trained = sum(trained_epochs(t.state, t.user_attrs) for t in st.get_trials(deepcopy=False))
     saved = sum(max(0, epochs - int(t.user_attrs.get("pruned_at_epoch", epochs))) for t in pruned)
     console.print(f"early stopping: {len(pruned)} trial(s) stopped at a rung (PRUNED, not on the front), "
                   f"saving {saved} of {saved + trained} proxy epochs ({100 * saved / max(saved + trained, 1):.0f}%)",

@@ -33,6 +33,7 @@ from search_spaces import SearchSpace
 
 from . import objectives
 from .settings import budget_violations
+from .study import trained_epochs
 from .trial import RESULT_ATTRS
 
 __all__ = ["StudyDriver", "STOPPED", "NOT_COUNTED"]
@@ -212,16 +213,6 @@ class StudyDriver(Searcher):
             trial.set_user_attr("traceback", tb)
         self.study.tell(trial, state=TrialState.FAIL)
         self._index(trial.number, TrialState.FAIL, trial.user_attrs, None)
-
-
-def trained_epochs(state: TrialState, attrs: dict[str, Any]) -> int:
-    """Proxy epochs a trial that ended trained: its curve's length when COMPLETE (0 for a reused result),
-    ``pruned_at_epoch`` when PRUNED, 0 otherwise."""
-    if state == TrialState.PRUNED:
-        return int(attrs.get("pruned_at_epoch") or 0)
-    if state == TrialState.COMPLETE and "reused_from" not in attrs:
-        return len(attrs.get("curve") or [])
-    return 0
 
 
 def _unflatten(result: dict[str, Any]) -> dict[str, Any]:

@@ -689,3 +689,13 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "proxy_img_size": study.user_attrs.get("img_size"), "target": target_shape(study),
         "budgets": study.user_attrs.get("budgets") or {}, "infeasible": infeasible,
     }
+
+
+def trained_epochs(state: TrialState, attrs: dict[str, Any]) -> int:
+    """Proxy epochs a trial that ended trained: its curve's length when COMPLETE (0 for a reused result),
+    ``pruned_at_epoch`` when PRUNED, 0 otherwise."""
+    if state == TrialState.PRUNED:
+        return int(attrs.get("pruned_at_epoch") or 0)
+    if state == TrialState.COMPLETE and "reused_from" not in attrs:
+        return len(attrs.get("curve") or [])
+    return 0
