@@ -407,16 +407,18 @@ def section(results: dict[str, list[dict]], header: str, before: dict | None = N
                    "schema check, the first read) is already about 4x `import optuna`, and the commands add about "
                    "0.1-0.2 s to it (the table, the front, the hypervolume); the 4x goal is out of reach for any "
                    "command that opens an RDB storage through Optuna.\n")
-    out.append("\n### On a GPU: not measured\n")
+    out.append("\n### On a GPU\n")
     out.append("No GPU was at hand for these runs. What the proxy trainer does on one (tested on the CPU through the "
                "same code path): the training images live on the trial's device when they fit in a quarter of its "
                "free memory; the running loss and the first non-finite step are kept on the device and read every "
                "`check_every` (50) steps and at each epoch's end, not every step (`tests/test_trainers.py` fails a "
                "trial with a NaN loss with its reason); a per-device lock (`trainers.measure.DeviceLock`) keeps "
                "throughput timings apart from other trials' training steps on the same device; `--gpus-per-trial` "
-               "takes fractions. Still to measure on a GPU: utilisation and trials per hour with 1 and 4 trials per "
-               "GPU, the proxy trainer against a bare PyTorch loop there, and the batch size that keeps it busy "
-               "(the proxy's default batch stays 32, chosen for the CPU).\n")
+               "takes fractions. Measured since on an H100 (section \"Proxy trainer on a GPU\"): the proxy trainer "
+               "against a bare loop, and how busy one trial keeps the GPU by batch size (15-18% at the default 32; "
+               "the default stays 32, the batch the fidelity figures were measured with). Still to measure there: "
+               "trials per hour through Ray Tune with 1 and 4 trials per GPU (Ray could not be installed on the "
+               "GPU machine lent here: its wheel alone is larger than what a call may carry).\n")
     out.append("\n### Goals\n")
     out.append(C.table(["backend", "largest study", "driver per trial", "goal (≤ 0.5 s, ≤ 2x at 100)",
                         "status / dashboard per 1,000 trials", "goal (≤ 0.5 s)", "dashboard", "goal (< 5 s)"],

@@ -17,8 +17,8 @@ compared at equal epochs, median and quartiles over seeds. Wall-clock is reporte
 Methods: vitnas' default (NSGA-II, the paper presets enqueued first, Pareto-aware early stopping); random
 search; NSGA-II; Optuna's multi-objective TPE; Optuna's GPSampler (logEHVI); random search with Ray Tune's
 ASHA on accuracy alone (what a Ray Tune user would run today); random search with Syne Tune's MOASHA
-(``benchmarks/_moasha.py``); and random search, TPE and GPSampler (the last with the presets first) with
-vitnas' Pareto-aware early stopping, as candidates for the default. NSGA-II's population is sized as vitnas
+(``benchmarks/_moasha.py``); and random search, TPE and GPSampler (with and without the presets first)
+with vitnas' Pareto-aware early stopping, as candidates for the default. NSGA-II's population is sized as vitnas
 sizes it for the number of full trials the budget buys (``--budget // --epochs``). All runs share one run
 folder, so the throughput cache times a model once for every method and the device lock keeps throughput
 timings apart from training.
@@ -53,9 +53,10 @@ METHODS = {  # label -> (sampler, presets, early stopping: None, "pareto", "asha
     "random + Pareto ASHA": ("random", False, "pareto"),
     "MO-TPE + Pareto ASHA": ("tpe", False, "pareto"),
     "GPSampler + presets + Pareto ASHA": ("gp", True, "pareto"),
+    "GPSampler + Pareto ASHA": ("gp", False, "pareto"),
 }
 COLORS = ["#d62728", "#7f7f7f", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
-          "#bcbd22"]
+          "#bcbd22", "#393b79"]
 
 
 def start_ray() -> None:
