@@ -29,9 +29,10 @@ def _free_port() -> int:
 
 def _search(tmp_path, storage, *extra, trials=3):
     (tmp_path / "space.yaml").write_text(SPACE)
+    # Image subsets keep the proxy training short; what is checked is the storage and the concurrency.
     cmd = [sys.executable, "-m", "nas", "search", "--study", "cluster", "--trials", str(trials), "--epochs", "2",
-           "--config", str(tmp_path / "space.yaml"), "--no-presets", "--storage", storage,
-           "--run-dir", str(tmp_path / "runs"), "--max-concurrent", "2", *extra]
+           "--train-subset", "200", "--val-subset", "100", "--config", str(tmp_path / "space.yaml"), "--no-presets",
+           "--storage", storage, "--run-dir", str(tmp_path / "runs"), "--max-concurrent", "2", *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", **RAY_ENV)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -22,9 +22,10 @@ def test_sigkill_then_rerun_reaches_the_target(tmp_path):
     (tmp_path / "space.yaml").write_text(
         "attention: [mhsa, fnet, mixer]\nembed_dim: [32]\ndepth: [1, 2]\nnum_heads: [2]\npatch_size: [4]\n")
     storage = f"sqlite:///{tmp_path / 'crash.db'}"
+    # Image subsets keep each trial short (what is checked is the study after the kill, not the accuracy).
     cmd = [sys.executable, "-m", "nas", "search", "--study", "crash", "--trials", "4", "--epochs", "3",
-           "--config", str(tmp_path / "space.yaml"), "--no-presets", "--storage", storage,
-           "--run-dir", str(tmp_path / "runs")]
+           "--train-subset", "200", "--val-subset", "100", "--config", str(tmp_path / "space.yaml"), "--no-presets",
+           "--storage", storage, "--run-dir", str(tmp_path / "runs")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     try:

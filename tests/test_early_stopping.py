@@ -71,7 +71,7 @@ def test_the_stored_objectives_reach_the_scheduler_from_every_epoch_report(order
     assert scheduler.verdicts(1) == {"a": "CONTINUE", "b": "CONTINUE", "c": "STOP"}
 
 
-def test_search_with_a_pruned_trial_end_to_end(tmp_path):
+def test_search_with_a_pruned_trial_end_to_end(tmp_path, small_space):
     """Through Ray Tune: the scheduler's STOP ends the trial early and the driver records it PRUNED; the
     search still reaches its target of complete trials, and the CLI says what early stopping saved."""
     storage = f"sqlite:///{tmp_path / 's.db'}"
@@ -81,7 +81,8 @@ def test_search_with_a_pruned_trial_end_to_end(tmp_path):
             "settings.SearchConfig.validate = validate\n"
             "main(sys.argv[1:])")
     args = ["search", "--study", "es", "--trials", "2", "--epochs", "2", "--train-subset", "200", "--val-subset",
-            "100", "--no-presets", "--sampler", "random", "--storage", storage, "--run-dir", str(tmp_path / "runs")]
+            "100", "--no-presets", "--sampler", "random", "--storage", storage, "--run-dir", str(tmp_path / "runs"),
+            "--config", small_space]  # small designs: the scheduler, not the space, is under test
     env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200")
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

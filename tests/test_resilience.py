@@ -12,6 +12,20 @@ from nas.study import study_status
 from search_spaces import SearchSpace
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_ray():
+    """One local Ray for the module's in-process searches, started as a search starts it: run_search uses a
+    running Ray (and leaves it up) instead of starting and stopping its own, and the searches are unchanged."""
+    import ray
+
+    from nas.ray_backend import start_ray
+
+    started = start_ray(None)
+    yield
+    if started:
+        ray.shutdown()
+
+
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
@@ -77,10 +91,13 @@ def test_genes_that_keep_failing_are_not_retried_forever(tmp_path):
 def test_timeout_stops_cleanly_with_a_consistent_study(tmp_path):
     space = SearchSpace(attention=("mhsa",), embed_dim=(32,), depth=(1,), num_heads=(2,), patch_size=(2,),
                         mlp_ratio=(2.0, 4.0), pos_encoding=("learned", "none"), stem=("patch", "conv"))
+    # Image subsets keep each trial short, so a 12 s budget still sees trials complete (and a later one cut off).
     config = SearchConfig(study="budget", trials=50, epochs=8, storage=f"sqlite:///{tmp_path / 't.db'}",
-                          run_dir=str(tmp_path / "runs"), space=space, presets=False, timeout=25)
+                          run_dir=str(tmp_path / "runs"), space=space, presets=False, timeout=12,
+                          train_subset=200, val_subset=100)
     study = run_search(config)
     trials = study.get_trials()
+    assert trials
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) < 50
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]

@@ -52,11 +52,11 @@ def test_a_local_ray_without_token_authentication_is_refused(monkeypatch):
         start_ray(None)
 
 
-def test_local_search_listeners_need_rays_token_and_die_with_the_driver(tmp_path):
+def test_local_search_listeners_need_rays_token_and_die_with_the_driver(tmp_path, small_space):
     storage = f"sqlite:///{tmp_path / 's.db'}"
     cmd = [sys.executable, "-m", "nas", "search", "--study", "net", "--trials", "20", "--epochs", "6",
            "--no-presets", "--train-subset", "400", "--val-subset", "100", "--storage", storage,
-           "--run-dir", str(tmp_path / "runs")]
+           "--run-dir", str(tmp_path / "runs"), "--config", small_space]  # small designs: the first trial starts sooner
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     try:
@@ -85,12 +85,16 @@ def test_local_search_listeners_need_rays_token_and_die_with_the_driver(tmp_path
         home = tmp_path / "stranger"
         home.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        # Ray retries a refused connection once a second, 20 times by default: a client without the token is
+        # refused on every try (checked below), so three tries say the same in a seventh of the time.
+        env["RAY_NUM_REDIS_GET_RETRIES"] = "3"
         outward = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split() or ["127.0.0.1"]
         probe = subprocess.run(
             [sys.executable, "-c", "import ray, sys\ntry:\n    ray.init(address=sys.argv[1])\n"
              "except Exception as e:\n    print('refused', type(e).__name__)\nelse:\n    print('connected')",
              f"{outward[0]}:{gcs[0]}"], capture_output=True, text=True, timeout=120, env=dict(env, HOME=str(home)))
         assert "refused" in probe.stdout and "connected" not in probe.stdout, probe.stdout + probe.stderr[-2000:]
+        assert "Authentication token is missing or incorrect" in probe.stderr, probe.stderr[-2000:]  # not a timeout
 
         # SIGKILL of the driver alone: Ray's processes (agents included) are gone within seconds.
         os.kill(proc.pid, signal.SIGKILL)

@@ -116,10 +116,11 @@ def test_a_read_only_storage_url_is_refused_by_the_cli_in_one_line(tmp_path):
     assert "Traceback" not in proc.stderr and "writable database" in proc.stderr
 
 
-def test_ctrl_c_stops_the_search_and_marks_the_running_trial_interrupted(tmp_path):
+def test_ctrl_c_stops_the_search_and_marks_the_running_trial_interrupted(tmp_path, small_space):
     url = f"sqlite:///{tmp_path / 's.db'}"
     cmd = [sys.executable, "-m", "nas", "search", "--study", "s", "--trials", "3", "--epochs", "3", "--no-presets",
-           "--train-subset", "200", "--val-subset", "100", "--storage", url, "--run-dir", str(tmp_path / "runs")]
+           "--train-subset", "200", "--val-subset", "100", "--storage", url, "--run-dir", str(tmp_path / "runs"),
+           "--config", small_space]  # small designs: the first trial starts sooner
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
