@@ -64,9 +64,9 @@ def report(res: dict, args, seconds: float, date: str | None = None) -> str:
                    f"per proposal at {int(big):,} trials ({gp[big] / gp[small]:.0f}x its cost at {int(small):,}) and "
                    f"refits its Gaussian process to every trial at each proposal; MO-TPE costs {tpe[big]:.2f} s at "
                    f"{int(big):,} and {tpe[max(tpe, key=int)]:.1f} s at {int(max(tpe, key=int)):,}; NSGA-II stays at "
-                   f"{nsga[top]:.3f} s at {int(top):,}. As a default, GPSampler needs a hand-over to a cheap sampler "
-                   "(NSGA-II for the 10,000-trial studies of the Scale section) once a study grows past a few hundred "
-                   "trials.\n")
+                   f"{nsga[top]:.3f} s at {int(top):,}. So vitnas' default sampler (`auto`, `nas.settings.GPThenNSGAII`) "
+                   "runs GPSampler for a study's first 200 complete trials and NSGA-II after, which keeps the "
+                   "10,000-trial studies of the Scale section cheap to continue.\n")
     return "\n".join(out) + "\n"
 
 

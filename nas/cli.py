@@ -156,7 +156,8 @@ def search(
     train_subset: int | None = typer.Option(None, help="Training images used by the proxy (default: all)."),
     val_subset: int | None = typer.Option(None, help="Validation images used by the proxy (default: all)."),
     storage: StorageURL = DEFAULT_STORAGE,
-    sampler: str = typer.Option("nsga2", help="nsga2, tpe, random or gp (Optuna's GPSampler)."),
+    sampler: str = typer.Option("auto", help="auto (GPSampler, then NSGA-II past 200 complete trials), nsga2, tpe, "
+                                "random or gp (Optuna's GPSampler)."),
     population_size: int | None = typer.Option(None, help="NSGA-II population (default: sized to --trials)."),
     seed: int = typer.Option(0, help="Seed of the sampler and of every trial."),
     config: str | None = typer.Option(None, help="YAML or TOML file narrowing the gene domains."),

@@ -131,3 +131,25 @@ def test_the_gp_sampler_proposes_valid_genes_after_its_start_up_trials():
         driver.on_trial_complete(f"t{i}", {"accuracy": 0.5 + arch["embed_dim"] / 1000, "params": 1e4 * arch["depth"],
                                            "throughput": 1e3 / arch["depth"]})
     assert driver.complete == 5 and all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_the_default_sampler_is_gp_then_nsga2_past_its_handover():
+    """``auto`` (the default): GPSampler proposes while the study holds fewer complete trials than the
+    hand-over, NSGA-II afterwards (it marks the trials it handles with their generation)."""
+    from nas.settings import GP_HANDOVER, GPThenNSGAII, make_sampler
+
+    assert SearchConfig().sampler == "auto"
+    default = make_sampler("auto", seed=0, trials=12)
+    assert isinstance(default, GPThenNSGAII) and default.handover == GP_HANDOVER
+    study = create_or_load_study(optuna.storages.InMemoryStorage(), "auto", attrs={"num_classes": 10})
+    study.sampler = GPThenNSGAII(seed=0, trials=8, handover=4)
+    driver = StudyDriver(study, SPACE, 16, target=7)
+    for i in range(7):
+        config = driver.suggest(f"t{i}")
+        arch = config["arch"]
+        assert SPACE.contains(__import__("search_spaces").Architecture.from_dict(arch))
+        driver.on_trial_complete(f"t{i}", {"accuracy": 0.5 + arch["embed_dim"] / 1000, "params": 1e4 * arch["depth"],
+                                           "throughput": 1e3 / arch["depth"]})
+    generation = ["NSGAIISampler:generation" in t.system_attrs for t in study.trials]
+    assert generation == [False] * 4 + [True] * 3
+    assert study.sampler.handed_over and all(t.state == TrialState.COMPLETE for t in study.trials)
