@@ -20,7 +20,7 @@ from typing import Any
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from nas import objectives
-from nas.scheduler import ACCURACY_FIELD, EPOCH_FIELD, _finite, per_epoch
+from nas.scheduler import ACCURACY_FIELD, EPOCH_FIELD, _finite, per_epoch, record_stop, saved_epochs
 
 METRICS = ("accuracy_loss", "params_loss", "throughput_loss")
 
@@ -63,7 +63,6 @@ class MOASHAScheduler(FIFOScheduler):
         epoch_i = per_epoch(self._curves, tid, result)
         if epoch_i is None or epoch_i >= self.max_t:  # not a per-epoch result, or fully trained: never pruned
             return TrialScheduler.CONTINUE
-        curve = self._curves[tid]
         accuracy = _finite(result.get(ACCURACY_FIELD))
         params, throughput = _finite(result.get("params")), _finite(result.get("throughput"))
         norm = self.bounds.normalise([accuracy if accuracy is not None else 0.0,
@@ -72,8 +71,7 @@ class MOASHAScheduler(FIFOScheduler):
         metrics = dict(zip(METRICS, (1.0 - v for v in norm)))
         decision = self.moasha.on_trial_result(self._syne_trial(tid), {EPOCH_FIELD: epoch_i, **metrics})
         if str(decision).lower().endswith("stop"):
-            self.stopped[tid] = {"epoch": epoch_i, "rung": epoch_i, "curve": [dict(r) for r in curve]}
-            self._curves.pop(tid, None)
+            record_stop(self.stopped, self._curves, tid, epoch_i, epoch_i)
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
 
@@ -84,5 +82,4 @@ class MOASHAScheduler(FIFOScheduler):
         return {"version": "moasha", "stopped": {t: dict(s) for t, s in self.stopped.items()}}
 
     def epochs_saved(self, max_t: int | None = None) -> int:
-        full = self.max_t if max_t is None else int(max_t)
-        return sum(max(0, full - int(s["epoch"])) for s in self.stopped.values())
+        return saved_epochs(self.stopped, self.max_t if max_t is None else max_t)

@@ -136,6 +136,19 @@ def per_epoch(curves: dict[str, list[dict[str, Any]]], tid: str, result: dict) -
     return int(epoch)
 
 
+def record_stop(stopped: dict[str, dict[str, Any]], curves: dict[str, list[dict[str, Any]]], tid: str, epoch: int,
+                rung: int) -> None:
+    """Record trial ``tid`` as stopped at ``epoch`` by ``rung`` with its curve so far (the entry the driver
+    reads to tell Optuna PRUNED), and drop its running curve from ``curves``."""
+    stopped[tid] = {"epoch": epoch, "rung": rung, "curve": [dict(r) for r in curves.get(tid, [])]}
+    curves.pop(tid, None)
+
+
+def saved_epochs(stopped: dict[str, dict[str, Any]], max_t: int) -> int:
+    """Epochs not trained thanks to stopping: the sum of ``max_t - epoch stopped at`` over ``stopped``."""
+    return sum(max(0, int(max_t) - int(s["epoch"])) for s in stopped.values())
+
+
 def _finite(value: Any) -> float | None:
     """``value`` as a finite float, else ``None``."""
     if isinstance(value, bool):
@@ -306,7 +319,6 @@ class ParetoASHA(FIFOScheduler):
         epoch_i = per_epoch(self._curves, tid, result)
         if epoch_i is None:
             return TrialScheduler.CONTINUE  # not a per-epoch result (final, failure, or foreign)
-        curve = self._curves[tid]
         accuracy = _finite(result.get(ACCURACY_FIELD))
         hint = self._hint(trial, result)
         config = getattr(trial, "config", None)
@@ -319,8 +331,7 @@ class ParetoASHA(FIFOScheduler):
                 continue  # decided at this rung already
             entries[tid] = [accuracy, *hint]  # a trial reporting this rung again replaces its entry
             if forced or tid not in self._survivors(entries):
-                self.stopped[tid] = {"epoch": epoch_i, "rung": m, "curve": [dict(r) for r in curve]}
-                self._curves.pop(tid, None)
+                record_stop(self.stopped, self._curves, tid, epoch_i, m)
                 return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
 
@@ -342,8 +353,7 @@ class ParetoASHA(FIFOScheduler):
     def epochs_saved(self, max_t: int | None = None) -> int:
         """Epochs not trained thanks to stopping: the sum of ``max_t - epoch stopped at`` over stopped
         trials (``max_t`` defaults to the scheduler's)."""
-        full = self.max_t if max_t is None else int(max_t)
-        return sum(max(0, full - int(s["epoch"])) for s in self.stopped.values())
+        return saved_epochs(self.stopped, self.max_t if max_t is None else max_t)
 
     # ---------------------------------------------------------------- state
     def get_state(self) -> dict[str, Any]:
@@ -455,7 +465,6 @@ class AccuracyASHA(AsyncHyperBandScheduler):
         epoch_i = per_epoch(self._curves, tid, result)
         if epoch_i is None or epoch_i >= self.max_t:  # fully trained: Ray's rung at max_t would prune it
             return TrialScheduler.CONTINUE
-        curve = self._curves[tid]
         if trial.trial_id not in self._trial_info:
             self.on_trial_add(tune_controller, trial)
         accuracy = _finite(result.get(ACCURACY_FIELD))
@@ -463,8 +472,7 @@ class AccuracyASHA(AsyncHyperBandScheduler):
             EPOCH_FIELD: epoch_i, ACCURACY_FIELD: -1.0 if accuracy is None else accuracy})
         if decision == TrialScheduler.STOP:
             rung = max((m for m in self.rungs if m <= epoch_i), default=epoch_i)
-            self.stopped[tid] = {"epoch": epoch_i, "rung": rung, "curve": [dict(r) for r in curve]}
-            self._curves.pop(tid, None)
+            record_stop(self.stopped, self._curves, tid, epoch_i, rung)
         return decision
 
     @property
@@ -486,8 +494,7 @@ class AccuracyASHA(AsyncHyperBandScheduler):
 
     def epochs_saved(self, max_t: int | None = None) -> int:
         """Epochs not trained thanks to stopping (as :meth:`ParetoASHA.epochs_saved`)."""
-        full = self.max_t if max_t is None else int(max_t)
-        return sum(max(0, full - int(s["epoch"])) for s in self.stopped.values())
+        return saved_epochs(self.stopped, self.max_t if max_t is None else max_t)
 
     def get_state(self) -> dict[str, Any]:
         """The stopped trials as a JSON-able dict (stored with the study for the record; not restored)."""
