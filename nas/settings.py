@@ -268,14 +268,14 @@ class GPThenNSGAII(optuna.samplers.BaseSampler):
     (section "Sampler cost"), while NSGA-II's stays under 0.01 s at 9,000. Each trial is handled by one
     sampler from ``before_trial`` to ``after_trial``; once handed over, a sampler instance stays with
     NSGA-II (whose first generation after the hand-over is random, as NSGA-II's always is).
+
+    ``gp`` and ``nsga2`` are the two samplers (as :func:`make_sampler` builds them for ``gp`` and
+    ``nsga2``); ``handover``: complete trials at which NSGA-II takes over.
     """
 
-    def __init__(self, seed: int, trials: int, population: int | None = None, handover: int = GP_HANDOVER):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.gp = optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, trials // 3)),
-                                                warn_independent_sampling=False)
-        self.nsga2 = optuna.samplers.NSGAIISampler(population_size=population_size(trials, population), seed=seed)
+    def __init__(self, gp: optuna.samplers.BaseSampler, nsga2: optuna.samplers.BaseSampler,
+                 handover: int = GP_HANDOVER):
+        self.gp, self.nsga2 = gp, nsga2
         self.handover = handover
         self.handed_over = False
         self._by_trial: dict[int, optuna.samplers.BaseSampler] = {}
@@ -329,7 +329,7 @@ def make_sampler(name: str, seed: int, trials: int, population: int | None = Non
         SearchError: unknown sampler name.
     """
     if name == "auto":
-        return GPThenNSGAII(seed, trials, population)
+        return GPThenNSGAII(make_sampler("gp", seed, trials), make_sampler("nsga2", seed, trials, population))
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population_size(trials, population), seed=seed)
     if name == "tpe":

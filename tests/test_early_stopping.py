@@ -142,7 +142,7 @@ def test_the_default_sampler_is_gp_then_nsga2_past_its_handover():
     default = make_sampler("auto", seed=0, trials=12)
     assert isinstance(default, GPThenNSGAII) and default.handover == GP_HANDOVER
     study = create_or_load_study(optuna.storages.InMemoryStorage(), "auto", attrs={"num_classes": 10})
-    study.sampler = GPThenNSGAII(seed=0, trials=8, handover=4)
+    study.sampler = GPThenNSGAII(make_sampler("gp", 0, 8), make_sampler("nsga2", 0, 8), handover=4)
     driver = StudyDriver(study, SPACE, 16, target=7)
     for i in range(7):
         config = driver.suggest(f"t{i}")
