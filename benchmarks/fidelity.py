@@ -146,20 +146,16 @@ _DATA: dict = {}
 def _grid_job(job: dict) -> dict:
     """One training run of the grid (runs in a worker process): ``job`` names the architecture, the
     training subset and the epochs; returns the per-epoch validation accuracy and the seconds it took."""
-    from search_spaces import Architecture
+    from search_spaces import Architecture, build_model
+    from trainers import ProxyConfig, load_dataset, train_proxy
+    from trainers.proxy import seed_everything
 
     torch.set_num_threads(1)
     key = job["subset"]
     if key not in _DATA:
-        from trainers import load_dataset
-
         _DATA[key] = load_dataset(job["dataset"], job["data_dir"], train_subset=key, val_subset=job["val_subset"])
     data = _DATA[key]
     arch = Architecture.from_dict(job["arch"])
-    from search_spaces import build_model
-    from trainers import ProxyConfig, train_proxy
-    from trainers.proxy import seed_everything
-
     device = torch.device(job["device"])
     seed_everything(job["seed"])
     model = build_model(arch, img_size=data.img_size, in_chans=data.in_chans, num_classes=data.num_classes)
