@@ -270,7 +270,9 @@ class GPThenNSGAII(optuna.samplers.BaseSampler):
     NSGA-II (whose first generation after the hand-over is random, as NSGA-II's always is).
 
     ``gp`` and ``nsga2`` are the two samplers (as :func:`make_sampler` builds them for ``gp`` and
-    ``nsga2``); ``handover``: complete trials at which NSGA-II takes over.
+    ``nsga2``); ``handover``: complete trials at which NSGA-II takes over. Raises nothing itself; the
+    wrapped samplers raise what Optuna's do. Sources: Optuna's ``GPSampler`` (log expected hypervolume
+    improvement, Ament et al., arXiv:2310.20708) and ``NSGAIISampler`` (Deb et al., IEEE TEC 6(2), 2002).
     """
 
     def __init__(self, gp: optuna.samplers.BaseSampler, nsga2: optuna.samplers.BaseSampler,
