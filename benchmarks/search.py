@@ -115,7 +115,8 @@ def space_bounds(args):
     from search_spaces.extremes import params_range
     from trainers import load_dataset
 
-    data = load_dataset(args.dataset, args.data_dir, train_subset=args.train_subset, val_subset=args.val_subset)
+    data = load_dataset(args.dataset, args.data_dir, train_subset=args.train_subset, val_subset=args.val_subset,
+                        img_size=getattr(args, "img_size", None))
     space = SearchSpace().for_image(data.img_size)
     return objectives.hv_bounds(data.num_classes, params_range(space, data.img_size, data.in_chans, data.num_classes))
 
@@ -133,7 +134,8 @@ def run_one(label: str, seed: int, args, workdir: Path, run_dir: Path, bounds) -
         scheduler = MOASHAScheduler(args.grace_period, args.eta, args.epochs, bounds=bounds, seed=seed)
     cfg = SearchConfig(study=name, trials=100_000, epochs=args.epochs, epoch_budget=args.budget,
                        dataset=args.dataset, data_dir=args.data_dir, train_subset=args.train_subset,
-                       val_subset=args.val_subset, storage=f"sqlite:///{workdir / f'{name}.db'}", sampler=sampler,
+                       val_subset=args.val_subset, img_size=getattr(args, "img_size", None),
+                       storage=f"sqlite:///{workdir / f'{name}.db'}", sampler=sampler,
                        population_size=population_size(args.budget // args.epochs), seed=seed, presets=presets,
                        early_stopping=stopper in ("pareto", "asha"), scheduler="asha" if stopper == "asha" else "pareto",
                        grace_period=args.grace_period, eta=args.eta, run_dir=str(run_dir))
@@ -182,11 +184,12 @@ def report(runs: list[dict], args, seconds: float, paths: list[Path], date: str 
     rand = [r for r in runs if r["method"] == "random"]
     random_final = statistics.median(hv_at(r["curve"], b) for r in rand) if rand else math.nan
     title = args.dataset + (f", {args.tag}" if getattr(args, "tag", None) else "")
+    resized = f", resized to {args.img_size} px" if getattr(args, "img_size", None) else ""
     out = [f"## Search: hypervolume per unit of compute ({title})\n",
            C.run_header(args.command, seconds, date=date),
            f"- Setup: {b} proxy epochs per search (`SearchConfig.epoch_budget`), {args.epochs} epochs per full "
            f"trial, early stopping (where used) at rungs of {args.grace_period} x {args.eta}^k epochs; train subset "
-           f"{args.train_subset or 'all'} / validation subset {args.val_subset or 'all'} images; seeds "
+           f"{args.train_subset or 'all'} / validation subset {args.val_subset or 'all'} images{resized}; seeds "
            f"{', '.join(map(str, sorted(args.seeds)))}; the default search space; one trial at a time per search "
            "(CPU, torch threads 1); SQLite storage per search; one run folder for all (throughput cache and device "
            "lock shared); two halves of the seeds ran side by side, one per core.",
@@ -244,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eta", type=int, default=3)
     ap.add_argument("--train-subset", type=int, default=1000)
     ap.add_argument("--val-subset", type=int, default=1000)
+    ap.add_argument("--img-size", type=int, default=None, help="resize the images to this side in px (default: "
+                    "the data set's own)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--methods", nargs="+", default=None, help="labels (default: all)")
     ap.add_argument("--part", default=None, help="save as part PART (benchmarks/results/search_<dataset>_<part>.json)")

@@ -155,6 +155,8 @@ def search(
     download: bool = typer.Option(False, help="Let torchvision download a missing data set."),
     train_subset: int | None = typer.Option(None, help="Training images used by the proxy (default: all)."),
     val_subset: int | None = typer.Option(None, help="Validation images used by the proxy (default: all)."),
+    img_size: int | None = typer.Option(None, help="Resize the proxy's images to this side in px (default: the "
+                                                   "data set's own; e.g. 16 for Fashion-MNIST on a CPU)."),
     storage: StorageURL = DEFAULT_STORAGE,
     sampler: str = typer.Option("auto", help="auto (GPSampler, then NSGA-II past 200 complete trials), nsga2, tpe, "
                                 "random or gp (Optuna's GPSampler)."),
@@ -198,8 +200,8 @@ def search(
     from .study import display_url, front_records, load_study
 
     cfg = SearchConfig(study=study, trials=trials, epochs=epochs, dataset=dataset, data_dir=data_dir,
-                       download=download, train_subset=train_subset, val_subset=val_subset, storage=storage,
-                       sampler=sampler, population_size=population_size, seed=seed, config=config,
+                       download=download, train_subset=train_subset, val_subset=val_subset, img_size=img_size,
+                       storage=storage, sampler=sampler, population_size=population_size, seed=seed, config=config,
                        presets=presets, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                        max_concurrent=max_concurrent, address=address, run_dir=run_dir, timeout=timeout,
                        epoch_budget=epoch_budget,

@@ -94,7 +94,7 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
     space = SearchSpace.from_file(config.config) if config.config else config.space
     # Check the data before touching the study: a missing data set must not leave a half-made study.
     data = load_dataset(config.dataset, config.data_dir, train_subset=config.train_subset,
-                        val_subset=config.val_subset, download=config.download)
+                        val_subset=config.val_subset, img_size=config.img_size, download=config.download)
     space = space.for_image(data.img_size)
     if config.target_img_size and config.target_img_size != data.img_size:
         try:

@@ -168,6 +168,7 @@ def test_rerun_with_reached_target_trains_nothing_and_changes_nothing(searched):
     (["search", "--trials", "0"], "trials: must be an integer >= 1"),
     (["search", "--dataset", "imagenet"], "dataset: unknown name 'imagenet'"),
     (["search", "--sampler", "cmaes"], "sampler: unknown value 'cmaes'"),
+    (["search", "--img-size", "0"], "img_size: must be an integer >= 1, got 0"),
     (["search", "--storage", "nonsense"], "storage: 'nonsense' is not an SQLAlchemy URL"),
     (["search", "--storage", "foo://x/y"], "storage: cannot open 'foo://x/y'"),
     (["pareto", "--study", "nope"], "study: no study 'nope'"),
@@ -240,6 +241,9 @@ def test_continuing_with_another_space_or_proxy_is_refused(searched, tmp_path):
     result = runner.invoke(app, ["search", "--study", "tiny", "--trials", "5", "--storage", storage, "--epochs", "3",
                                  "--run-dir", str(tmp / "runs")])
     assert result.exit_code == 2 and "study: 'tiny' was created with epochs=1, not 3" in result.output, result.output
+    result = runner.invoke(app, ["search", "--study", "tiny", "--trials", "5", "--storage", storage, "--img-size", "12",
+                                 "--run-dir", str(tmp / "runs")])
+    assert result.exit_code == 2 and "study: 'tiny' was created with img_size=16, not 12" in result.output, result.output
     after = [(t.number, t.state, t.values) for t in optuna.load_study(study_name="tiny", storage=storage).trials]
     assert after == before
 

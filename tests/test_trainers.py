@@ -56,13 +56,13 @@ def test_missing_torchvision_files_are_a_clear_error(tmp_path):
         load_dataset("fashion_mnist", str(tmp_path))
 
 
-def test_torchvision_layout_is_read(tmp_path):
-    """A real MNIST-format folder (written here in torchvision's idx layout) loads through torchvision."""
+def _write_mnist(root, seed: int = 0):
+    """A real MNIST-format folder under ``root`` (torchvision's idx layout): 60 train and 20 test images."""
     import numpy as np
 
-    raw = tmp_path / "MNIST" / "raw"
+    raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for split, n in (("train", 60), ("t10k", 20)):
         images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         labels = (np.arange(n) % 10).astype(np.uint8)
@@ -70,9 +70,34 @@ def test_torchvision_layout_is_read(tmp_path):
             np.array([0, 0, 8, 3], dtype=np.uint8).tobytes() + np.array([n, 28, 28], dtype=">i4").tobytes() + images.tobytes())
         (raw / f"{split}-labels-idx1-ubyte").write_bytes(
             np.array([0, 0, 8, 1], dtype=np.uint8).tobytes() + np.array([n], dtype=">i4").tobytes() + labels.tobytes())
+
+
+def test_torchvision_layout_is_read(tmp_path):
+    """A real MNIST-format folder (written here in torchvision's idx layout) loads through torchvision."""
+    _write_mnist(tmp_path)
     data = load_dataset("mnist", str(tmp_path))
     assert data.img_size == 28 and data.in_chans == 1 and data.num_classes == 10
     assert len(data.y_train) + len(data.y_val) == 60  # the test split is never used
+
+
+def test_img_size_resizes_any_data_set(tmp_path):
+    """``img_size`` resizes torchvision data sets and digits alike; the split, the labels and the mean
+    brightness stay those of the native images (antialiased bilinear averages pixels, it does not drop them)."""
+    _write_mnist(tmp_path)
+    native = load_dataset("mnist", str(tmp_path))
+    small = load_dataset("mnist", str(tmp_path), img_size=14)
+    assert small.img_size == 14 and small.x_train.shape[1:] == (1, 14, 14) and small.x_train.dtype == torch.uint8
+    assert torch.equal(small.y_train, native.y_train) and torch.equal(small.y_val, native.y_val)
+    # 2x2 antialiased shrinking of uniform noise: each pixel is near its block's mean.
+    blocks = native.x_train.float().reshape(-1, 1, 14, 2, 14, 2).mean(dim=(3, 5))
+    assert (small.x_train.float() - blocks).abs().mean() < 20
+    assert abs(small.x_train.float().mean() - native.x_train.float().mean()) < 2
+    digits8 = load_dataset("digits", img_size=8)
+    assert digits8.x_train.shape[1:] == (1, 8, 8) and digits8.data_config()["input_size"] == (1, 8, 8)
+    assert load_dataset("digits", img_size=16).x_train.shape[1:] == (1, 16, 16)  # its own size: unchanged
+    for bad in (0, 5000, 2.5, True):
+        with pytest.raises(DataError, match=r"^img_size: must be an integer in \[1, 4096\] pixels"):
+            load_dataset("digits", img_size=bad)
 
 
 def test_imagefolder(tmp_path):
