@@ -116,8 +116,12 @@ def _warm_start_note(st: Any, sampler: str) -> None:
     ended = [t for t in st.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     presets = sum(1 for t in ended if t.user_attrs.get("preset"))
     if presets:
+        by = sampler
+        if sampler == "auto":  # name the sampler behind each design: NSGA-II marks the trials it handles
+            nsga2 = sum(1 for t in ended if not t.user_attrs.get("preset") and "NSGAIISampler:generation" in t.system_attrs)
+            by = f"auto (GPSampler: {len(ended) - presets - nsga2}, NSGA-II: {nsga2})"
         console.print(f"warm start: {presets} paper preset(s), then {len(ended) - presets} design(s) sampled "
-                      f"by {sampler}", highlight=False, markup=False)
+                      f"by {by}", highlight=False, markup=False)
 
 
 def _shape_notes(st: Any, trials: list | None = None) -> None:

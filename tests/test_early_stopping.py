@@ -133,9 +133,10 @@ def test_the_gp_sampler_proposes_valid_genes_after_its_start_up_trials():
     assert driver.complete == 5 and all(t.state == TrialState.COMPLETE for t in study.trials)
 
 
-def test_the_default_sampler_is_gp_then_nsga2_past_its_handover():
+def test_the_default_sampler_is_gp_then_nsga2_past_its_handover(monkeypatch):
     """``auto`` (the default): GPSampler proposes while the study holds fewer complete trials than the
-    hand-over, NSGA-II afterwards (it marks the trials it handles with their generation)."""
+    hand-over, NSGA-II afterwards (it marks the trials it handles with their generation); the search's
+    warm-start line counts the designs each proposed."""
     from nas.settings import GP_HANDOVER, GPThenNSGAII, make_sampler
 
     assert SearchConfig().sampler == "auto"
@@ -153,3 +154,17 @@ def test_the_default_sampler_is_gp_then_nsga2_past_its_handover():
     generation = ["NSGAIISampler:generation" in t.system_attrs for t in study.trials]
     assert generation == [False] * 4 + [True] * 3
     assert study.sampler.handed_over and all(t.state == TrialState.COMPLETE for t in study.trials)
+
+    import copy
+
+    from rich.console import Console
+
+    import nas.cli as cli
+
+    trials = [copy.deepcopy(t) for t in study.trials]
+    for t in trials[:2]:  # as if the first two had been paper presets
+        t.user_attrs = {**t.user_attrs, "preset": "deit"}
+    monkeypatch.setattr(cli, "console", Console(record=True, width=200))
+    cli._warm_start_note(SimpleNamespace(get_trials=lambda deepcopy=False: trials), "auto")
+    assert ("warm start: 2 paper preset(s), then 5 design(s) sampled by auto (GPSampler: 2, NSGA-II: 3)"
+            in cli.console.export_text())
