@@ -192,7 +192,7 @@ def report(runs: list[dict], args, seconds: float, paths: list[Path], date: str 
            f"{args.train_subset or 'all'} / validation subset {args.val_subset or 'all'} images{resized}; seeds "
            f"{', '.join(map(str, sorted(args.seeds)))}; the default search space; one trial at a time per search "
            "(CPU, torch threads 1); SQLite storage per search; one run folder for all (throughput cache and device "
-           "lock shared); two halves of the seeds ran side by side, one per core.",
+           "lock shared); the searches ran in two halves side by side, one per core.",
            "- Hypervolume: the fraction of the unit cube the front of the complete trials dominates, each objective "
            "normalised by the bounds the study stores (`nas.objectives.study_bounds`); reference point: the "
            "cube's worst corner. Early-stopped trials are PRUNED: they cost epochs and never count on the front.",
