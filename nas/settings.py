@@ -54,7 +54,7 @@ class SearchConfig:
         data_dir: folder of the torchvision data sets. download: allow torchvision to download.
         train_subset, val_subset: images per split used by the proxy (None: all).
         img_size: side in pixels the proxy's images are resized to (None: the data set's own), e.g. 16 to
-            search Fashion-MNIST's 28 px images at a quarter of the tokens on a CPU. The study records it; a
+            search Fashion-MNIST's 28 px images at a third of the tokens on a CPU. The study records it; a
             resumed study must use the same.
         storage: SQLAlchemy URL of the Optuna storage (default ``sqlite:///runs/vitnas.db``). Only the
             driver opens it; Ray workers never see it.

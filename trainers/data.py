@@ -211,8 +211,6 @@ def load_dataset(name: str = "digits", data_dir: str | None = None, *, train_sub
         val_fraction = 0.1
     else:
         raise DataError(f"dataset: unknown name {name!r}; allowed: {', '.join(DATASETS)}, imagefolder:PATH")
-    if img_size is not None and tuple(x.shape[-2:]) != (img_size, img_size):
-        x = _resize(x, img_size)
     if len(y) < 10:
         raise DataError(f"dataset: {name!r} has only {len(y)} images; need at least 10")
     try:
@@ -223,6 +221,8 @@ def load_dataset(name: str = "digits", data_dir: str | None = None, *, train_sub
         val_idx, train_idx = np.sort(perm[:cut]), np.sort(perm[cut:])
     x_train, y_train = _subset(x[train_idx], y[train_idx], train_subset, seed, "train_subset")
     x_val, y_val = _subset(x[val_idx], y[val_idx], val_subset, seed + 1, "val_subset")
+    if img_size is not None and tuple(x.shape[-2:]) != (img_size, img_size):  # after the subsets: less to resize
+        x_train, x_val = _resize(x_train, img_size), _resize(x_val, img_size)
     if name.startswith("imagefolder:"):  # normalisation statistics from the training split only
         xf = x_train.float() / 255
         mean = tuple(xf.mean(dim=(0, 2, 3)).tolist())
