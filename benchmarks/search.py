@@ -116,7 +116,7 @@ def space_bounds(args):
     from trainers import load_dataset
 
     data = load_dataset(args.dataset, args.data_dir, train_subset=args.train_subset, val_subset=args.val_subset,
-                        img_size=getattr(args, "img_size", None))
+                        img_size=args.img_size)
     space = SearchSpace().for_image(data.img_size)
     return objectives.hv_bounds(data.num_classes, params_range(space, data.img_size, data.in_chans, data.num_classes))
 
@@ -134,7 +134,7 @@ def run_one(label: str, seed: int, args, workdir: Path, run_dir: Path, bounds) -
         scheduler = MOASHAScheduler(args.grace_period, args.eta, args.epochs, bounds=bounds, seed=seed)
     cfg = SearchConfig(study=name, trials=100_000, epochs=args.epochs, epoch_budget=args.budget,
                        dataset=args.dataset, data_dir=args.data_dir, train_subset=args.train_subset,
-                       val_subset=args.val_subset, img_size=getattr(args, "img_size", None),
+                       val_subset=args.val_subset, img_size=args.img_size,
                        storage=f"sqlite:///{workdir / f'{name}.db'}", sampler=sampler,
                        population_size=population_size(args.budget // args.epochs), seed=seed, presets=presets,
                        early_stopping=stopper in ("pareto", "asha"), scheduler="asha" if stopper == "asha" else "pareto",
@@ -184,7 +184,7 @@ def report(runs: list[dict], args, seconds: float, paths: list[Path], date: str 
     rand = [r for r in runs if r["method"] == "random"]
     random_final = statistics.median(hv_at(r["curve"], b) for r in rand) if rand else math.nan
     title = args.dataset + (f", {args.tag}" if getattr(args, "tag", None) else "")
-    resized = f", resized to {args.img_size} px" if getattr(args, "img_size", None) else ""
+    resized = f", resized to {args.img_size} px" if getattr(args, "img_size", None) else ""  # older parts lack it
     out = [f"## Search: hypervolume per unit of compute ({title})\n",
            C.run_header(args.command, seconds, date=date),
            f"- Setup: {b} proxy epochs per search (`SearchConfig.epoch_budget`), {args.epochs} epochs per full "
