@@ -1,0 +1,227 @@
+"""The recorded benchmark table: designs of the default space trained with full learning curves.
+
+    python -m benchmarks.table record                 # resumable; appends to benchmarks/results/table_fashion_mnist.jsonl
+    python -m benchmarks.table record --limit 3       # ... at most 3 more designs, then stop
+    python -m benchmarks.table summary                # what the table holds (designs, runs, seconds per design)
+
+Search methods in this field are compared on recorded tables (NAS-Bench-201, HPOBench, YAHPO, Syne Tune's
+blackbox repository): a pool of designs is trained once with full learning curves, and any sampler and
+scheduler is then replayed over the table for many seeds. This script records vitnas' own table.
+
+Protocol (the defaults; every row stores the protocol it was trained under):
+
+- data: Fashion-MNIST from ``--data-dir`` (``../shared/data``, torchvision's layout), resized to 16 px,
+  2,000 training images and 1,000 held-out validation images (vitnas' fixed split, seed 0);
+- designs: the 11 paper presets plus ``--designs`` (120) designs sampled at random from the default search
+  space at 16 px, round-robin over the attention types so every type is represented (Optuna's
+  ``RandomSampler``, seed ``--sample-seed``); recorded in a seeded shuffled order so a partial table is a
+  random subset of the whole;
+- per design: the **full-budget** protocol (``--epochs`` 27, cosine schedule sized to 27 epochs) under
+  seeds 0 and 1, and the **short proxy** (``--proxy-epochs`` 6, the search's default) under seed 0, each
+  with its per-epoch validation accuracy, training loss and seconds; ``trainers.train_proxy`` is the
+  trainer, exactly as in a search trial;
+- costs once per design at the deployment shape (16 px, batch 64, float32, this CPU): params (exact),
+  FLOPs (fvcore, multiply-adds per image) and throughput (vitnas' protocol against the reference model);
+- one thread (``torch.set_num_threads``), so the table records in the background on a shared machine.
+
+The truth of a design is its mean final accuracy over the full-budget seeds. Each finished run is one JSON
+line (``kind``: ``cost``, ``full`` or ``proxy``), appended as soon as it ends: a run cut short loses only
+the run in progress, and ``record`` skips what the file already holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "table_fashion_mnist.jsonl"
+
+
+def protocol(args: argparse.Namespace) -> dict:
+    """The recording protocol as stored on every row (rows of another protocol are not mixed in)."""
+    return {"dataset": "fashion_mnist", "img_size": args.img_size, "train_subset": args.train_subset,
+            "val_subset": args.val_subset, "batch_size": 32, "lr": 3e-3, "epochs": args.epochs,
+            "proxy_epochs": args.proxy_epochs}
+
+
+def designs(n: int, img_size: int, seed: int) -> list[tuple[str, dict, str]]:
+    """``(canonical key, genes, preset name or "")`` for the presets and ``n`` sampled designs, shuffled."""
+    import optuna
+
+    from search_spaces import SearchSpace
+    from search_spaces.presets import PRESETS
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace().for_image(img_size)
+    out, seen = [], set()
+    for name, arch in PRESETS.items():
+        if space.contains(arch):
+            key = arch.canonical_key(img_size)
+            if key not in seen:
+                seen.add(key)
+                out.append((key, arch.to_dict(), name))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    kinds = list(space.to_dict()["attention"])
+    sampled, turn = 0, 0
+    while sampled < n:
+        arch = space.suggest(study.ask())
+        if arch.attention != kinds[turn % len(kinds)]:
+            continue
+        key = arch.canonical_key(img_size)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((key, arch.to_dict(), ""))
+        sampled += 1
+        turn += 1
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill: the run is recorded again
+                continue
+    return rows
+
+
+def _append(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(row, separators=(",", ":")) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _train(arch, data, epochs: int, seed: int) -> dict:
+    import torch
+
+    from search_spaces import build_model
+    from trainers import ProxyConfig, train_proxy
+    from trainers.proxy import seed_everything
+
+    seed_everything(seed)
+    model = build_model(arch, img_size=data.img_size, in_chans=data.in_chans, num_classes=data.num_classes)
+    marks = [time.perf_counter()]
+    curve: list[dict] = []
+
+    def on_epoch(epoch: int, record: dict) -> None:
+        marks.append(time.perf_counter())
+        curve.append({"epoch": epoch, "val_accuracy": record["val_accuracy"], "train_loss": record["train_loss"],
+                      "seconds": round(marks[-1] - marks[-2], 3)})
+
+    try:
+        train_proxy(model, data, ProxyConfig(epochs=epochs, device="cpu", seed=seed), report=on_epoch,
+                    device=torch.device("cpu"))
+        error = None
+    except Exception as exc:  # noqa: BLE001 - a diverged design is a row of the table too
+        error = f"{exc.__class__.__name__}: {exc}"[:300]
+    return {"curve": curve, "final": curve[-1]["val_accuracy"] if curve and error is None else None,
+            "seconds": round(marks[-1] - marks[0], 3), "error": error}
+
+
+def _cost(arch, data) -> dict:
+    import torch
+
+    from search_spaces import build_model
+    from trainers.measure import count_flops, count_params, measure_throughput_vs_reference, reference_architecture
+
+    model = build_model(arch, img_size=data.img_size, in_chans=data.in_chans, num_classes=data.num_classes).eval()
+    reference = build_model(reference_architecture(data.img_size), img_size=data.img_size, in_chans=data.in_chans,
+                            num_classes=data.num_classes).eval()
+    shape = (data.in_chans, data.img_size, data.img_size)
+    thr = measure_throughput_vs_reference(model, reference, shape, batch_size=64, device=torch.device("cpu"),
+                                          dtype="float32")
+    return {"params": count_params(model), "flops": count_flops(model, shape), "throughput_ratio": thr.ratio,
+            "throughput_reference_img_s": thr.reference_img_s, "throughput": thr.ratio * thr.reference_img_s,
+            "throughput_spread": thr.spread}
+
+
+def record(args: argparse.Namespace) -> None:
+    import torch
+
+    from search_spaces import Architecture
+    from trainers import load_dataset
+
+    torch.set_num_threads(args.threads)
+    path = Path(args.out)
+    proto = protocol(args)
+    done = {(r["key"], r["kind"], r.get("seed", 0)) for r in read_rows(path) if r.get("protocol") == proto}
+    data = load_dataset("fashion_mnist", args.data_dir, train_subset=args.train_subset, val_subset=args.val_subset,
+                        img_size=args.img_size)
+    machine = f"{platform.machine()} {platform.processor() or ''}".strip() + f", {args.threads} thread(s), torch {torch.__version__}"
+    todo = designs(args.designs, args.img_size, args.sample_seed)
+    recorded = 0
+    for index, (key, genes, preset) in enumerate(todo):
+        runs = [("cost", 0, 0), ("proxy", args.proxy_epochs, 0)] + [("full", args.epochs, s) for s in range(args.seeds)]
+        missing = [r for r in runs if (key, r[0], r[2]) not in done]
+        if not missing:
+            continue
+        if args.limit is not None and recorded >= args.limit:
+            break
+        arch = Architecture.from_dict(genes)
+        print(f"[{index + 1}/{len(todo)}] {arch.describe()}", flush=True)
+        for kind, epochs, seed in missing:
+            base = {"key": key, "arch": genes, "preset": preset, "kind": kind, "seed": seed, "protocol": proto,
+                    "machine": machine, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            if kind == "cost":
+                row = {**base, **_cost(arch, data)}
+            else:
+                row = {**base, "epochs": epochs, **_train(arch, data, epochs, seed)}
+                print(f"    {kind} seed {seed}: {row['final']} in {row['seconds']:.0f} s", flush=True)
+            _append(path, row)
+        recorded += 1
+
+
+def summary(args: argparse.Namespace) -> None:
+    rows = [r for r in read_rows(Path(args.out)) if r.get("protocol") == protocol(args)]
+    by_key: dict[str, dict] = defaultdict(dict)
+    for r in rows:
+        by_key[r["key"]][(r["kind"], r.get("seed", 0))] = r
+    complete = [k for k, runs in by_key.items()
+                if {("cost", 0), ("proxy", 0), *(("full", s) for s in range(args.seeds))} <= set(runs)]
+    seconds = [sum(r.get("seconds", 0) for r in by_key[k].values()) for k in complete]
+    kinds = Counter(by_key[k][("cost", 0)]["arch"]["attention"] for k in complete)
+    print(f"{len(complete)} complete designs of {len(by_key)} started; attention: {dict(sorted(kinds.items()))}")
+    if seconds:
+        seconds.sort()
+        print(f"training seconds per design: median {seconds[len(seconds) // 2]:.0f}, total {sum(seconds) / 3600:.2f} h")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("command", choices=["record", "summary"])
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--designs", type=int, default=120, help="sampled designs (besides the presets)")
+    parser.add_argument("--sample-seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=27, help="full-budget epochs")
+    parser.add_argument("--proxy-epochs", type=int, default=6)
+    parser.add_argument("--seeds", type=int, default=2, help="full-budget seeds")
+    parser.add_argument("--img-size", type=int, default=16)
+    parser.add_argument("--train-subset", type=int, default=2000)
+    parser.add_argument("--val-subset", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--limit", type=int, default=None, help="record at most this many more designs")
+    args = parser.parse_args(argv)
+    record(args) if args.command == "record" else summary(args)
+
+
+if __name__ == "__main__":
+    main()
