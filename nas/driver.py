@@ -1,6 +1,10 @@
 """The driver's side of a trial: the only writer of the Optuna study.
 
-:class:`StudyDriver` is a Ray Tune :class:`~ray.tune.search.Searcher`. It asks the study for a trial
+:class:`StudyDriver` owns the study, its storage and its sampler, and lives in the driver process only:
+Ray never holds it (Ray pickles and copies what it is given, and an Optuna study, sampler or SQLAlchemy
+engine promises nothing about pickling). Ray Tune sees :class:`nas.ray_backend.DriverSearcher`, a
+:class:`~ray.tune.search.Searcher` that holds a plain handle and forwards to the driver registered under
+it. The driver asks the study for a trial
 (``study.ask()``: enqueued presets first, then the sampler), samples the genes through the search space,
 decides what the trial needs (a reused result, a refusal, or training), hands Ray a plain config, and
 when Ray reports the trial's end it stores the result through Optuna's public API (``set_user_attr`` on
@@ -27,7 +31,6 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.search import Searcher
 
 from search_spaces import SearchSpace
 
@@ -44,8 +47,9 @@ STOPPED = "stopped: the search ended before the trial finished"
 NOT_COUNTED = ("interrupted", "stopped", "RepeatedFailure")
 
 
-class StudyDriver(Searcher):
-    """Ray Tune searcher over a multi-objective Optuna study; the study's only writer.
+class StudyDriver:
+    """The searcher's logic over a multi-objective Optuna study; the study's only writer. Ray-free: Ray Tune
+    reaches it through :class:`nas.ray_backend.DriverSearcher` by a handle, never by pickling it.
 
     Args:
         study: the Optuna study (its sampler proposes; enqueued trials come first).
@@ -75,7 +79,6 @@ class StudyDriver(Searcher):
                  max_failures_per_arch: int = 2, faults: dict[int, str] | None = None,
                  target_img_size: int | None = None, budgets: dict[str, float] | None = None,
                  scheduler: Any = None, min_sampled: int = 0, epoch_budget: int | None = None) -> None:
-        super().__init__()
         self.study, self.space, self.img_size, self.target = study, space, img_size, target
         self.target_img_size = target_img_size if target_img_size not in (None, img_size) else None
         self.budgets = dict(budgets or {})
@@ -129,11 +132,14 @@ class StudyDriver(Searcher):
                                    f"{number}, {reason}); not retried"}
         return None
 
-    # ------------------------------------------------------------------ Searcher API
+    #: What :meth:`suggest` returns once the search is done (Ray Tune's ``Searcher.FINISHED``).
+    FINISHED = "FINISHED"
+
+    # ------------------------------------------------------------------ Searcher API (through DriverSearcher)
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         """A new proposal as a plain config, or ``FINISHED`` once :meth:`remaining` is 0."""
         if self.remaining() <= 0 or self.interrupted:
-            return Searcher.FINISHED
+            return self.FINISHED
         trial = self.study.ask()
         arch = self.space.suggest(trial)
         key = arch.canonical_key(self.img_size)

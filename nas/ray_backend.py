@@ -13,9 +13,11 @@ leaves behind if the driver is killed.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from search_spaces import Architecture
 
@@ -33,7 +35,8 @@ from .driver import StudyDriver
 from .settings import SearchConfig, SearchError, TrialEvent
 from .trial import run_trial
 
-__all__ = ["quiet_ray", "start_ray", "run_round", "ProgressCallback"]
+__all__ = ["quiet_ray", "start_ray", "run_round", "round_configs", "DriverSearcher", "ProgressCallback",
+           "InterruptStopper", "register", "release", "resolve"]
 
 
 def quiet_ray() -> None:
@@ -89,8 +92,8 @@ def start_ray(address: str | None) -> bool:
 
 
 def cluster_gpus() -> float:
-    """GPUs in the Ray cluster (0 on a CPU-only machine)."""
-    return float(ray.cluster_resources().get("GPU", 0.0))
+    """GPUs in the Ray cluster (0 on a CPU-only machine, or before Ray is started)."""
+    return float(ray.cluster_resources().get("GPU", 0.0)) if ray.is_initialized() else 0.0
 
 
 def _trainable(config: dict[str, Any], settings: dict[str, Any], data: Any) -> None:
@@ -99,20 +102,90 @@ def _trainable(config: dict[str, Any], settings: dict[str, Any], data: Any) -> N
     run_trial(config, settings, tune.report, data, device)
 
 
-#: Progress handlers by key: Ray pickles its callbacks, and a handler (holding a rich console) cannot be.
-_HANDLERS: dict[int, Callable[[TrialEvent], None]] = {}
+#: Objects of this process that Ray must reach but never hold, by handle: a :class:`StudyDriver` owns the
+#: study, its storage and its sampler; a progress handler holds a rich console. What Ray is given (the
+#: searcher, the callbacks, the stopper) holds only the handle, a plain string that survives Ray's pickling
+#: and copying whatever a new release of Optuna, SQLAlchemy or rich makes of their own objects.
+_LIVE: dict[str, Any] = {}
+
+
+def register(obj: Any) -> str:
+    """Keep ``obj`` in this process under a new handle (a plain string) and return the handle."""
+    handle = uuid.uuid4().hex
+    _LIVE[handle] = obj
+    return handle
+
+
+def release(*handles: str | None) -> None:
+    """Forget the objects registered under ``handles`` (unknown handles are ignored)."""
+    for handle in handles:
+        _LIVE.pop(handle, None)
+
+
+def resolve(handle: str | None) -> Any:
+    """The object registered under ``handle`` in this process, or None."""
+    return _LIVE.get(handle) if handle is not None else None
+
+
+class DriverSearcher(Searcher):
+    """The Ray Tune searcher of a search: plain data and a handle to the :class:`StudyDriver`, which stays in
+    the driver process (where Ray Tune runs its searcher) and is the study's only writer.
+
+    ``suggest`` and ``on_trial_complete`` forward to the driver registered under ``handle``. The searcher's
+    own state is plain (the handle and the numbers of the trials it handed out), which is what Ray's
+    ``save``/``restore`` write as JSON. Ray's experiment restore is not how vitnas resumes: the study in its
+    storage is the state of a search, and running ``vitnas search`` again reopens it from its URL.
+
+    Raises:
+        SearchError: on ``suggest`` when no driver is registered under ``handle`` in this process (a copy
+            restored elsewhere); the message says to continue with ``vitnas search``.
+    """
+
+    def __init__(self, handle: str, study: str = "") -> None:
+        super().__init__()
+        self.handle, self.study = handle, study
+        self.trials: dict[str, int] = {}  # Ray trial id -> Optuna trial number, of the trials handed out
+
+    def _driver(self) -> StudyDriver:
+        driver = resolve(self.handle)
+        if driver is None:
+            raise SearchError(f"study: the driver of {self.study!r} is not in this process; continue the search "
+                              "with `vitnas search` (the study in its storage is the search's state)")
+        return driver
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        config = self._driver().suggest(trial_id)
+        if isinstance(config, dict):
+            self.trials[trial_id] = int(config["number"])
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        self.trials.pop(trial_id, None)
+        self._driver().on_trial_complete(trial_id, result, error)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"handle": self.handle, "study": self.study, "trials": dict(self.trials)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.handle, self.study = str(state["handle"]), str(state.get("study", ""))
+        self.trials = {str(k): int(v) for k, v in state.get("trials", {}).items()}
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text(json.dumps(self.get_state()))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.set_state(json.loads(Path(checkpoint_path).read_text()))
 
 
 class ProgressCallback(tune.Callback):
-    """Forwards Ray Tune trial events to the progress handler registered under ``key``, as :class:`TrialEvent`."""
+    """Forwards Ray Tune trial events to the progress handler registered under ``handler``, as
+    :class:`TrialEvent` (plain handles: the handler and the driver stay in this process)."""
 
-    def __init__(self, handler: Callable[[TrialEvent], None], driver: StudyDriver | None = None) -> None:
-        self.key = id(handler)
-        _HANDLERS[self.key] = handler
-        self.driver_key = id(driver) if driver is not None else None
+    def __init__(self, handler: str, driver: str | None = None) -> None:
+        self.handler, self.driver = handler, driver
 
     def _emit(self, kind: str, trial, metrics: dict[str, Any] | None = None, reason: str = "") -> None:
-        handler = _HANDLERS.get(self.key)
+        handler = resolve(self.handler)
         if handler is None:
             return
         try:
@@ -130,7 +203,7 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         r = trial.last_result or {}
-        driver = _DRIVERS.get(self.driver_key)
+        driver = resolve(self.driver)
         scheduler = getattr(driver, "scheduler", None)
         stopped = scheduler.stopped.get(str(trial.trial_id)) if scheduler is not None else None
         if stopped is not None and r.get("accuracy") is None:
@@ -146,59 +219,64 @@ class ProgressCallback(tune.Callback):
             self._emit("complete", trial, {k: r.get(k) for k in (*objectives.names(), "flops", "reused_from")})
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        driver = _DRIVERS.get(self.driver_key)
+        driver = resolve(self.driver)
         interrupted = driver is not None and driver.interrupted
         self._emit("fail", trial, reason="interrupted" if interrupted else "the Ray worker failed (see the Ray logs)")
 
 
-#: Drivers by key, for :class:`InterruptStopper` (Tune may copy its stopper; a key survives that).
-_DRIVERS: dict[int, StudyDriver] = {}
-
-
 class InterruptStopper(tune.Stopper):
-    """Stops every trial of the round once the driver was interrupted (Ctrl-C)."""
+    """Stops every trial of the round once the driver registered under ``driver`` was interrupted (Ctrl-C)."""
 
-    def __init__(self, driver: StudyDriver) -> None:
-        self.key = id(driver)
-        _DRIVERS[self.key] = driver
+    def __init__(self, driver: str) -> None:
+        self.driver = driver
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return self.stop_all()
 
     def stop_all(self) -> bool:
-        driver = _DRIVERS.get(self.key)
+        driver = resolve(self.driver)
         return bool(driver is not None and driver.interrupted)
+
+
+def round_configs(config: SearchConfig, driver: str, remaining: int, budget: float | None, scheduler: Any,
+                  progress: str | None) -> tuple[tune.TuneConfig, tune.RunConfig]:
+    """The :class:`~ray.tune.TuneConfig` and :class:`~ray.tune.RunConfig` of one round, built from plain
+    data and the handles of the driver and the progress handler (:func:`register`): everything in them is
+    vitnas' own or Ray's, so ``tune.Tuner`` can pickle them whatever Optuna's sampler holds."""
+    limiter = ConcurrencyLimiter(DriverSearcher(driver, config.study),
+                                 max_concurrent=config.resolved_max_concurrent(cluster_gpus()))
+    tune_config = tune.TuneConfig(search_alg=limiter, num_samples=remaining, time_budget_s=budget,
+                                  reuse_actors=True, scheduler=scheduler)
+    run_config = tune.RunConfig(
+        name=f"{config.study}-{time.strftime('%Y%m%d-%H%M%S')}",
+        storage_path=str(Path(config.run_dir, "ray").resolve()), verbose=0,
+        callbacks=[ProgressCallback(progress, driver)] if progress else [], stop=InterruptStopper(driver),
+        failure_config=tune.FailureConfig(max_failures=0),
+    )
+    return tune_config, run_config
 
 
 def run_round(config: SearchConfig, driver: StudyDriver, remaining: int, budget: float | None, data: Any,
               progress: Callable[[TrialEvent], None] | None) -> None:
     """Run up to ``remaining`` trials proposed by ``driver`` under ``ray.tune.Tuner`` (one round).
 
+    The driver and the progress handler stay in this process; Ray gets handles to them (:func:`round_configs`).
     Trials Ray stopped or lost without a result are failed (``stopped``) by the driver at the end; after
     :meth:`StudyDriver.interrupt` the round stops its trials and they fail as ``interrupted``.
     """
     if driver.interrupted:
         return
-    limiter = ConcurrencyLimiter(driver, max_concurrent=config.resolved_max_concurrent(cluster_gpus()))
+    handles = (register(driver), register(progress) if progress else None)
     try:
+        tune_config, run_config = round_configs(config, handles[0], remaining, budget, driver.scheduler, handles[1])
         # The data set travels once through Ray's object store; actors are reused across trials, so a
         # trial does not pay for a new worker process (imports, data) each time.
         trainable = tune.with_resources(tune.with_parameters(_trainable, settings=config.worker_settings(), data=data),
                                         {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=limiter, num_samples=remaining, time_budget_s=budget,
-                                        reuse_actors=True, scheduler=driver.scheduler),
-            run_config=tune.RunConfig(
-                name=f"{config.study}-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=str(Path(config.run_dir, "ray").resolve()), verbose=0,
-                callbacks=[ProgressCallback(progress, driver)] if progress else [], stop=InterruptStopper(driver),
-                failure_config=tune.FailureConfig(max_failures=0),
-            ),
-        )
+        tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
         with warnings.catch_warnings():  # Tune warns a scheduler needs unbuffered results: quiet_ray made them so
             warnings.filterwarnings("ignore", message=".*TUNE_RESULT_BUFFER_LENGTH.*")
             tuner.fit()
     finally:
         driver.stop_all()
-        _DRIVERS.pop(id(driver), None)
+        release(*handles)
