@@ -28,6 +28,90 @@ StorageURL = Annotated[str, typer.Option(help="SQLAlchemy URL of the Optuna stor
 JSONFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+#: The packages whose versions ``vitnas --version`` prints (distribution names).
+VERSIONED = ("vitnas", "torch", "torchvision", "timm", "optuna", "ray", "sqlalchemy", "numpy")
+#: Distributions a failure may come from, by their top-level module (a failure inside one is named, not traced).
+DEPENDENCIES = {"torch": "torch", "torchvision": "torchvision", "timm": "timm", "optuna": "optuna", "ray": "ray",
+                "sqlalchemy": "sqlalchemy", "fvcore": "fvcore", "plotly": "plotly", "safetensors": "safetensors",
+                "sklearn": "scikit-learn", "numpy": "numpy", "yaml": "pyyaml", "rich": "rich", "typer": "typer",
+                "scipy": "scipy", "pandas": "pandas"}
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of :data:`VERSIONED` (``"not installed"`` where missing), read from the package
+    metadata without importing the packages (so ``vitnas --version`` loads no torch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        sys.stdout.write("  ".join(f"{name} {v}" for name, v in versions().items()) + "\n")
+        raise typer.Exit(0)
+
+
+def _debug_callback(value: bool) -> None:
+    if value:
+        import os
+
+        os.environ["VITNAS_DEBUG"] = "1"
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version_callback,
+                                          help="Print the versions of vitnas, torch, timm, optuna and ray, and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", is_eager=True, callback=_debug_callback,
+                                        help="Show the full traceback of a failure inside a dependency "
+                                             "(also: VITNAS_DEBUG=1).")] = False,
+) -> None:
+    """vitnas: multi-objective architecture search for efficient vision transformers."""
+
+
+def dependency_failure(exc: BaseException) -> str | None:
+    """One line naming the installed package a failure came from, its version and where to report it, or None
+    when the innermost frame of the failure is not inside one of :data:`DEPENDENCIES`.
+
+    Read from the traceback's innermost frame and the package's metadata (``Project-URL`` issues or bug
+    tracker, else its home page).
+    """
+    import traceback
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        parts = frame.filename.replace("\\", "/").split("/")
+        if "site-packages" not in parts and "dist-packages" not in parts:
+            if any(p in ("nas", "search_spaces", "trainers", "dashboards") for p in parts[-2:-1]):
+                return None  # the failure is vitnas' own
+            continue
+        top = parts[max(i for i, p in enumerate(parts) if p in ("site-packages", "dist-packages")) + 1]
+        dist = DEPENDENCIES.get(top)
+        if dist is None:
+            continue
+        try:
+            meta = metadata(dist)
+        except PackageNotFoundError:
+            return None
+        urls = {u.split(",", 1)[0].strip().lower(): u.split(",", 1)[1].strip() for u in meta.get_all("Project-URL") or []
+                if "," in u}
+        where = next((v for k, v in urls.items() if any(w in k for w in ("issue", "bug", "tracker"))), None) \
+            or urls.get("source") or urls.get("homepage") or meta.get("Home-page") or "the package's tracker"
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        inside = "/".join(parts[parts.index(top):])
+        return (f"{exc.__class__.__name__}{': ' + message if message else ''} (inside {dist} {meta['Version']}, "
+                f"{inside}:{frame.lineno}); report it with the output of `vitnas --version` to {where} or to vitnas; "
+                "--debug or VITNAS_DEBUG=1 shows the traceback")
+    return None
+
+
 def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
@@ -462,6 +546,14 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         err_console.print(f"[bold red]error:[/] {escape(message + hint)}", highlight=False, soft_wrap=True)
         sys.exit(getattr(exc, "exit_code", 2) or 2)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # a failure inside a dependency: one line, unless asked for the traceback
+        line = None if os.environ.get("VITNAS_DEBUG") == "1" else dependency_failure(exc)
+        if line is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     finally:
         if deferred is None:
             os.environ.pop("VITNAS_DEFER_MODEL", None)
