@@ -6,10 +6,10 @@ top ``1/eta``. Syne Tune runs its own trials; here only its stopping decisions a
 result of a vitnas trial (``epoch``, ``val_accuracy``, ``params``, ``throughput``) is handed to MOASHA's
 ``on_trial_result`` and its STOP/CONTINUE becomes Ray Tune's. The objectives are given to MOASHA as values
 to minimise, ``1 - x`` of the study's own normalisation (:meth:`nas.objectives.HVBounds.normalise`), the
-scale :class:`nas.scheduler.ParetoASHA` ranks on, so the two rules differ only in how they rank.
+scale :class:`nas.engine.scheduler.ParetoASHA` ranks on, so the two rules differ only in how they rank.
 
 Like ParetoASHA it records the trials it stops in ``stopped`` and offers ``get_state()``, which is what
-``nas.search.run_search(..., scheduler=...)`` needs to record them PRUNED.
+``nas.engine.search.run_search(..., scheduler=...)`` needs to record them PRUNED.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from nas import objectives
-from nas.scheduler import ACCURACY_FIELD, EPOCH_FIELD, _finite, per_epoch, record_stop, saved_epochs
+from nas.engine.scheduler import ACCURACY_FIELD, EPOCH_FIELD, _finite, per_epoch, record_stop, saved_epochs
 
 METRICS = ("accuracy_loss", "params_loss", "throughput_loss")
 

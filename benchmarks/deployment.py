@@ -34,7 +34,7 @@ from benchmarks import _common as C
 def run(args, workdir: Path, target: int | None) -> list[dict]:
     from optuna.trial import TrialState
 
-    from nas.search import SearchConfig, run_search
+    from nas.engine.search import SearchConfig, run_search
     from nas.study import pareto_front
 
     name = f"deploy-{target or 'proxy'}"
@@ -81,7 +81,7 @@ def main() -> None:
         args.train_subset, args.val_subset = 600, 300
     import ray
 
-    from nas.ray_backend import quiet_ray
+    from nas.engine.ray_backend import quiet_ray
 
     quiet_ray()
     ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)

@@ -5,7 +5,7 @@
 
 1. Ray fan-out: a real search (``nas.run_search``, random sampler, no presets, Ray already started) runs
    K trials through Ray Tune; then the very same genes run as trials in-process through the same trial
-   function (``nas.trial.run_trial``: training, measurement, weights; the driver stores) with no Ray in
+   function (``nas.engine.trial.run_trial``: training, measurement, weights; the driver stores) with no Ray in
    between. Overhead per trial = (search wall-clock - in-process wall-clock) / K; the goal compares it
    with a 30-second trial (< 5 %, i.e. < 1.5 s). Ray's own start-up (once per search) is reported apart.
 2. Proxy trainer: ``trainers.train_proxy`` (timm AdamW + cosine schedule with warm-up, label smoothing,
@@ -39,10 +39,10 @@ TRIAL_SECONDS = 30.0
 def ray_overhead(args, workdir: Path) -> dict:
     import ray
 
-    from nas.ray_backend import quiet_ray
-    from nas.search import SearchConfig, run_search
+    from nas.engine.ray_backend import quiet_ray
+    from nas.engine.search import SearchConfig, run_search
+    from nas.engine.trial import run_trial
     from nas.study import OBJECTIVES, create_or_load_study, open_storage
-    from nas.trial import run_trial
     from search_spaces import Architecture
     from trainers import load_dataset
 
@@ -65,7 +65,7 @@ def ray_overhead(args, workdir: Path) -> dict:
 
     # the same genes, the same trial function, in-process
     storage = open_storage(storage_url)
-    local = create_or_load_study(storage, "inprocess", sampler=None, attrs={})
+    local = create_or_load_study(storage, "inprocess", sampler=None)
     settings = SearchConfig(study="inprocess", storage=storage_url, epochs=args.epochs,
                             train_subset=args.train_subset, run_dir=str(workdir / "runs")).worker_settings()
     data = load_dataset("digits", train_subset=args.train_subset)
@@ -268,7 +268,7 @@ def report(ray_res: dict, trainer: dict, args, seconds: float | None, date: str 
            "### Ray Tune fan-out per trial\n",
            f"{ray_res['trials']} trials (random sampler, no presets, digits, {args.epochs} epoch(s), train subset "
            f"{args.train_subset}) through `run_search` with Ray already started, then the same genes through the "
-           "same trial function (`nas.trial.run_trial`) in-process.\n"]
+           "same trial function (`nas.engine.trial.run_trial`) in-process.\n"]
     rows = [["Ray start-up (once per search, `ray.init`)", f"{ray_res['ray_start_s']:.1f} s", ""],
             ["search through Ray Tune, wall-clock", f"{ray_res['ray_search_wall_s']:.1f} s",
              f"{ray_res['ray_search_wall_s'] / ray_res['trials']:.2f} s per trial"],
@@ -295,7 +295,8 @@ def report(ray_res: dict, trainer: dict, args, seconds: float | None, date: str 
             out.append(f"What would close it: the cost is per trial ({ray_res['marginal_per_trial_s']:.1f} s each), not "
                        "once per search. Ray Tune 2.60's `TuneConfig(reuse_actors=...)` defaults to False, so every "
                        "trial starts a fresh worker process that imports torch and timm and reloads the data (the data "
-                       "cache in `nas.search` is per process). Passing `reuse_actors=True` in `nas.ray_backend.run_round` "
+                       "cache in `nas.engine.search` is per process). Passing `reuse_actors=True` in "
+                       "`nas.engine.ray_backend.run_round` "
                        "was tried here by patching `TuneConfig` in a side run (same 4 trials, same machine): the "
                        "marginal overhead fell to 0.12 s per trial (0.4 % of a 30 s trial) and the search to 12.9 s "
                        "(from 29.8 s), i.e. 2.2 s per trial amortised over 4 trials, almost all of it the one worker "

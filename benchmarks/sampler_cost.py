@@ -5,7 +5,7 @@
 
 The studies are synthetic (``dashboards.demo.make_demo_study``: genes drawn from the default space at
 8 px, objectives from a smooth model of them), in memory, so the figure is the sampler's own work. For
-each sampler (``nas.settings.make_sampler`` as a search builds it) and study size N, one proposal is
+each sampler (``nas.engine.settings.make_sampler`` as a search builds it) and study size N, one proposal is
 ``study.ask()`` plus ``SearchSpace.suggest`` (every gene of one design), timed 3 times (each proposal
 told FAIL, so N stays N); the median is reported. One core (torch threads 1). A sampler is left out
 of sizes past ``--max-seconds`` once one of its proposals took longer (GPSampler refits a Gaussian
@@ -33,7 +33,7 @@ SAMPLERS = {"gp": "GPSampler (logEHVI)", "tpe": "MO-TPE", "nsga2": "NSGA-II (vit
 def proposal_seconds(sampler: str, trials: list, directions: list, space, repeats: int = 3) -> float:
     import optuna
 
-    from nas.settings import make_sampler
+    from nas.engine.settings import make_sampler
 
     study = optuna.create_study(directions=directions, sampler=make_sampler(sampler, 0, 12))
     study.add_trials(trials)
@@ -51,7 +51,7 @@ def report(res: dict, args, seconds: float, date: str | None = None) -> str:
     out = ["## Sampler cost: seconds per proposal against the study's size\n",
            C.run_header(args.command, seconds, date=date),
            "- Setup: synthetic in-memory studies of N complete trials (genes from the default space at 8 px); one "
-           "proposal = `study.ask()` + `SearchSpace.suggest`, median of 3; samplers as `nas.settings.make_sampler` "
+           "proposal = `study.ask()` + `SearchSpace.suggest`, median of 3; samplers as `nas.engine.settings.make_sampler` "
            f"builds them; torch threads 1. A sampler is not run at sizes past one whose proposal took over "
            f"{args.max_seconds:.0f} s (—).\n"]
     sizes = sorted({n for r in res.values() for n in r}, key=int)
@@ -64,7 +64,7 @@ def report(res: dict, args, seconds: float, date: str | None = None) -> str:
                    f"per proposal at {int(big):,} trials ({gp[big] / gp[small]:.0f}x its cost at {int(small):,}) and "
                    f"refits its Gaussian process to every trial at each proposal; MO-TPE costs {tpe[big]:.2f} s at "
                    f"{int(big):,} and {tpe[max(tpe, key=int)]:.1f} s at {int(max(tpe, key=int)):,}; NSGA-II stays at "
-                   f"{nsga[top]:.3f} s at {int(top):,}. So vitnas' default sampler (`auto`, `nas.settings.GPThenNSGAII`) "
+                   f"{nsga[top]:.3f} s at {int(top):,}. So vitnas' default sampler (`auto`, `nas.engine.settings.GPThenNSGAII`) "
                    "runs GPSampler for a study's first 200 complete trials and NSGA-II after, which keeps the "
                    "10,000-trial studies of the Scale section cheap to continue.\n")
     return "\n".join(out) + "\n"

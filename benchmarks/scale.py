@@ -15,7 +15,7 @@ What is timed, on each size and backend:
 
 1. *Driver per trial*: a copy of the study (so the stored one keeps its size) is opened as a search opens
    it (``nas.study.open_storage`` + ``create_or_load_study``, NSGA-II with population 50, the default),
-   a :class:`nas.driver.StudyDriver` is built (its one read of the study is reported apart, "driver start"),
+   a :class:`nas.engine.driver.StudyDriver` is built (its one read of the study is reported apart, "driver start"),
    then ``--driver-trials`` trials go through ``suggest`` and ``on_trial_complete`` with a stub for the
    trial's own work that answers at once (the reused result when the driver found one, else made-up
    objectives and the attributes a trained trial reports). Per trial = their mean; "of which ask" is the
@@ -184,8 +184,8 @@ def _stub(config: dict[str, Any], rng: random.Random) -> dict[str, Any]:
 
 def driver_cost(url: str, n: int, trials: int) -> dict[str, float]:
     """Seconds: the driver's start (its one read of the study) and per trial (mean, and the part in ``ask``)."""
-    from nas.driver import StudyDriver
-    from nas.settings import make_sampler
+    from nas.engine.driver import StudyDriver
+    from nas.engine.settings import make_sampler
     from nas.study import create_or_load_study, open_storage
     from search_spaces import SearchSpace
 

@@ -67,7 +67,7 @@ ALIASES = {"vitnas default: NSGA-II + presets + Pareto ASHA": FORMER_DEFAULT}
 def start_ray() -> None:
     import ray
 
-    from nas.ray_backend import quiet_ray
+    from nas.engine.ray_backend import quiet_ray
 
     quiet_ray()
     if not ray.is_initialized():
@@ -122,8 +122,8 @@ def space_bounds(args):
 
 
 def run_one(label: str, seed: int, args, workdir: Path, run_dir: Path, bounds) -> dict:
-    from nas.search import SearchConfig, run_search
-    from nas.settings import population_size
+    from nas.engine.search import SearchConfig, run_search
+    from nas.engine.settings import population_size
 
     sampler, presets, stopper = METHODS[label]
     name = f"m{list(METHODS).index(label)}-s{seed}"

@@ -165,7 +165,8 @@ def record(args: argparse.Namespace) -> None:
     done = {(r["key"], r["kind"], r.get("seed", 0)) for r in read_rows(path) if r.get("protocol") == proto}
     data = load_dataset("fashion_mnist", args.data_dir, train_subset=args.train_subset, val_subset=args.val_subset,
                         img_size=args.img_size)
-    machine = f"{platform.machine()} {platform.processor() or ''}".strip() + f", {args.threads} thread(s), torch {torch.__version__}"
+    machine = (f"{platform.machine()} {platform.processor() or ''}".strip()
+               + f", {args.threads} thread(s), torch {torch.__version__}")
     todo = designs(args.designs, args.img_size, args.sample_seed)
     recorded = 0
     for index, (key, genes, preset) in enumerate(todo):

@@ -18,14 +18,14 @@ import datetime as _dt
 import functools
 import math
 import random
-import warnings
 from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from nas.study import DIRECTIONS, OBJECTIVES, open_storage
+from nas.study import DIRECTIONS, OBJECTIVES, StudyMeta, open_storage, write_meta
+from nas.study.optuna_adapter import set_metric_names
 from search_spaces.genes import Architecture
 from search_spaces.presets import PRESETS
 from search_spaces.space import SearchSpace
@@ -130,11 +130,8 @@ def make_demo_study(storage: str | optuna.storages.BaseStorage, name: str = "dem
         study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
     except optuna.exceptions.DuplicatedStudyError:
         raise ValueError(f"study: {name!r} already exists in the storage") from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(OBJECTIVES))
-    study.set_user_attr("dataset", "digits")
-    study.set_user_attr("demo", True)
+    set_metric_names(study, list(OBJECTIVES))
+    write_meta(study, StudyMeta(dataset="digits"))
 
     t0 = _dt.datetime(2025, 6, 1, 9, 0, 0)
     workers = [t0] * 4

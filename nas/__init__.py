@@ -12,8 +12,9 @@ from typing import Any
 #: Public name -> the submodule that defines it.
 _EXPORTS = {
     "ExportError": "export", "export_trial": "export",
-    "SAMPLERS": "settings", "SearchConfig": "settings", "SearchError": "settings", "TrialEvent": "settings",
-    "run_search": "search",
+    "SAMPLERS": "engine.settings", "SearchConfig": "engine.settings", "SearchError": "engine.settings",
+    "TrialEvent": "engine.settings",
+    "run_search": "engine.search",
     "DEFAULT_STORAGE": "study", "OBJECTIVES": "study", "StudyError": "study", "front_records": "study",
     "hypervolume": "study", "load_study": "study", "pareto_front": "study", "trial_record": "study",
 }

@@ -284,7 +284,7 @@ def search(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from . import objectives
-    from .search import SearchConfig, TrialEvent, run_search
+    from .engine.search import SearchConfig, TrialEvent, run_search
     from .study import display_url, front_records, load_study
 
     cfg = SearchConfig(study=study, trials=trials, epochs=epochs, dataset=dataset, data_dir=data_dir,
@@ -488,7 +488,9 @@ def dashboard(
                                                       "(never the study's storage)."),
 ) -> None:
     """Write the HTML dashboard of a study (Pareto front, hypervolume, genes, curves), or serve it live."""
-    _import_importance_without_sklearn()
+    from .study.optuna_adapter import import_importance
+
+    import_importance()  # without scikit-learn, which the dashboard's importances do not need
     import dashboards
 
     from .study import load_study
@@ -501,26 +503,6 @@ def dashboard(
     path = _guard(dashboards.build_report, st, out, source=storage, force=force)
     console.print(f"dashboard of {escape(study)} ({len(st.get_trials(deepcopy=False))} trials) written to "
                   f"[cyan]{escape(str(path))}[/]", highlight=False)
-
-
-def _import_importance_without_sklearn() -> None:
-    """Import ``optuna.importance`` as Optuna does where scikit-learn is not installed (an optional dependency
-    of Optuna): importing it loads its fANOVA module, which imports scikit-learn (1-1.5 s on a 2-core
-    machine), while the dashboard's gene importances use PED-ANOVA, which needs none of it. In this process
-    (the ``vitnas dashboard`` command only) fANOVA is then unavailable; nothing else here uses it. Where Optuna
-    changes how it imports scikit-learn, the import falls back to the ordinary one."""
-    if "optuna.importance" in sys.modules or "sklearn" in sys.modules:
-        return
-    sys.modules["sklearn"] = None  # type: ignore[assignment]  # "import sklearn" raises ImportError meanwhile
-    try:
-        import optuna.importance  # noqa: F401
-    except ImportError:
-        pass
-    finally:
-        if sys.modules.get("sklearn", 0) is None:
-            del sys.modules["sklearn"]
-    if "optuna.importance" not in sys.modules:
-        import optuna.importance  # noqa: F401, F811
 
 
 def main(argv: list[str] | None = None) -> None:

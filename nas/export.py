@@ -20,7 +20,7 @@ import torch
 from search_spaces import Architecture, build_model
 
 from . import objectives
-from .study import get_trial, load_study, pareto_front
+from .study import StudyError, StudyMetaError, get_trial, load_study, pareto_front, read_meta
 
 __all__ = ["ExportError", "export_trial", "load_trial_model"]
 
@@ -40,7 +40,10 @@ def load_trial_model(storage_url: str, study_name: str, number: int) -> tuple[to
 
     study = load_study(storage_url, study_name)
     trial = get_trial(study, number, finished=True)
-    info = dict(study.user_attrs)
+    try:
+        info = {k: v for k, v in vars(read_meta(study)).items() if v is not None}  # the study's record, as a dict
+    except StudyMetaError as exc:
+        raise StudyError(str(exc)) from None
     missing = [k for k in ("img_size", "in_chans", "num_classes") if k not in info]
     if missing or "arch" not in trial.user_attrs:
         raise ExportError(f"study: {study_name!r} was not made by vitnas search (no genes or image settings stored); "

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Objective", "OBJECTIVES_SPEC", "spec", "get", "primary", "names", "directions", "direction_names",
-    "ray_modes", "labels", "format_value", "record", "loss_vector", "HVBounds", "THROUGHPUT_RANGE", "hv_bounds",
+    "labels", "format_value", "record", "loss_vector", "HVBounds", "THROUGHPUT_RANGE", "hv_bounds",
     "study_bounds", "normalised_hypervolume", "hypervolume", "pareto_mask", "front_trials", "knee_distances",
 ]
 
@@ -256,11 +256,6 @@ def direction_names() -> tuple[str, ...]:
     return tuple(o.direction for o in OBJECTIVES_SPEC)
 
 
-def ray_modes() -> list[str]:
-    """Ray Tune's ``mode`` list (``"max"`` / ``"min"``), for ``OptunaSearch(metric=names(), mode=...)``."""
-    return [o.mode for o in OBJECTIVES_SPEC]
-
-
 def labels() -> dict[str, str]:
     """Axis label of each objective by name (:attr:`Objective.label`)."""
     return {o.name: o.label for o in OBJECTIVES_SPEC}
@@ -364,15 +359,17 @@ def hv_bounds(num_classes: int | None = None, params: tuple[float, float] | None
     return HVBounds.from_dict({k: v for k, v in given.items() if k in names()})
 
 
-def study_bounds(attrs: Any) -> HVBounds:
-    """The bounds a study stored (``attrs``: its user attributes, or the study itself). A study made
-    before vitnas stored bounds gets :func:`hv_bounds` from its ``num_classes`` attribute and the default
-    parameter range."""
-    attrs = getattr(attrs, "user_attrs", attrs) or {}
-    stored = attrs.get("hv_bounds")
+def study_bounds(meta: Any) -> HVBounds:
+    """The bounds a study stored: ``meta`` is its record (``nas.study.StudyMeta``, read by the study layer),
+    or its user attributes as a mapping, or the study itself. A study made before vitnas stored bounds gets
+    :func:`hv_bounds` from its ``num_classes`` and the default parameter range."""
+    if hasattr(meta, "hv_bounds"):  # the typed record
+        stored, classes = meta.hv_bounds, meta.num_classes
+    else:
+        attrs = getattr(meta, "user_attrs", meta) or {}
+        stored, classes = attrs.get("hv_bounds"), attrs.get("num_classes")
     if stored is not None:
         return HVBounds.from_dict(stored)
-    classes = attrs.get("num_classes")
     return hv_bounds(classes if isinstance(classes, int) and classes >= 2 else None)
 
 

@@ -44,8 +44,6 @@ __all__ = [
 
 #: The package whose files are searched for ``MECHANISM`` declarations.
 _PACKAGE = "search_spaces.mechanisms"
-#: Files of that package that hold shared pieces, not mechanisms.
-_NOT_MECHANISMS: frozenset[str] = frozenset()
 
 
 class GeneError(ValueError):
@@ -349,7 +347,7 @@ def _discover() -> None:
     try:
         package = importlib.import_module(_PACKAGE)
         for info in pkgutil.iter_modules(package.__path__):
-            if info.name.startswith("_") or info.name in _NOT_MECHANISMS:
+            if info.name.startswith("_"):
                 continue
             spec = getattr(importlib.import_module(f"{_PACKAGE}.{info.name}"), "MECHANISM", None)
             if isinstance(spec, MechanismSpec):

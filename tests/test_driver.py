@@ -4,7 +4,7 @@ no Ray and no worker in the loop (the worker's side is a plain dict in, a plain 
 import pytest
 from optuna.trial import TrialState
 
-from nas.driver import STOPPED, StudyDriver
+from nas.engine.driver import STOPPED, StudyDriver
 from nas.study import OBJECTIVES, create_or_load_study, open_storage
 from search_spaces import Architecture, SearchSpace
 
@@ -143,7 +143,7 @@ def test_an_epoch_budget_ends_the_search_whatever_the_target(study):
 
 
 def test_the_warm_start_floor_applies_to_the_default_trials_only():
-    from nas.settings import DEFAULT_TRIALS, SearchConfig
+    from nas.engine.settings import DEFAULT_TRIALS, SearchConfig
 
     assert SearchConfig().warm_start and SearchConfig().target_trials == DEFAULT_TRIALS == 12
     assert not SearchConfig(trials=2).warm_start and SearchConfig(trials=2).target_trials == 2  # asked for: exact

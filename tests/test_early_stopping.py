@@ -5,16 +5,17 @@ state is stored with the study and a resumed search continues the same rungs."""
 import os
 import subprocess
 import sys
+import textwrap
 from types import SimpleNamespace
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.driver import StudyDriver
-from nas.scheduler import ParetoASHA
-from nas.search import SearchConfig, SearchError, _scheduler
-from nas.study import create_or_load_study, pareto_front
+from nas.engine.driver import StudyDriver
+from nas.engine.scheduler import ParetoASHA
+from nas.engine.search import SearchConfig, SearchError, _scheduler
+from nas.study import StudyMeta, create_or_load_study, pareto_front
 from search_spaces import SearchSpace
 
 SPACE = SearchSpace(attention=("mhsa",), embed_dim=(32, 64), depth=(1, 2), num_heads=(2,), patch_size=(4,),
@@ -26,7 +27,7 @@ def _epoch(epoch, acc, params, throughput):
 
 
 def test_a_stopped_trial_is_pruned_with_its_rung_and_curve_and_never_on_the_front():
-    study = create_or_load_study(optuna.storages.InMemoryStorage(), "es", attrs={"num_classes": 10})
+    study = create_or_load_study(optuna.storages.InMemoryStorage(), "es", meta=StudyMeta(num_classes=10))
     scheduler = ParetoASHA(grace_period=1, eta=3, max_t=3)
     driver = StudyDriver(study, SPACE, 16, target=10, scheduler=scheduler)
     trials = {}
@@ -75,11 +76,30 @@ def test_search_with_a_pruned_trial_end_to_end(tmp_path, small_space):
     """Through Ray Tune: the scheduler's STOP ends the trial early and the driver records it PRUNED; the
     search still reaches its target of complete trials, and the CLI says what early stopping saved."""
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    code = ("import sys; from nas.cli import main; from nas import settings; "
-            "orig = settings.SearchConfig.validate\n"
-            "def validate(self):\n    self.inject_faults = {1: 'prune'}\n    orig(self)\n"
-            "settings.SearchConfig.validate = validate\n"
-            "main(sys.argv[1:])")
+    # The fault (trial 1 stopped at its first rung whatever it ranks) is injected here, by monkeypatching the
+    # search's scheduler factory in the CLI's process; nothing in the product knows about it.
+    code = textwrap.dedent("""
+        import sys
+        from ray.tune.schedulers import TrialScheduler
+        from nas.cli import main
+        from nas.engine import scheduler as sch, search
+
+        class StopTrialOne(sch.ParetoASHA):
+            def on_trial_result(self, runner, trial, result):
+                decision = super().on_trial_result(runner, trial, result)
+                if trial.config.get("number") == 1 and result.get("epoch") == 1 and decision == TrialScheduler.CONTINUE:
+                    sch.record_stop(self.stopped, self._curves, str(trial.trial_id), 1, 1)
+                    return TrialScheduler.STOP
+                return decision
+
+        factory = search._scheduler
+        def scheduler(config, study, meta):
+            made = factory(config, study, meta)
+            made.__class__ = StopTrialOne
+            return made
+        search._scheduler = scheduler
+        main(sys.argv[1:])
+    """)
     args = ["search", "--study", "es", "--trials", "2", "--epochs", "2", "--train-subset", "200", "--val-subset",
             "100", "--no-presets", "--sampler", "random", "--storage", storage, "--run-dir", str(tmp_path / "runs"),
             "--config", small_space]  # small designs: the scheduler, not the space, is under test
@@ -97,9 +117,9 @@ def test_search_with_a_pruned_trial_end_to_end(tmp_path, small_space):
 
 
 def test_the_asha_baseline_prunes_through_the_same_driver_and_is_not_restored():
-    from nas.scheduler import AccuracyASHA
+    from nas.engine.scheduler import AccuracyASHA
 
-    study = create_or_load_study(optuna.storages.InMemoryStorage(), "es-asha", attrs={"num_classes": 10})
+    study = create_or_load_study(optuna.storages.InMemoryStorage(), "es-asha", meta=StudyMeta(num_classes=10))
     scheduler = _scheduler(SearchConfig(epochs=3, grace_period=1, eta=3, scheduler="asha"), study)
     assert isinstance(scheduler, AccuracyASHA)
     driver = StudyDriver(study, SPACE, 16, target=10, scheduler=scheduler)
@@ -118,9 +138,9 @@ def test_the_asha_baseline_prunes_through_the_same_driver_and_is_not_restored():
 
 
 def test_the_gp_sampler_proposes_valid_genes_after_its_start_up_trials():
-    from nas.settings import make_sampler
+    from nas.engine.settings import make_sampler
 
-    study = create_or_load_study(optuna.storages.InMemoryStorage(), "gp", attrs={"num_classes": 10})
+    study = create_or_load_study(optuna.storages.InMemoryStorage(), "gp", meta=StudyMeta(num_classes=10))
     study.sampler = make_sampler("gp", seed=0, trials=6)
     assert isinstance(study.sampler, optuna.samplers.GPSampler)
     driver = StudyDriver(study, SPACE, 16, target=5)
@@ -137,12 +157,12 @@ def test_the_default_sampler_is_gp_then_nsga2_past_its_handover(monkeypatch):
     """``auto`` (the default): GPSampler proposes while the study holds fewer complete trials than the
     hand-over, NSGA-II afterwards (it marks the trials it handles with their generation); the search's
     warm-start line counts the designs each proposed."""
-    from nas.settings import GP_HANDOVER, GPThenNSGAII, make_sampler
+    from nas.engine.settings import GP_HANDOVER, GPThenNSGAII, make_sampler
 
     assert SearchConfig().sampler == "auto"
     default = make_sampler("auto", seed=0, trials=12)
     assert isinstance(default, GPThenNSGAII) and default.handover == GP_HANDOVER
-    study = create_or_load_study(optuna.storages.InMemoryStorage(), "auto", attrs={"num_classes": 10})
+    study = create_or_load_study(optuna.storages.InMemoryStorage(), "auto", meta=StudyMeta(num_classes=10))
     study.sampler = GPThenNSGAII(make_sampler("gp", 0, 8), make_sampler("nsga2", 0, 8), handover=4)
     driver = StudyDriver(study, SPACE, 16, target=7)
     for i in range(7):

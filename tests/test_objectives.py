@@ -31,8 +31,8 @@ def test_directions_modes_and_names_agree():
     assert objectives.names() == ("accuracy", "params", "throughput")
     assert objectives.direction_names() == ("maximize", "minimize", "maximize")
     assert objectives.directions() == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE, StudyDirection.MAXIMIZE]
-    assert objectives.ray_modes() == ["max", "min", "max"]
-    for o, d, m in zip(spec, objectives.directions(), objectives.ray_modes(), strict=True):
+    assert [o.mode for o in spec] == ["max", "min", "max"]
+    for o, d, m in zip(spec, objectives.directions(), [o.mode for o in spec], strict=True):
         assert o.study_direction == d and d.name.lower() == o.direction
         assert m == o.direction[:3] and o.sign == (1 if m == "max" else -1)
         assert o.loss(2.0) == (-2.0 if o.maximize else 2.0)
@@ -234,9 +234,9 @@ ROWS4 = ([0.99, 1_000_000, 100.0, 50.0],     # most accurate, huge and slow
 @pytest.fixture
 def four(monkeypatch):
     monkeypatch.setattr(objectives, "OBJECTIVES_SPEC", objectives.OBJECTIVES_SPEC + (LATENCY,))
-    from nas.study import create_or_load_study
+    from nas.study import StudyMeta, create_or_load_study
 
-    study = create_or_load_study(optuna.storages.InMemoryStorage(), "four", attrs={"dataset": "digits"})
+    study = create_or_load_study(optuna.storages.InMemoryStorage(), "four", meta=StudyMeta(dataset="digits"))
     for k, values in enumerate(ROWS4):
         study.add_trial(create_trial(values=values, user_attrs={"arch": {"attention": "mhsa"}, "flops": 1000 * k,
                                                                 "device": "cpu", "curve": []}))
@@ -247,7 +247,7 @@ def test_a_fourth_objective_reaches_the_study_front_knee_and_hypervolume(four):
     from nas.study import front_records, hypervolume, knee_trial, pareto_front, pick_trial, study_status
 
     assert four.metric_names == ["accuracy", "params", "throughput", "latency"]
-    assert objectives.ray_modes() == ["max", "min", "max", "min"]
+    assert [o.mode for o in objectives.spec()] == ["max", "min", "max", "min"]
     assert [t.number for t in pareto_front(four)] == [0, 1, 2, 3]
     assert knee_trial(four).number == 3
     with_three = _study([r[:3] for r in ROWS4], directions=objectives.directions()[:3])

@@ -17,9 +17,9 @@ import pytest
 from optuna.trial import TrialState
 
 from nas import SearchConfig, run_search
-from nas.driver import StudyDriver
-from nas.scheduler import AccuracyASHA, ParetoASHA
-from nas.settings import SAMPLERS, make_sampler
+from nas.engine.driver import StudyDriver
+from nas.engine.scheduler import AccuracyASHA, ParetoASHA
+from nas.engine.settings import SAMPLERS, make_sampler
 from search_spaces import SearchSpace
 
 SPACE = SearchSpace(attention=("mhsa", "fnet", "mixer"), embed_dim=(32,), depth=(1, 2), num_heads=(2,),
@@ -59,7 +59,7 @@ def _driver(tmp_path, sampler: str, scheduler) -> StudyDriver:
 def test_what_the_tuner_pickles_holds_no_study_sampler_or_engine(tmp_path, sampler, scheduler_name):
     import ray.cloudpickle
 
-    from nas.ray_backend import DriverSearcher, InterruptStopper, ProgressCallback, register, release, round_configs
+    from nas.engine.ray_backend import DriverSearcher, InterruptStopper, ProgressCallback, register, release, round_configs
 
     scheduler = (ParetoASHA(grace_period=1, eta=3, max_t=4) if scheduler_name == "pareto"
                  else AccuracyASHA(grace_period=1, eta=3, max_t=4))
@@ -99,7 +99,7 @@ def test_what_the_tuner_pickles_holds_no_study_sampler_or_engine(tmp_path, sampl
 
 
 def test_searcher_state_is_plain_json(tmp_path):
-    from nas.ray_backend import DriverSearcher
+    from nas.engine.ray_backend import DriverSearcher
 
     searcher = DriverSearcher("abc", "s")
     searcher.trials = {"t0": 3}
@@ -114,7 +114,7 @@ def test_searcher_state_is_plain_json(tmp_path):
 def one_ray():
     import ray
 
-    from nas.ray_backend import start_ray
+    from nas.engine.ray_backend import start_ray
 
     started = start_ray(None)
     yield

@@ -11,19 +11,26 @@ from nas import SearchConfig, run_search
 from nas.study import study_status
 from search_spaces import SearchSpace
 
+#: The faults the module's searches meet, by study and trial number (injected by tests/faults.py in the
+#: Ray workers; nothing in the product knows about them).
+FAULTS = {"faulty": {0: "nan", 1: "raise"}, "stuck": {0: "raise", 1: "raise"}}
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_ray():
-    """One local Ray for the module's in-process searches, started as a search starts it: run_search uses a
-    running Ray (and leaves it up) instead of starting and stopping its own, and the searches are unchanged."""
+    """One local Ray for the module's in-process searches, started as a search starts it but with the fault
+    plan installed in its workers: run_search uses a running Ray (and leaves it up) instead of starting and
+    stopping its own, and the searches are unchanged."""
     import ray
+    from faults import ray_init_kwargs
 
-    from nas.ray_backend import start_ray
+    from nas.engine.ray_backend import quiet_ray
 
-    started = start_ray(None)
+    quiet_ray()
+    ray.init(**ray_init_kwargs(FAULTS))
+    quiet_ray()
     yield
-    if started:
-        ray.shutdown()
+    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +39,7 @@ def faulty(tmp_path_factory):
     space = SearchSpace(attention=("mhsa", "fnet", "mixer"), embed_dim=(32,), depth=(1,), num_heads=(2,),
                         patch_size=(4,), mlp_ratio=(2.0,))
     config = SearchConfig(study="faulty", trials=3, epochs=1, storage=f"sqlite:///{tmp / 'f.db'}",
-                          run_dir=str(tmp / "runs"), space=space, presets=False, seed=3,
-                          inject_faults={0: "nan", 1: "raise"})
+                          run_dir=str(tmp / "runs"), space=space, presets=False, seed=3)
     events = []
     study = run_search(config, progress=events.append)
     return study, events
@@ -75,7 +81,7 @@ def test_genes_that_keep_failing_are_not_retried_forever(tmp_path):
                         mlp_ratio=(2.0,), pos_encoding=("none",), stem=("patch",))
     config = SearchConfig(study="stuck", trials=2, epochs=1, storage=f"sqlite:///{tmp_path / 's.db'}",
                           run_dir=str(tmp_path / "runs"), space=space, presets=False,
-                          inject_faults={0: "raise", 1: "raise"}, max_failures_per_arch=2)
+                          max_failures_per_arch=2)
     events = []
     study = run_search(config, progress=events.append)  # returns instead of looping forever
     trials = study.get_trials()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import dashboards
 from dashboards.demo import DEMO_PRESETS, make_demo_study
 from nas.cli import app
-from nas.study import create_or_load_study, load_study, open_storage
+from nas.study import StudyMeta, create_or_load_study, load_study, open_storage
 
 runner = CliRunner()
 
@@ -93,7 +93,7 @@ def test_report_masks_the_storage_password(demo, tmp_path):
 
 
 def _study_with(url: str, name: str, fail_reason: str = "ok", preset: str = "p") -> None:
-    study = create_or_load_study(open_storage(url), name, attrs={"dataset": "digits"})
+    study = create_or_load_study(open_storage(url), name, meta=StudyMeta(dataset="digits"))
     arch = DEMO_PRESETS["deit"]
     study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=[0.9, 1e5, 2000.0],
                                               user_attrs={"arch": arch.to_dict(), "preset": preset}))
@@ -135,8 +135,8 @@ def trained(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("export")
     url = f"sqlite:///{tmp / 'e.db'}"
-    study = create_or_load_study(open_storage(url), "e", attrs={"dataset": "digits", "img_size": 8, "in_chans": 1,
-                                                                 "num_classes": 10, "epochs": 1})
+    study = create_or_load_study(open_storage(url), "e", meta=StudyMeta(dataset="digits", img_size=8, in_chans=1,
+                                                                     num_classes=10, epochs=1))
     a, b = DEMO_PRESETS["deit"], DEMO_PRESETS["qna"]
     torch.manual_seed(0)
     good = tmp / "good.safetensors"
@@ -208,7 +208,7 @@ def test_single_objective_study_is_not_a_vitnas_study(tmp_path):
 
 def _study_of(url, *rows):
     """A vitnas study "inf" at ``url`` with one complete deit trial per row of objective values."""
-    study = create_or_load_study(open_storage(url), "inf", attrs={"dataset": "digits"})
+    study = create_or_load_study(open_storage(url), "inf", meta=StudyMeta(dataset="digits"))
     arch = DEMO_PRESETS["deit"].to_dict()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

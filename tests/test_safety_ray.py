@@ -13,8 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.ray_backend import start_ray
-from nas.settings import SearchError
+from nas.engine.ray_backend import start_ray
+from nas.engine.settings import SearchError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("ss") is None,
                                 reason="reads Linux's socket table with ss and /proc")

@@ -150,7 +150,7 @@ def test_ctrl_c_stops_the_search_and_marks_the_running_trial_interrupted(tmp_pat
 
 
 def test_an_interrupted_driver_proposes_nothing_and_fails_unfinished_trials_as_interrupted(tmp_path):
-    from nas.driver import StudyDriver
+    from nas.engine.driver import StudyDriver
     from search_spaces import SearchSpace
 
     one = SearchSpace(attention=("fnet",), embed_dim=(32,), depth=(1,), num_heads=(2,), patch_size=(4,),

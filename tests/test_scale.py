@@ -122,8 +122,8 @@ def _full_reads(monkeypatch) -> list[int]:
 
 
 def test_driver_reads_the_study_once(tmp_path, monkeypatch):
-    from nas.driver import StudyDriver
-    from nas.settings import make_sampler
+    from nas.engine.driver import StudyDriver
+    from nas.engine.settings import make_sampler
     from search_spaces import SearchSpace
 
     url = f"sqlite:///{tmp_path / 'd.db'}"

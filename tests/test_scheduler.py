@@ -1,4 +1,4 @@
-"""Pareto-aware asynchronous successive halving (nas.scheduler.ParetoASHA), on fake trials: no Ray cluster."""
+"""Pareto-aware asynchronous successive halving (nas.engine.scheduler.ParetoASHA), on fake trials: no Ray cluster."""
 
 import itertools
 import json
@@ -11,7 +11,7 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 
 from nas import objectives
-from nas.scheduler import ParetoASHA, _hv_contributions
+from nas.engine.scheduler import ParetoASHA, _hv_contributions
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 
@@ -58,7 +58,7 @@ def test_rungs_are_grace_times_powers_of_eta_below_max_t():
 
 def test_set_search_properties_accepts_ray_metric_lists():
     s = ParetoASHA()
-    assert s.set_search_properties(list(objectives.names()), objectives.ray_modes()) is True
+    assert s.set_search_properties(list(objectives.names()), [o.mode for o in objectives.spec()]) is True
     assert "Pareto" in s.debug_string()
 
 
@@ -390,7 +390,7 @@ def test_set_state_rejects_foreign_state(mutate, field):
 def test_accuracy_asha_is_rays_asha_on_accuracy_and_ignores_params_and_throughput():
     """The baseline stops a tiny, fast design for its low first-epoch accuracy; ParetoASHA keeps it (it is
     on the rung's first front). Both see the same results in the same order."""
-    from nas.scheduler import AccuracyASHA
+    from nas.engine.scheduler import AccuracyASHA
 
     asha, pareto = AccuracyASHA(grace_period=1, eta=3, max_t=3), ParetoASHA(grace_period=1, eta=3, max_t=3)
     assert asha.rungs == pareto.rungs == [1]

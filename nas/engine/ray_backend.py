@@ -7,7 +7,7 @@ A local Ray is started with the loopback node address, but Ray's gRPC servers (G
 listen on every interface and ray 2.60 exposes no setting to bind them to loopback
 (``listen_to_localhost_only`` is internal). What protects them is Ray's token authentication, which a new
 local ``ray.init()`` turns on by default (the token is written to ``~/.ray/auth_token``): vitnas refuses
-to start a local Ray with ``RAY_AUTH_MODE=disabled``. A watchdog (:mod:`nas.reaper`) kills what Ray
+to start a local Ray with ``RAY_AUTH_MODE=disabled``. A watchdog (:mod:`nas.engine.reaper`) kills what Ray
 leaves behind if the driver is killed.
 """
 
@@ -30,7 +30,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from search_spaces import Architecture
 
-from . import objectives
+from .. import objectives
 from .driver import StudyDriver
 from .settings import SearchConfig, SearchError, TrialEvent
 from .trial import run_trial
@@ -47,7 +47,7 @@ def quiet_ray() -> None:
     os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    # Ctrl-C is vitnas' own (nas.search): Tune's handler would swallow it and end the round as if the
+    # Ctrl-C is vitnas' own (nas.engine.search): Tune's handler would swallow it and end the round as if the
     # trials had merely been stopped.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")

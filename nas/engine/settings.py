@@ -14,9 +14,9 @@ import optuna
 
 from search_spaces import SearchSpace
 
-from .study import DEFAULT_STORAGE
+from ..study import DEFAULT_STORAGE, StudyMeta
 
-__all__ = ["SAMPLERS", "FAULTS", "DTYPES", "BUDGETS", "budget_violations", "SearchConfig", "SearchError", "TrialEvent",
+__all__ = ["SAMPLERS", "DTYPES", "BUDGETS", "budget_violations", "SearchConfig", "SearchError", "TrialEvent",
            "make_sampler", "population_size", "GPThenNSGAII", "GP_HANDOVER"]
 
 SAMPLERS: tuple[str, ...] = ("auto", "nsga2", "tpe", "random", "gp")
@@ -24,15 +24,13 @@ SAMPLERS: tuple[str, ...] = ("auto", "nsga2", "tpe", "random", "gp")
 GP_HANDOVER = 200
 #: Complete trials of a search whose ``trials`` is left at None.
 DEFAULT_TRIALS = 12
-#: Early-stopping rules (as ``nas.scheduler.SCHEDULERS``; kept here so settings load no Ray).
+#: Early-stopping rules (as ``nas.engine.scheduler.SCHEDULERS``; kept here so settings load no Ray).
 SCHEDULERS: tuple[str, ...] = ("pareto", "asha")
 #: Inference dtypes of the deployment shape (as ``trainers.measure.DTYPES``; kept here so settings load no torch).
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 #: Budget settings: name -> (objective or attribute it bounds, "max" or "min").
 BUDGETS: dict[str, tuple[str, str]] = {"max_params": ("params", "max"), "min_throughput": ("throughput", "min"),
                                        "max_memory": ("peak_memory", "max")}
-#: Faults a test can inject into a trial (see :attr:`SearchConfig.inject_faults`).
-FAULTS: tuple[str, ...] = ("nan", "raise", "prune")
 
 
 class SearchError(ValueError):
@@ -83,17 +81,14 @@ class SearchConfig:
         max_params, min_throughput, max_memory: budgets (None: none), Optuna constraints of every trial
             (``Trial.set_constraint``; NSGA-II, TPE and GP sample around them, the front holds feasible
             designs only): parameters, img/s and peak inference memory in bytes at the deployment shape.
-        early_stopping: Pareto-aware successive halving (:class:`nas.scheduler.ParetoASHA`): at rungs of
+        early_stopping: Pareto-aware successive halving (:class:`nas.engine.scheduler.ParetoASHA`): at rungs of
             ``grace_period * eta**k`` epochs a trial outside the first front and the top ``1/eta`` of the
             trials at that rung stops, and is recorded PRUNED (never on the front); it does not count
             towards ``trials``. grace_period: first rung (epochs); eta: reduction factor. scheduler:
             ``pareto`` (that rule, the default) or ``asha`` (Ray Tune's ASHA on accuracy alone,
-            :class:`nas.scheduler.AccuracyASHA`: the single-objective baseline).
+            :class:`nas.engine.scheduler.AccuracyASHA`: the single-objective baseline).
         throughput_cache: keep throughput figures in ``run_dir/throughput_cache.sqlite`` (the reference
             calibrated once per device and shape; a model already timed is not timed again).
-        inject_faults: for testing the failure handling: trial number -> ``"nan"`` (the model's head is
-            filled with NaN so the real training loop meets a NaN loss), ``"raise"`` (the trial raises) or
-            ``"prune"`` (the early-stopping scheduler stops it at its first rung, whatever it ranks).
     """
 
     study: str = "digits"
@@ -122,7 +117,6 @@ class SearchConfig:
     batch_size: int = 32
     lr: float = 3e-3
     max_failures_per_arch: int = 2
-    inject_faults: dict[int, str] = field(default_factory=dict)
     target_img_size: int | None = None
     target_batch: int = 64
     target_dtype: str | None = None
@@ -190,9 +184,6 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and not (finite(value) and value > 0):
                 raise SearchError(f"{name}: must be a positive number, got {value!r}")
-        for number, kind in self.inject_faults.items():
-            if kind not in FAULTS:
-                raise SearchError(f"inject_faults: trial {number}: unknown fault {kind!r}; allowed: {', '.join(FAULTS)}")
 
     @property
     def target_trials(self) -> int:
@@ -215,7 +206,7 @@ class SearchConfig:
         return 1
 
     def worker_settings(self) -> dict[str, Any]:
-        """The plain, picklable settings a Ray worker's trial body reads (:func:`nas.trial.run_trial`).
+        """The plain, picklable settings a Ray worker's trial body reads (:func:`nas.engine.trial.run_trial`).
 
         Deliberately without the storage URL: workers compute and report; only the driver writes the study.
         """
@@ -234,6 +225,16 @@ class SearchConfig:
         """The deployment shape as the study stores it (``img_size`` is the data set's)."""
         return {"img_size": self.target_img_size or img_size, "batch": self.target_batch,
                 "dtype": self.target_dtype or "auto"}
+
+    def study_meta(self, data: Any, space: SearchSpace) -> StudyMeta:
+        """The study record (:class:`nas.study.StudyMeta`) of a search with these settings on ``data`` (an
+        ``ImageData``) over ``space``; its derived field ``hv_bounds`` is filled in when the study is created."""
+        return StudyMeta(
+            dataset=self.dataset, img_size=data.img_size, in_chans=data.in_chans, num_classes=data.num_classes,
+            epochs=self.epochs, train_subset=self.train_subset, val_subset=self.val_subset,
+            batch_size=self.batch_size, lr=self.lr, target=self.target(data.img_size), budgets=self.budgets(),
+            space=space.to_dict(), population_size=population_size(self.target_trials, self.population_size),
+            data_config={k: list(v) if isinstance(v, tuple) else v for k, v in data.data_config().items()})
 
     def budgets(self) -> dict[str, float]:
         """The budgets that are set, by setting name (``max_params``: 1e6, ...)."""

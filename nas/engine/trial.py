@@ -1,9 +1,9 @@
 """The trial body: what a Ray worker does with one proposal. It computes and reports; it never opens the
-study storage (the driver, :mod:`nas.driver`, is the only writer).
+study storage (the driver, :mod:`nas.engine.driver`, is the only writer).
 
-A proposal arrives as a plain config: ``{"arch": genes, "number": trial number, "fault": None | "nan" |
-"raise", "known": None | result}``. ``known`` is a result the driver already decided (the stored result
-of an identical architecture, or the refusal of genes that failed before): the worker reports it as it is.
+A proposal arrives as a plain config: ``{"arch": genes, "number": trial number, "known": None | result}``.
+``known`` is a result the driver already decided (the stored result of an identical architecture, or the
+refusal of genes that failed before): the worker reports it as it is.
 Otherwise the worker proxy-trains the architecture, saves its weights as safetensors and reports the
 objectives with the attributes the driver stores on the trial (:data:`RESULT_ATTRS`).
 """
@@ -64,10 +64,8 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
 
     from trainers import ProxyConfig, evaluate_architecture
 
-    number, fault = config["number"], config.get("fault")
+    number = config["number"]
     arch = Architecture.from_dict(config["arch"])
-    if fault == "raise":
-        raise RuntimeError(f"injected fault in trial {number}")
     torch.set_num_threads(max(1, int(settings["cpus_per_trial"])))
     proxy = ProxyConfig(epochs=settings["epochs"], seed=settings["seed"], batch_size=settings["batch_size"],
                         lr=settings["lr"], device=device, target_img_size=settings.get("target_img_size"),
@@ -80,7 +78,7 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
         report({"epoch": epoch, "val_accuracy": record["val_accuracy"], "train_loss": record["train_loss"],
                 "params": record.get("params"), "throughput": record.get("throughput")})
 
-    result = evaluate_architecture(arch, data, proxy, report=on_epoch, prepare=_poison if fault == "nan" else None)
+    result = evaluate_architecture(arch, data, proxy, report=on_epoch)
     weights_dir = Path(settings["run_dir"]) / settings["study"] / "weights"
     weights_dir.mkdir(parents=True, exist_ok=True)
     weights = (weights_dir / f"trial_{number:05d}.safetensors").resolve()
@@ -91,10 +89,3 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
             "wall_seconds": round(result.wall_seconds, 3), "weights": str(weights), "target": result.target,
             "throughput_detail": result.throughput_detail, "proxy_params": result.proxy_params}
 
-
-def _poison(model) -> None:
-    """Fault injection: fill the classifier with NaN so training meets a real NaN loss."""
-    import torch
-
-    with torch.no_grad():
-        model.get_classifier().weight.fill_(float("nan"))

@@ -8,7 +8,7 @@ alive (each identified by pid *and* start time, so a reused pid is never hit), t
 as soon as none of them is left (a normal ``ray.shutdown()``). Linux only (it reads ``/proc``); elsewhere
 :func:`watch` does nothing.
 
-Run as ``python -m nas.reaper DRIVER_PID:START PID:START ...``; it imports nothing but the standard library.
+Run as ``python -m nas.engine.reaper DRIVER_PID:START PID:START ...``; it imports nothing but the standard library.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def watch(driver: int | None = None) -> subprocess.Popen | None:
     own = _start_time(driver)
     if own is None or not tracked:
         return None
-    return subprocess.Popen([sys.executable, "-m", "nas.reaper", f"{driver}:{own}", *tracked],
+    return subprocess.Popen([sys.executable, "-m", "nas.engine.reaper", f"{driver}:{own}", *tracked],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             close_fds=True)
 

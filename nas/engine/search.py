@@ -5,9 +5,9 @@ Python API (the CLI is a thin layer over it)::
     from nas import SearchConfig, run_search
     study = run_search(SearchConfig(study="digits", trials=12))
 
-The parts, one job each: :mod:`nas.settings` (settings, sampler factory, progress events),
-:mod:`nas.trial` (what a worker does with one proposal), :mod:`nas.driver` (the only writer of the study:
-sampling, reuse, refusals, storing results), :mod:`nas.ray_backend` (Ray start-up and one round under
+The parts, one job each: :mod:`nas.engine.settings` (settings, sampler factory, progress events),
+:mod:`nas.engine.trial` (what a worker does with one proposal), :mod:`nas.engine.driver` (the only writer of the study:
+sampling, reuse, refusals, storing results), :mod:`nas.engine.ray_backend` (Ray start-up and one round under
 ``ray.tune.Tuner``) and this module, the round loop.
 
 ``trials`` is the number of *finished* (complete) trials the study should hold: running the same search
@@ -34,30 +34,12 @@ from search_spaces import SearchSpace
 from search_spaces.presets import PRESETS
 from search_spaces.space import SpaceError
 
-from . import objectives
-from .settings import SAMPLERS, SearchConfig, SearchError, TrialEvent, make_sampler, population_size
-from .study import StudyError, StudyLease, create_or_load_study, mark_interrupted, open_storage
+from .. import objectives
+from ..study import StudyLease, StudyMeta, create_or_load_study, mark_interrupted, open_storage, read_meta
+from ..study.record import read_scheduler_state
+from .settings import SAMPLERS, SearchConfig, SearchError, TrialEvent, make_sampler
 
 __all__ = ["SAMPLERS", "SearchConfig", "SearchError", "TrialEvent", "run_search", "make_sampler"]
-
-
-def _check_space(storage: optuna.storages.BaseStorage, name: str, space: SearchSpace) -> None:
-    """Refuse to continue a study with another search space (Optuna keeps one distribution per gene).
-
-    Raises:
-        StudyError: the stored space differs; the message names the first gene that differs.
-    """
-    if name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
-        return
-    stored = optuna.load_study(study_name=name, storage=storage).user_attrs.get("space")
-    if stored is None:
-        return
-    for gene, values in space.to_dict().items():
-        if stored.get(gene) != values:
-            raise StudyError(
-                f"config: study {name!r} was searched with {gene}={stored.get(gene)}, not {values}; "
-                "use the same search space (config) or another study"
-            )
 
 
 def _enqueue_presets(study: optuna.Study, space: SearchSpace) -> list[str]:
@@ -80,7 +62,7 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
 
     ``scheduler``: a Ray Tune ``TrialScheduler`` to stop trials early instead of the one ``config`` names
     (for comparisons, e.g. another multi-objective rule); it must record the trials it stops in a
-    ``stopped`` dict and offer ``get_state()``, as :class:`nas.scheduler.ParetoASHA` does.
+    ``stopped`` dict and offer ``get_state()``, as :class:`nas.engine.scheduler.ParetoASHA` does.
 
     Raises:
         SearchError, StudyError, SpaceError, DataError: bad settings, storage, space or data (checked
@@ -109,36 +91,31 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
         from .ray_backend import start_ray
 
         ray_started = start_ray(config.address)
-    attrs = {"dataset": config.dataset, "img_size": data.img_size, "in_chans": data.in_chans,
-             "num_classes": data.num_classes, "epochs": config.epochs, "train_subset": config.train_subset,
-             "val_subset": config.val_subset, "batch_size": config.batch_size, "lr": config.lr,
-             "target": config.target(data.img_size), "budgets": config.budgets()}
-    _check_space(storage, config.study, space)
-    study = create_or_load_study(storage, config.study, attrs=attrs)
+    meta = config.study_meta(data, space)
+    study = create_or_load_study(storage, config.study, meta=meta, derive=lambda m: _derived(m, space))
+    meta = read_meta(study)
     lease = StudyLease(study)  # refuses a study another live search drives; renewed while we run
     try:
-        return _drive(config, space, study, storage, data, ray_started, progress, scheduler)
+        return _drive(config, space, study, meta, storage, data, ray_started, progress, scheduler)
     finally:
         lease.release()
 
 
-def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storage: optuna.storages.BaseStorage,
-           data: Any, ray_started: bool,
+def _derived(meta: StudyMeta, space: SearchSpace) -> dict[str, Any]:
+    """The record's costly derived field: the hypervolume's bounds, fixed before the first trial (params
+    counted exactly at the deployment shape over the space's extremes)."""
+    from search_spaces.extremes import params_range
+
+    size = (meta.target or {}).get("img_size") or meta.img_size
+    return {"hv_bounds": objectives.hv_bounds(meta.num_classes,
+                                              params_range(space, size, meta.in_chans, meta.num_classes)).to_dict()}
+
+
+def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, meta: StudyMeta,
+           storage: optuna.storages.BaseStorage, data: Any, ray_started: bool,
            progress: Callable[[TrialEvent], None] | None, scheduler: Any = None) -> optuna.Study:
     """The round loop: rounds of trials until the target of complete trials is reached, the time budget is
     spent, or two rounds in a row complete nothing (every proposal failing)."""
-    if "population_size" not in study.user_attrs:  # kept for the study's life: NSGA-II's generations rely on it
-        study.set_user_attr("population_size", population_size(config.target_trials, config.population_size))
-    if "hv_bounds" not in study.user_attrs:  # fixed before the first trial, read by every hypervolume
-        from search_spaces.extremes import params_range
-
-        target_size = study.user_attrs.get("target", {}).get("img_size", data.img_size)
-        study.set_user_attr("hv_bounds", objectives.hv_bounds(
-            data.num_classes, params_range(space, target_size, data.in_chans, data.num_classes)).to_dict())
-    if "data_config" not in study.user_attrs:
-        study.set_user_attr("data_config", {k: list(v) if isinstance(v, tuple) else v
-                                            for k, v in data.data_config().items()})
-        study.set_user_attr("space", space.to_dict())
     for number in mark_interrupted(study, storage):
         if progress:
             progress(TrialEvent("fail", number, reason="interrupted"))
@@ -151,8 +128,8 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storag
     from .ray_backend import start_ray
 
     driver = StudyDriver(study, space, data.img_size, config.target_trials, config.max_failures_per_arch,
-                         config.inject_faults, target_img_size=config.target_img_size, budgets=config.budgets(),
-                         scheduler=scheduler if scheduler is not None else _scheduler(config, study),
+                         target_img_size=config.target_img_size, budgets=config.budgets(),
+                         scheduler=scheduler if scheduler is not None else _scheduler(config, study, meta),
                          min_sampled=presets, epoch_budget=config.epoch_budget)
     if driver.remaining() <= 0:
         if ray_started:
@@ -164,7 +141,7 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storag
     try:
         started_ray = False  # for the finally below, should start_ray itself be interrupted
         started_ray = start_ray(config.address) or ray_started
-        _run_rounds(config, driver, study, data, progress)
+        _run_rounds(config, driver, study, meta, data, progress)
     finally:
         try:
             if started_ray or ray_started:
@@ -178,9 +155,10 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, storag
     return study
 
 
-def _scheduler(config: SearchConfig, study: optuna.Study) -> Any:
+def _scheduler(config: SearchConfig, study: optuna.Study, meta: StudyMeta | None = None) -> Any:
     """The Pareto-aware successive-halving scheduler (None without early stopping), continuing the rungs
-    the study stored when they were made with the same grace period, eta and epochs."""
+    the study stored when they were made with the same grace period, eta and epochs (``meta``: the study's
+    record, read when not given)."""
     if not config.early_stopping or config.epochs <= config.grace_period:
         return None
     from .scheduler import AccuracyASHA, ParetoASHA
@@ -189,9 +167,9 @@ def _scheduler(config: SearchConfig, study: optuna.Study) -> Any:
         return AccuracyASHA(grace_period=config.grace_period, eta=config.eta, max_t=config.epochs)
 
     scheduler = ParetoASHA(grace_period=config.grace_period, eta=config.eta, max_t=config.epochs,
-                           bounds=objectives.study_bounds(study.user_attrs))
-    state = study.user_attrs.get("scheduler_state")
-    if isinstance(state, dict) and state.get("version") != "asha" and (
+                           bounds=objectives.study_bounds(meta or read_meta(study)))
+    state = read_scheduler_state(study)
+    if state is not None and state.get("version") != "asha" and (
             state.get("grace_period"), state.get("eta"), state.get("max_t")) == (config.grace_period, config.eta,
                                                                                   config.epochs):
         scheduler.set_state(state)
@@ -222,7 +200,7 @@ def _catch_sigint(driver: Any) -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGINT, previous)
 
 
-def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, data: Any,
+def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, meta: StudyMeta, data: Any,
                 progress: Callable[[TrialEvent], None] | None) -> None:
     from .ray_backend import run_round
 
@@ -236,7 +214,7 @@ def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, data: An
         # Reseed per round from the study's size, so a continued study does not replay the
         # proposals of its first run (NSGA-II's first generation and random sampling are seeded).
         study.sampler = make_sampler(config.sampler, config.seed + len(study.trials), config.target_trials,
-                                     study.user_attrs.get("population_size"))
+                                     meta.population_size)
         run_round(config, driver, remaining, budget, data, progress)
         # A round whose trials were all stopped early made progress (the rungs filled); one where every
         # proposal failed did not.

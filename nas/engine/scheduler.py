@@ -89,7 +89,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from nas import objectives
+from .. import objectives
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -321,8 +321,6 @@ class ParetoASHA(FIFOScheduler):
             return TrialScheduler.CONTINUE  # not a per-epoch result (final, failure, or foreign)
         accuracy = _finite(result.get(ACCURACY_FIELD))
         hint = self._hint(trial, result)
-        config = getattr(trial, "config", None)
-        forced = isinstance(config, dict) and config.get("fault") == "prune"  # nas.settings.FAULTS: tests only
         for m in self.rungs:
             if m > epoch_i:
                 break
@@ -330,7 +328,7 @@ class ParetoASHA(FIFOScheduler):
             if tid in entries and m < epoch_i:
                 continue  # decided at this rung already
             entries[tid] = [accuracy, *hint]  # a trial reporting this rung again replaces its entry
-            if forced or tid not in self._survivors(entries):
+            if tid not in self._survivors(entries):
                 record_stop(self.stopped, self._curves, tid, epoch_i, m)
                 return TrialScheduler.STOP
         return TrialScheduler.CONTINUE

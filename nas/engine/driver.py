@@ -2,13 +2,13 @@
 
 :class:`StudyDriver` owns the study, its storage and its sampler, and lives in the driver process only:
 Ray never holds it (Ray pickles and copies what it is given, and an Optuna study, sampler or SQLAlchemy
-engine promises nothing about pickling). Ray Tune sees :class:`nas.ray_backend.DriverSearcher`, a
+engine promises nothing about pickling). Ray Tune sees :class:`nas.engine.ray_backend.DriverSearcher`, a
 :class:`~ray.tune.search.Searcher` that holds a plain handle and forwards to the driver registered under
 it. The driver asks the study for a trial
 (``study.ask()``: enqueued presets first, then the sampler), samples the genes through the search space,
 decides what the trial needs (a reused result, a refusal, or training), hands Ray a plain config, and
-when Ray reports the trial's end it stores the result through Optuna's public API (``set_user_attr`` on
-the trial it owns, ``study.tell``). Workers never open the storage, so a cluster worker needs no
+when Ray reports the trial's end it stores the result through Optuna's public API (user attributes written
+by :mod:`nas.study.record` on the trial it owns, ``study.tell``). Workers never open the storage, so a cluster worker needs no
 database access.
 
 Decisions, made with the canonical architecture key (:meth:`search_spaces.Architecture.canonical_key`):
@@ -34,9 +34,10 @@ from optuna.trial import TrialState
 
 from search_spaces import SearchSpace
 
-from . import objectives
+from .. import objectives
+from ..study import trained_epochs
+from ..study.record import save_scheduler_state, set_trial_attrs
 from .settings import budget_violations
-from .study import trained_epochs
 from .trial import RESULT_ATTRS
 
 __all__ = ["StudyDriver", "STOPPED", "NOT_COUNTED"]
@@ -49,7 +50,7 @@ NOT_COUNTED = ("interrupted", "stopped", "RepeatedFailure")
 
 class StudyDriver:
     """The searcher's logic over a multi-objective Optuna study; the study's only writer. Ray-free: Ray Tune
-    reaches it through :class:`nas.ray_backend.DriverSearcher` by a handle, never by pickling it.
+    reaches it through :class:`nas.engine.ray_backend.DriverSearcher` by a handle, never by pickling it.
 
     Args:
         study: the Optuna study (its sampler proposes; enqueued trials come first).
@@ -57,15 +58,14 @@ class StudyDriver:
         img_size: the proxy's image size (canonical keys depend on the token grid).
         target: complete trials the study should hold; :meth:`suggest` says FINISHED once it does.
         max_failures_per_arch: failures after which the same genes are refused.
-        faults: trial number -> injected fault (testing only; see ``SearchConfig.inject_faults``).
         target_img_size: the deployment image size (None: ``img_size``); the key that decides reuse
             covers the model built at both sizes.
-        scheduler: the :class:`~nas.scheduler.ParetoASHA` of the round (None: no early stopping); a trial it
+        scheduler: the :class:`~nas.engine.scheduler.ParetoASHA` of the round (None: no early stopping); a trial it
             stopped ends PRUNED, with ``pruned_at_epoch``, its ``curve`` and its measured efficiency as user
             attributes, and the scheduler's state is stored with the study (``scheduler_state``) so a
             resumed search continues the same rungs.
         budgets: ``SearchConfig.budgets()``; each complete trial gets one Optuna constraint per budget
-            (``Trial.set_constraint``, :func:`nas.settings.budget_violations`) and the user attribute
+            (``Trial.set_constraint``, :func:`nas.engine.settings.budget_violations`) and the user attribute
             ``budget_violations`` with the budgets it breaks.
         epoch_budget: proxy epochs the study's trials may train in all (None: no limit): once the trials that
             ended have trained this many (complete ones their epochs, early-stopped ones up to their rung;
@@ -76,7 +76,7 @@ class StudyDriver:
     """
 
     def __init__(self, study: optuna.Study, space: SearchSpace, img_size: int, target: int,
-                 max_failures_per_arch: int = 2, faults: dict[int, str] | None = None,
+                 max_failures_per_arch: int = 2,
                  target_img_size: int | None = None, budgets: dict[str, float] | None = None,
                  scheduler: Any = None, min_sampled: int = 0, epoch_budget: int | None = None) -> None:
         self.study, self.space, self.img_size, self.target = study, space, img_size, target
@@ -85,7 +85,6 @@ class StudyDriver:
         self.scheduler = scheduler
         self.pruned = 0
         self.max_failures = max_failures_per_arch
-        self.faults = dict(faults or {})
         self.live: dict[str, tuple[optuna.Trial, str]] = {}
         self.trained: dict[str, tuple[int, list[float], dict[str, Any]]] = {}
         self.failures: dict[str, list[tuple[int, str]]] = {}
@@ -145,11 +144,9 @@ class StudyDriver:
         key = arch.canonical_key(self.img_size)
         if self.target_img_size is not None:
             key += f" @{self.target_img_size}px " + arch.canonical_key(self.target_img_size)
-        trial.set_user_attr("arch", arch.to_dict())
-        trial.set_user_attr("arch_key", key)
+        set_trial_attrs(trial, {"arch": arch.to_dict(), "arch_key": key})
         self.live[trial_id] = (trial, key)
-        return {"arch": arch.to_dict(), "number": trial.number, "fault": self.faults.get(trial.number),
-                "known": self._known(key)}
+        return {"arch": arch.to_dict(), "number": trial.number, "known": self._known(key)}
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         """Store the trial's end: COMPLETE with its objectives, or FAIL with its reason."""
@@ -160,19 +157,17 @@ class StudyDriver:
         result = _unflatten(result or {})
         names = objectives.names()
         if all(result.get(name) is not None for name in names):
-            for name in (*RESULT_ATTRS, "reused_from"):
-                if result.get(name) is not None:
-                    trial.set_user_attr(name, result[name])
+            set_trial_attrs(trial, {name: result.get(name) for name in (*RESULT_ATTRS, "reused_from")})
             values = [float(result[name]) for name in names]
             if self.budgets:
                 violations = budget_violations(self.budgets, result)
                 for name, amount in violations.items():
                     trial.set_constraint(name, amount)
-                trial.set_user_attr("budget_violations", {k: v for k, v in violations.items() if v > 0})
+                set_trial_attrs(trial, {"budget_violations": {k: v for k, v in violations.items() if v > 0}})
             self.study.tell(trial, values)
             self._index(trial.number, TrialState.COMPLETE, trial.user_attrs, values)
             if self.scheduler is not None:
-                self.study.set_user_attr("scheduler_state", self.scheduler.get_state())
+                save_scheduler_state(self.study, self.scheduler.get_state())
             return
         stopped = self.scheduler.stopped.get(str(trial_id)) if self.scheduler is not None else None
         if stopped is not None:
@@ -186,15 +181,13 @@ class StudyDriver:
     def _prune(self, trial: optuna.Trial, stopped: dict[str, Any], result: dict[str, Any]) -> None:
         """PRUNED, not COMPLETE: the trial's last result is an early epoch's (issue: Ray tells a searcher a
         stopped trial's last result as if it were final)."""
-        trial.set_user_attr("pruned_at_epoch", int(stopped["epoch"]))
-        trial.set_user_attr("curve", stopped.get("curve", []))
-        for name in ("params", "throughput", *RESULT_ATTRS):
-            if result.get(name) is not None and name != "curve":
-                trial.set_user_attr(name, result[name])
+        set_trial_attrs(trial, {"pruned_at_epoch": int(stopped["epoch"]), "curve": stopped.get("curve", []),
+                                **{name: result.get(name) for name in ("params", "throughput", *RESULT_ATTRS)
+                                   if name != "curve"}})
         self.study.tell(trial, state=TrialState.PRUNED)
         self.pruned += 1
         self._index(trial.number, TrialState.PRUNED, trial.user_attrs, None)
-        self.study.set_user_attr("scheduler_state", self.scheduler.get_state())
+        save_scheduler_state(self.study, self.scheduler.get_state())
 
     def interrupt(self) -> None:
         """Stop proposing (Ctrl-C): trials that end from now on without their objectives fail as ``interrupted``
@@ -214,16 +207,14 @@ class StudyDriver:
         return numbers
 
     def _fail(self, trial: optuna.Trial, reason: str, tb: str | None = None) -> None:
-        trial.set_user_attr("fail_reason", reason[:500])
-        if tb:
-            trial.set_user_attr("traceback", tb)
+        set_trial_attrs(trial, {"fail_reason": reason[:500], "traceback": tb or None})
         self.study.tell(trial, state=TrialState.FAIL)
         self._index(trial.number, TrialState.FAIL, trial.user_attrs, None)
 
 
 def _unflatten(result: dict[str, Any]) -> dict[str, Any]:
     """Ray Tune hands searchers results with nested dicts flattened (``target/img_size``): rebuild the
-    nested attributes of :data:`~nas.trial.RESULT_ATTRS` (``target``, ``throughput_detail``)."""
+    nested attributes of :data:`~nas.engine.trial.RESULT_ATTRS` (``target``, ``throughput_detail``)."""
     out: dict[str, Any] = {}
     for key, value in result.items():
         head, sep, rest = key.partition("/")

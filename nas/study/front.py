@@ -1,0 +1,209 @@
+"""What a study says: its trials read for display, the Pareto front, the knee and other picks, the
+hypervolume, the deployment shape and the status. Read-only, Ray-free and torch-free.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .. import objectives
+from .optuna_adapter import read_trials
+from .record import read_meta
+from .storage import StudyError
+
+__all__ = ["get_trial", "pareto_front", "nonfinite_trials", "is_infeasible", "trial_record", "knee_trial",
+           "pick_trial", "front_records", "describe_arch", "hypervolume", "target_shape", "describe_shape",
+           "study_status", "trained_epochs", "read_trials"]
+
+def get_trial(study: optuna.Study, number: int, *, finished: bool = False) -> FrozenTrial:
+    """Trial ``number`` of ``study``.
+
+    Raises:
+        StudyError: no such trial, or (with ``finished``) the trial did not complete.
+    """
+    trials = study.get_trials(deepcopy=False)
+    match = [t for t in trials if t.number == number]
+    if not match:
+        last = trials[-1].number if trials else None
+        allowed = f"0..{last}" if last is not None else "none yet"
+        raise StudyError(f"trial: study {study.study_name!r} has no trial {number}; trials: {allowed}")
+    trial = match[0]
+    if finished and trial.state != TrialState.COMPLETE:
+        reason = trial.user_attrs.get("fail_reason")
+        extra = f" ({reason})" if reason else ""
+        raise StudyError(f"trial: trial {number} is {trial.state.name.lower()}{extra}; choose a complete trial")
+    return trial
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """The Pareto-optimal complete trials (Optuna's ``best_trials``), by trial number.
+
+    Complete trials with a non-finite objective value (inf, nan) are left out (:func:`nonfinite_trials`).
+    """
+    return _front_of(study.get_trials(deepcopy=False), study.directions)
+
+
+def _front_of(trials: list[FrozenTrial], directions: Any) -> list[FrozenTrial]:
+    left_out = {t.number for t in nonfinite_trials(trials)}
+    finite = [t for t in trials if t.number not in left_out]
+    return sorted(objectives.front_trials(finite, directions), key=lambda t: t.number)
+
+
+def nonfinite_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The complete trials among ``trials`` with a non-finite objective value (left out of the front)."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and t.values
+            and not all(math.isfinite(v) for v in t.values)]
+
+
+def is_infeasible(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` breaks a budget (an Optuna constraint > 0)."""
+    return any(v > 0 for v in trial.constraints.values())
+
+
+def trial_record(trial: FrozenTrial) -> dict[str, Any]:
+    """One JSON-able record of a trial: number, state, objectives, FLOPs, genes and its other attributes."""
+    attrs = trial.user_attrs
+    return {
+        "trial": trial.number,
+        "state": trial.state.name,
+        **objectives.record(trial.values),
+        "flops": attrs.get("flops"),
+        "peak_memory": attrs.get("peak_memory"),
+        "preset": attrs.get("preset"),
+        "arch": attrs.get("arch"),
+        "device": attrs.get("device"),
+        "wall_seconds": attrs.get("wall_seconds"),
+        "fail_reason": attrs.get("fail_reason"),
+        "reused_from": attrs.get("reused_from"),
+        "target": attrs.get("target"),
+        "budget_violations": attrs.get("budget_violations") or {},
+    }
+
+
+def knee_trial(study: optuna.Study) -> FrozenTrial:
+    """The front member closest to the ideal point: the usual "knee" pick of a Pareto front.
+
+    Each objective is scaled to [0, 1] over the front in its better direction (on a log scale where
+    :mod:`nas.objectives` says so: params and throughput span orders of magnitude); the knee is the
+    member with the smallest Euclidean distance to (1, ..., 1) (:func:`nas.objectives.knee_distances`).
+    Ties go to the lower trial number.
+
+    Raises:
+        StudyError: the study has no complete trial.
+    """
+    front = pareto_front(study)
+    if not front:
+        raise StudyError(f"trial: study {study.study_name!r} has no complete trial to pick from")
+    return _knee(front)
+
+
+def _knee(front: list[FrozenTrial]) -> FrozenTrial:
+    dist = objectives.knee_distances([t.values for t in front])
+    return front[min(range(len(front)), key=lambda i: (dist[i], front[i].number))]
+
+
+def pick_trial(study: optuna.Study, pick: str) -> FrozenTrial:
+    """A Pareto-front member: ``"knee"`` (:func:`knee_trial`) or the best in one objective, by name
+    (``"accuracy"``, ``"params"``, ...). Ties go to the lower trial number.
+
+    Raises:
+        ValueError: ``pick`` is neither ``knee`` nor an objective.
+        StudyError: the study has no complete trial.
+    """
+    allowed = ("knee", *objectives.names())
+    if pick not in allowed:
+        raise ValueError(f"pick: unknown value {pick!r}; allowed: {', '.join(allowed)}")
+    front = pareto_front(study)
+    if not front:
+        raise StudyError(f"pick: study {study.study_name!r} has no complete trial yet")
+    if pick == "knee":
+        return _knee(front)
+    k, o = objectives.names().index(pick), objectives.get(pick)
+    return max(front, key=lambda t: (o.sign * t.values[k], -t.number))
+
+
+def front_records(study: optuna.Study) -> list[dict[str, Any]]:
+    """:func:`trial_record` of every Pareto-front member, sorted by the first objective (accuracy), best first."""
+    first = objectives.primary()
+    return sorted((trial_record(t) for t in pareto_front(study)), key=lambda r: -first.sign * r[first.name])
+
+
+def describe_arch(attrs: dict[str, Any]) -> str:
+    """Short description of a trial's genes from its ``arch`` user attribute."""
+    arch = attrs.get("arch")
+    try:
+        from search_spaces.genes import Architecture  # loaded only when genes are described (no torch)
+
+        return Architecture.from_dict(arch).describe() if arch else "?"
+    except ValueError:
+        return "?"
+
+
+def hypervolume(trials: list[FrozenTrial], bounds: objectives.HVBounds | None = None) -> float:
+    """Normalised hypervolume of the complete ``trials``: the fraction of the unit cube they dominate once
+    each objective is mapped to [0, 1] by ``bounds`` (the study's stored bounds,
+    :func:`nas.objectives.study_bounds`; default: the objectives' own), reference point the cube's worst
+    corner (:func:`nas.objectives.normalised_hypervolume`). Non-finite trials are left out.
+    """
+    bounds = bounds or objectives.hv_bounds()
+    rows = [t.values for t in trials if t.state == TrialState.COMPLETE and t.values]
+    return objectives.normalised_hypervolume(rows, bounds)
+
+
+def target_shape(study: optuna.Study) -> dict[str, Any]:
+    """The deployment shape the study's params, FLOPs, throughput and memory belong to: ``img_size``,
+    ``batch``, ``dtype`` (``auto``: bfloat16 on CUDA, float32 on the CPU); a study made before vitnas
+    stored one measured at its data set's image size, batch 64."""
+    meta = read_meta(study)
+    return dict(meta.target or {"img_size": meta.img_size, "batch": 64, "dtype": "auto"})
+
+
+def describe_shape(shape: dict[str, Any]) -> str:
+    """``112 px, batch 8, float32``: a shape in words (dtype ``auto``: float32 on the CPU, bfloat16 on CUDA)."""
+    dtype = shape.get("dtype", "auto")
+    dtype = "float32 on the CPU, bfloat16 on CUDA" if dtype == "auto" else dtype
+    return f"{shape.get('img_size')} px, batch {shape.get('batch')}, {dtype}"
+
+
+def study_status(study: optuna.Study) -> dict[str, Any]:
+    """Counts of trials by state (complete, running, failed, queued, pruned), the front size, the current
+    normalised hypervolume (:func:`hypervolume`, with the study's bounds), the failure reasons by count,
+    the proxy and deployment shapes, the budgets and how many complete trials break them.
+
+    Reads the objectives of every trial but the user attributes of the failed ones only
+    (:func:`read_trials`), so a large study's curves and genes are never decoded here.
+    """
+    trials = read_trials(study, user_attrs=False)
+    count = lambda state: sum(1 for t in trials if t.state == state)  # noqa: E731
+    reasons: dict[str, int] = {}
+    if count(TrialState.FAIL):
+        for t in read_trials(study, (TrialState.FAIL,)):
+            r = t.user_attrs.get("fail_reason", "unknown")
+            reasons[r] = reasons.get(r, 0) + 1
+    front = _front_of(trials, study.directions) if count(TrialState.COMPLETE) else []
+    meta = read_meta(study)
+    bounds = objectives.study_bounds(meta)
+    infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and is_infeasible(t))
+    return {
+        "study": study.study_name,
+        "complete": count(TrialState.COMPLETE), "running": count(TrialState.RUNNING),
+        "failed": count(TrialState.FAIL), "queued": count(TrialState.WAITING), "pruned": count(TrialState.PRUNED),
+        "front_size": len(front), "hypervolume": hypervolume(front, bounds),
+        "hv_bounds": bounds.to_dict(), "fail_reasons": reasons, "dataset": meta.dataset,
+        "proxy_img_size": meta.img_size, "target": target_shape(study), "budgets": meta.budgets or {},
+        "infeasible": infeasible,
+    }
+
+
+def trained_epochs(state: TrialState, attrs: dict[str, Any]) -> int:
+    """Proxy epochs a trial that ended trained: its curve's length when COMPLETE (0 for a reused result),
+    ``pruned_at_epoch`` when PRUNED, 0 otherwise."""
+    if state == TrialState.PRUNED:
+        return int(attrs.get("pruned_at_epoch") or 0)
+    if state == TrialState.COMPLETE and "reused_from" not in attrs:
+        return len(attrs.get("curve") or [])
+    return 0
