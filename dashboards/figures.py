@@ -211,18 +211,14 @@ def pairs() -> list[tuple[str, str]]:
 
 
 def _front_2d(x: np.ndarray, y: np.ndarray, x_max: bool, y_max: bool) -> np.ndarray:
-    """Indices of the 2-D non-dominated points, sorted by x (a staircase)."""
+    """Indices of the 2-D non-dominated points (:func:`nas.objectives.pareto_mask`), one per distinct
+    position (the lowest index), sorted by x (a staircase)."""
     if len(x) == 0:
         return np.array([], dtype=int)
-    xs = -x if x_max else x
-    ys = -y if y_max else y
-    order = np.lexsort((ys, xs))
-    keep, best = [], math.inf
-    for i in order:
-        if ys[i] < best:
-            keep.append(i)
-            best = ys[i]
-    return np.array(sorted(keep, key=lambda i: x[i]), dtype=int)
+    losses = np.column_stack([-x if x_max else x, -y if y_max else y]).astype(float)
+    idx = np.flatnonzero(objectives.pareto_mask(losses))
+    _, first = np.unique(losses[idx], axis=0, return_index=True)
+    return np.array(sorted(idx[first], key=lambda i: x[i]), dtype=int)
 
 
 def pareto_2d_figures(study: optuna.Study | StudyData, gl_threshold: int = GL_THRESHOLD) -> go.Figure:

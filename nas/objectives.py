@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Objective", "OBJECTIVES_SPEC", "spec", "get", "primary", "names", "directions", "direction_names",
     "labels", "format_value", "record", "loss_vector", "HVBounds", "THROUGHPUT_RANGE", "hv_bounds",
-    "study_bounds", "normalised_hypervolume", "hypervolume", "pareto_mask", "front_trials", "knee_distances",
+    "study_bounds", "normalised_hypervolume", "hypervolume", "pareto_mask", "nondominated_sort", "crowding_distance",
+    "front_trials", "knee_distances",
 ]
 
 _STYLES = ("text", "web", "card")
@@ -458,6 +459,43 @@ def pareto_mask(losses: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
         on_front[first] = True
         left = left[np.any(uniq[left] < uniq[first], axis=1)]
     return on_front[inverse.reshape(-1)]
+
+
+def nondominated_sort(losses: Sequence[Sequence[float]] | np.ndarray) -> list[np.ndarray]:
+    """The fronts of non-dominated sorting (Deb et al., NSGA-II, IEEE TEC 6(2), 2002) of the rows of ``losses``
+    (minimisation form): front 1 holds the rows no row dominates, front 2 those dominated only by front 1, and
+    so on. Each front is an array of row indices, ascending. Equal rows share a front."""
+    x = np.asarray(losses, dtype=float)
+    if x.size == 0:
+        return []
+    a, b = x[:, None, :], x[None, :, :]
+    dominates = np.all(a <= b, axis=2) & np.any(a < b, axis=2)  # [i, j]: row i dominates row j
+    left = np.ones(len(x), dtype=bool)
+    fronts = []
+    while left.any():
+        free = left & ~np.any(dominates[left], axis=0)
+        fronts.append(np.flatnonzero(free))
+        left &= ~free
+    return fronts
+
+
+def crowding_distance(values: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """NSGA-II's crowding distance of each row of ``values`` (one front; any orientation): per objective, the
+    rows at the two ends get infinity and the others the gap between their neighbours over the objective's
+    span, summed over objectives. Two rows or fewer: all infinity."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    out = np.zeros(n)
+    if n <= 2:
+        return np.full(n, math.inf)
+    for k in range(x.shape[1]):
+        order = np.argsort(x[:, k], kind="stable")
+        vals = x[order, k]
+        span = vals[-1] - vals[0]
+        out[order[0]] = out[order[-1]] = math.inf
+        if span > 0:
+            out[order[1:-1]] += (vals[2:] - vals[:-2]) / span
+    return out
 
 
 def front_trials(trials: Sequence[FrozenTrial],

@@ -35,7 +35,11 @@ if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
     from .attention.common import AttentionModule, TokenLayout
-    from .genes import Architecture
+
+#: A design as the registry reads it: a :class:`search_spaces.genes.Architecture`. The gene record sits above
+#: the registry (it is validated by the mechanisms' specs), so the registry names it by this alias, not by an
+#: import: the imports of search_spaces run one way (docs/design.md, "Layers").
+Design = Any
 
 __all__ = [
     "GeneError", "GeneSpec", "MechanismSpec", "COMPACT", "mechanisms", "get_mechanism", "names", "genes",
@@ -110,7 +114,7 @@ class GeneSpec:
     item: str = "value"
     param: str | None = None
     invalid: str = "{gene}: {owner} needs {article} {item} in {domain}, got {value!r}"
-    label: Callable[[Architecture], str | None] | None = None
+    label: Callable[[Design], str | None] | None = None
 
     @property
     def param_name(self) -> str:
@@ -144,7 +148,7 @@ class GeneSpec:
             raise GeneError(f"{self.name}: expected a list of {self.item}s, got {value!r}") from None
 
     # ------------------------------------------------------------------ validation
-    def check(self, arch: Architecture, owner: str) -> None:
+    def check(self, arch: Design, owner: str) -> None:
         """Check the gene of ``arch`` where it applies (``owner`` is the attention).
 
         Raises:
@@ -166,7 +170,7 @@ class GeneSpec:
             gene=self.name, owner=owner, item=self.item, article="an" if self.item[:1] in "aeiou" else "a",
             domain=format_domain(self.choices), allowed=", ".join(_text(c) for c in self.choices), value=value))
 
-    def check_choices(self, arch: Architecture) -> None:
+    def check_choices(self, arch: Design) -> None:
         """Whatever the attention, a scalar gene whose neutral value is one of its choices (``compact``,
         ``mask_layers``) holds one of its choices.
 
@@ -177,7 +181,7 @@ class GeneSpec:
         if not (self.per_head or self.required or self.allows(value)):
             self._refuse(value, ", ".join(sorted(owners(self.name))))
 
-    def check_absent(self, arch: Architecture) -> None:
+    def check_absent(self, arch: Design) -> None:
         """Check that the gene keeps its neutral value where it does not apply.
 
         Raises:
@@ -216,7 +220,7 @@ class GeneSpec:
         """Number of distinct values the gene takes from ``domain`` at ``num_heads`` heads."""
         return len(domain) ** num_heads if self.per_head else len(domain)
 
-    def describe(self, arch: Architecture) -> str | None:
+    def describe(self, arch: Design) -> str | None:
         """The gene's part of ``Architecture.describe()`` (``None``: nothing to show)."""
         if self.label is not None:
             return self.label(arch)
@@ -233,7 +237,7 @@ COMPACT = GeneSpec(
 )
 
 
-def _no_canonical(arch: Architecture, img_size: Any, genes: dict[str, Any]) -> None:
+def _no_canonical(arch: Design, img_size: Any, genes: dict[str, Any]) -> None:
     """Default canonicalisation hook: nothing beyond ``uses_heads``."""
 
 
@@ -278,7 +282,7 @@ class MechanismSpec:
     name: str
     order: int
     module: type | str
-    build: Callable[[Architecture, int, TokenLayout], AttentionModule] | str
+    build: Callable[[Design, int, TokenLayout], AttentionModule] | str
     summary: str
     has_qkv: bool = True
     class_token: bool = True
@@ -286,7 +290,7 @@ class MechanismSpec:
     explicit_map: bool = False
     uses_heads: bool = True
     genes: tuple[GeneSpec, ...] = ()
-    canonical: Callable[[Architecture, Any, dict[str, Any]], None] = _no_canonical
+    canonical: Callable[[Design, Any, dict[str, Any]], None] = _no_canonical
     grid_choices: Callable[[str, tuple[Any, ...], tuple[int, int]], tuple[Any, ...]] = _all_choices
     scaling: str = ""
 
@@ -303,7 +307,7 @@ class MechanismSpec:
         """
         return _resolve(self.module, self.name, "module")
 
-    def build_layer(self, arch: Architecture, layer_index: int, layout: TokenLayout) -> AttentionModule:
+    def build_layer(self, arch: Design, layer_index: int, layout: TokenLayout) -> AttentionModule:
         """The layer for layer ``layer_index`` (0-based) of ``arch`` on a model with ``layout`` (:attr:`build`,
         imported on first use when given as a string).
 
@@ -312,7 +316,7 @@ class MechanismSpec:
         """
         return _resolve(self.build, self.name, "build")(arch, layer_index, layout)
 
-    def macs(self, arch: Architecture, layout: TokenLayout, layer_index: int = 0) -> int:
+    def macs(self, arch: Design, layout: TokenLayout, layer_index: int = 0) -> int:
         """Analytic multiply-adds per image of layer ``layer_index``: the built module's ``macs(layout)``."""
         return self.build_layer(arch, layer_index, layout).macs(layout)
 

@@ -301,3 +301,31 @@ def test_a_fourth_objective_reaches_the_tables_figures_and_card(four):
     assert "| latency (ms, cpu) | 2.00 |" in card
     assert "| throughput (img/s, cpu) | 15000.0 |" in card and "| params | 30,000 |" in card
     assert "| accuracy (validation top-1) | 0.9400 |" in card
+
+
+# ---------------------------------------------------------------------------- sorting, once, in nas.objectives
+def test_nondominated_sort_partitions_rows_into_fronts_in_dominance_order():
+    rng = np.random.default_rng(0)
+    losses = np.round(rng.random((60, 3)), 1)  # rounded: ties and equal rows occur
+    fronts = objectives.nondominated_sort(losses)
+    assert sorted(np.concatenate(fronts).tolist()) == list(range(60))
+
+    def dominates(a, b):
+        return bool(np.all(a <= b) and np.any(a < b))
+
+    assert np.array_equal(np.sort(fronts[0]), np.flatnonzero(objectives.pareto_mask(losses)))
+    for k, front in enumerate(fronts):
+        later = np.concatenate(fronts[k:])
+        assert not any(dominates(losses[j], losses[i]) for i in front for j in later)
+        if k:
+            assert all(any(dominates(losses[j], losses[i]) for j in fronts[k - 1]) for i in front)
+    assert objectives.nondominated_sort(np.zeros((0, 3))) == []
+
+
+def test_crowding_distance_gives_the_ends_infinity_and_neighbours_gaps():
+    x = np.array([[0.0, 1.0], [0.25, 0.5], [1.0, 0.0], [0.5, 0.25]])
+    d = objectives.crowding_distance(x)
+    assert np.isinf(d[0]) and np.isinf(d[2])
+    assert d[1] == pytest.approx((0.5 - 0.0) / 1 + (1.0 - 0.25) / 1)
+    assert d[3] == pytest.approx((1.0 - 0.25) / 1 + (0.5 - 0.0) / 1)
+    assert np.isinf(objectives.crowding_distance(x[:2])).all()

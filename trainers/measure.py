@@ -37,7 +37,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from .torch_adapter import TorchDispatchMode
 
 __all__ = [
     "count_params", "count_flops", "count_module_flops", "measure_throughput", "peak_memory", "PeakMemoryTracker",
@@ -378,8 +379,8 @@ class DeviceLock:
 class PeakMemoryTracker(TorchDispatchMode):
     """Tracks the peak bytes of tensors alive at once that were created inside the ``with`` block.
 
-    Built on ``TorchDispatchMode``, which torch documents and exports only from
-    ``torch.utils._python_dispatch`` (there is no public alias); it is the one private torch import here.
+    Built on ``TorchDispatchMode``, which torch exports only from a private module (see
+    :mod:`trainers.torch_adapter`, the one place vitnas imports it).
 
     Works on any device (it follows tensor storages, not the allocator), so it measures activation
     memory on CPU too. ``peak`` and ``current`` are in bytes; memory that existed before entry (inputs,

@@ -268,7 +268,7 @@ def evaluate_architecture(arch: Architecture, data: ImageData, config: ProxyConf
     embeddings resampled as timm does); mechanisms tied to a token count (Linformer, Mixer) keep their
     fresh token-axis weights, built for the target's token count.
 
-    ``prepare(model)``, if given, runs on the built model before training (e.g. fault injection in tests).
+    ``prepare(model)``, if given, runs on the built model (on its device) before anything is measured or trained.
 
     Raises:
         GeneError: invalid genes or genes that do not fit the image size (proxy or target).

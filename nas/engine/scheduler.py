@@ -253,21 +253,12 @@ class ParetoASHA(FIFOScheduler):
         ids = sorted(entries)
         if not ids:
             return []
-        x = np.array([self._normalised(entries[t]) for t in ids], dtype=float)
-        a, b = x[:, None, :], x[None, :, :]
-        dom = np.all(a >= b, axis=2) & np.any(a > b, axis=2)  # dom[i, j]: i dominates j
-        left = np.ones(len(ids), dtype=bool)
-        fronts: list[list[str]] = []
-        while left.any():
-            free = left & ~np.any(dom[left], axis=0)
-            idx = np.flatnonzero(free)
-            fronts.append(self._order_front([ids[i] for i in idx], x[idx]))
-            left &= ~free
-        return fronts
+        x = np.array([self._normalised(entries[t]) for t in ids], dtype=float)  # 1 = best
+        return [self._order_front([ids[i] for i in idx], x[idx]) for idx in objectives.nondominated_sort(-x)]
 
     def _order_front(self, ids: list[str], x: np.ndarray) -> list[str]:
         contrib = _hv_contributions(x)
-        crowd = _crowding(x)
+        crowd = objectives.crowding_distance(x)
         total = x.sum(axis=1)
         order = sorted(range(len(ids)), key=lambda i: (-contrib[i], -crowd[i], -total[i], ids[i]))
         return [ids[i] for i in order]
@@ -510,19 +501,3 @@ def _hv_contributions(x: np.ndarray) -> np.ndarray:
     ref = [1.0] * x.shape[1]
     whole = objectives.hypervolume(pts, ref)
     return np.array([whole - objectives.hypervolume(np.delete(pts, i, axis=0), ref) for i in range(len(x))])
-
-
-def _crowding(x: np.ndarray) -> np.ndarray:
-    """NSGA-II crowding distance of each row of ``x``: the ends of each objective get infinity."""
-    n = len(x)
-    out = np.zeros(n)
-    if n <= 2:
-        return np.full(n, math.inf)
-    for k in range(x.shape[1]):
-        order = np.argsort(x[:, k], kind="stable")
-        vals = x[order, k]
-        span = vals[-1] - vals[0]
-        out[order[0]] = out[order[-1]] = math.inf
-        if span > 0:
-            out[order[1:-1]] += (vals[2:] - vals[:-2]) / span
-    return out

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..registry import GeneError, GeneSpec, MechanismSpec, format_domain
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..genes import Architecture
+from ..registry import Design, GeneError, GeneSpec, MechanismSpec, format_domain
 
 __all__ = ["MASK_RATIO_CHOICES", "MASK_LAYERS", "MAIT_MIN_WINDOW", "MAIT_RATIO_TOLERANCE", "mait_hidden_fraction",
            "mait_refusal", "mait_window_for_ratio", "layer_mask_ratios", "MECHANISM"]
@@ -103,7 +100,7 @@ def mait_window_for_ratio(ratio: float, grid: tuple[int, int], num_prefix_tokens
     return _closest_window(ratio, tuple(grid), num_prefix_tokens)[0]
 
 
-def layer_mask_ratios(arch: Architecture, layer_index: int) -> tuple[float, ...]:
+def layer_mask_ratios(arch: Design, layer_index: int) -> tuple[float, ...]:
     """MaiT mask ratios of the heads of layer ``layer_index`` (0-based).
 
     ``mask_layers == "all"``: every layer uses ``arch.mask_ratios``. ``"paper"``: MaiT (arXiv
@@ -134,7 +131,7 @@ def _grid_choices(gene: str, domain: tuple[Any, ...], grid: tuple[int, int]) -> 
     return tuple(r for r in domain if mait_refusal(r, grid) is None)
 
 
-def _canonical(arch: Architecture, img_size: Any, genes: dict[str, Any]) -> None:
+def _canonical(arch: Design, img_size: Any, genes: dict[str, Any]) -> None:
     """Mask ratios that map to the same window on the token grid are the same mask (e.g. 0.75 and 0.9 on
     a 7x7 grid both give 3x3); with every head global,
     ``mask_layers`` changes nothing. A ratio out of reach on the grid stays as ``"refused <ratio>"``
@@ -148,7 +145,7 @@ def _canonical(arch: Architecture, img_size: Any, genes: dict[str, Any]) -> None
         genes["mask_layers"] = None
 
 
-def _masks_label(arch: Architecture) -> str:
+def _masks_label(arch: Design) -> str:
     return "masks=" + ",".join(f"{r:g}" for r in arch.mask_ratios) + f"/{arch.mask_layers}"
 
 

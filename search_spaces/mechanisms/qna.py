@@ -6,12 +6,9 @@ The layer: :class:`search_spaces.attention.qna.QnAAttention`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..registry import GeneSpec, MechanismSpec, or_list
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..genes import Architecture
+from ..registry import Design, GeneSpec, MechanismSpec, or_list
 
 __all__ = ["QNA_WINDOWS", "qna_window_for_grid", "MECHANISM"]
 
@@ -35,7 +32,7 @@ def qna_window_for_grid(window: int, grid: tuple[int, int]) -> int:
     return max(1, min(window, largest))
 
 
-def _canonical(arch: Architecture, img_size: Any, genes: dict[str, Any]) -> None:
+def _canonical(arch: Design, img_size: Any, genes: dict[str, Any]) -> None:
     """Windows clamped to the same side on the token grid are one model (5 and 7 on a 4x4 grid build 3)."""
     genes["qna_window"] = qna_window_for_grid(arch.qna_window, arch.check_image(img_size))
 
