@@ -52,9 +52,11 @@ if __package__ in (None, ""):
 import optuna
 
 from benchmarks import _common as C
+from nas.study.optuna_adapter import NSGA2_GENERATION_KEY as GEN_KEY
+from nas.study.optuna_adapter import study_engine
 
 POPULATION = 50
-GEN_KEY = "NSGAIISampler:generation"
+
 VITNAS = [sys.executable, "-m", "nas"]
 
 
@@ -244,7 +246,7 @@ def render_seconds(url: str, n: int, repeats: int, tmp: Path) -> float:
         study = load_study(url, study_name(n))
         dashboards.build_report(study, tmp / f"inproc{n}.html", force=True)
         best = min(best, time.perf_counter() - t0)
-        study._storage._backend.engine.dispose()  # no connection left open (PostgreSQL drops databases)
+        study_engine(study).dispose()  # no connection left open (PostgreSQL drops databases)
     return best
 
 

@@ -202,7 +202,9 @@ def _warm_start_note(st: Any, sampler: str) -> None:
     if presets:
         by = sampler
         if sampler == "auto":  # name the sampler behind each design: NSGA-II marks the trials it handles
-            nsga2 = sum(1 for t in ended if not t.user_attrs.get("preset") and "NSGAIISampler:generation" in t.system_attrs)
+            from .study.optuna_adapter import sampled_by_nsga2
+
+            nsga2 = sum(1 for t in ended if not t.user_attrs.get("preset") and sampled_by_nsga2(t))
             by = f"auto (GPSampler: {len(ended) - presets - nsga2}, NSGA-II: {nsga2})"
         console.print(f"warm start: {presets} paper preset(s), then {len(ended) - presets} design(s) sampled "
                       f"by {by}", highlight=False, markup=False)

@@ -15,6 +15,7 @@ and its test (tests/test_adapters.py, run on the newest release CI resolves), no
 - :func:`engine_of` finds the SQLAlchemy engine of an RDB storage (``RDBStorage.engine`` is a public
   attribute; the cache wrapper's ``_backend`` is not), for vitnas' own lease table in the study's database.
 - :func:`set_metric_names` calls the experimental ``Study.set_metric_names`` with its warning silenced.
+- :func:`sampled_by_nsga2` reads the system attribute NSGA-II marks its trials with (not a documented key).
 - :func:`import_importance` imports ``optuna.importance`` without loading scikit-learn, which Optuna imports
   there only for evaluators vitnas does not use (PED-ANOVA needs none), so the dashboard starts fast.
 """
@@ -29,7 +30,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["BulkRDBStorage", "read_trials", "engine_of", "set_metric_names", "import_importance"]
+__all__ = ["BulkRDBStorage", "read_trials", "engine_of", "study_engine", "set_metric_names", "import_importance",
+           "NSGA2_GENERATION_KEY", "sampled_by_nsga2"]
 
 class BulkRDBStorage(optuna.storages.RDBStorage):
     """Optuna's RDB storage (SQLite, PostgreSQL, ...) whose trial reads are bulk ``SELECT``\\ s.
@@ -197,6 +199,16 @@ def engine_of(storage: Any) -> Any:
 def study_engine(study: optuna.Study) -> Any:
     """The SQLAlchemy engine of ``study``'s storage, or None."""
     return engine_of(_storage_of(study))
+
+
+#: The system attribute NSGA-II (Optuna's ``NSGAIISampler``) writes on every trial it samples, with the
+#: trial's generation. Not a documented API: a release that renames it makes :func:`sampled_by_nsga2` false.
+NSGA2_GENERATION_KEY = "NSGAIISampler:generation"
+
+
+def sampled_by_nsga2(trial: FrozenTrial) -> bool:
+    """Whether Optuna's NSGA-II sampled ``trial`` (it marks the trials it handles with their generation)."""
+    return NSGA2_GENERATION_KEY in trial.system_attrs
 
 
 def set_metric_names(study: optuna.Study, names: list[str]) -> None:
