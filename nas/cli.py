@@ -6,6 +6,8 @@ line on stderr and exit status 2; nothing already stored is changed by a refused
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import sys
 from typing import Annotated, Any
@@ -234,54 +236,7 @@ def _shape_notes(st: Any, trials: list | None = None) -> None:
         console.print(f"  ... and {len(bad) - 10} more", highlight=False, markup=False)
 
 
-@app.command()
-def search(
-    study: str = typer.Option("digits", help="Study name (continues the study if it exists)."),
-    trials: int | None = typer.Option(None, help="Target number of complete trials in the study (default 12, and "
-                                                    "as many sampled designs as paper presets run)."),
-    epochs: int = typer.Option(6, help="Proxy-training epochs per trial."),
-    dataset: str = typer.Option("digits", help="digits, mnist, fashion_mnist, cifar10, cifar100 or imagefolder:PATH."),
-    data_dir: str | None = typer.Option(None, help="Folder of the torchvision data sets."),
-    download: bool = typer.Option(False, help="Let torchvision download a missing data set."),
-    train_subset: int | None = typer.Option(None, help="Training images used by the proxy (default: all)."),
-    val_subset: int | None = typer.Option(None, help="Validation images used by the proxy (default: all)."),
-    img_size: int | None = typer.Option(None, help="Resize the proxy's images to this side in px (default: the "
-                                                   "data set's own; e.g. 16 for Fashion-MNIST on a CPU)."),
-    storage: StorageURL = DEFAULT_STORAGE,
-    sampler: str = typer.Option("auto", help="auto (GPSampler, then NSGA-II past 200 complete trials), nsga2, tpe, "
-                                "random or gp (Optuna's GPSampler)."),
-    population_size: int | None = typer.Option(None, help="NSGA-II population (default: sized to --trials)."),
-    seed: int = typer.Option(0, help="Seed of the sampler and of every trial."),
-    config: str | None = typer.Option(None, help="YAML or TOML file narrowing the gene domains."),
-    presets: bool = typer.Option(True, help="Enqueue the paper presets as the first trials (with the default "
-                                            "--trials, a warm start: as many sampled designs follow)."),
-    cpus_per_trial: float = typer.Option(1.0, help="CPUs per trial (Ray resources)."),
-    gpus_per_trial: float = typer.Option(0.0, help="GPUs per trial; fractions share a GPU."),
-    max_concurrent: int = typer.Option(0, help="Trials at once (0: one per GPU share, or 1 on CPU)."),
-    address: str | None = typer.Option(None, help="Join a Ray cluster ('auto' or host:port)."),
-    run_dir: str = typer.Option("runs", help="Folder for weights and Ray results."),
-    timeout: float | None = typer.Option(None, help="Wall-clock budget in seconds."),
-    epoch_budget: int | None = typer.Option(None, help="Compute budget of the study in proxy epochs (complete "
-                                                       "and early-stopped trials; reused results cost none)."),
-    target_img_size: int | None = typer.Option(
-        None, help="Deployment image size (px) at which params, FLOPs, throughput and memory are measured "
-                   "(default: the data set's; accuracy is always the proxy's)."),
-    target_batch: int = typer.Option(64, help="Deployment batch (images) for throughput and memory."),
-    target_dtype: str | None = typer.Option(None, help="Deployment dtype: float32 or bfloat16 "
-                                                       "(default: bfloat16 on CUDA, float32 on the CPU)."),
-    max_params: str | None = typer.Option(None, help="Budget: at most this many parameters (e.g. 1M)."),
-    min_throughput: str | None = typer.Option(None, help="Budget: at least this many img/s (e.g. 2k)."),
-    max_memory: str | None = typer.Option(None, help="Budget: at most this peak inference memory in bytes "
-                                                     "(e.g. 512MiB)."),
-    throughput_cache: bool = typer.Option(True, help="Keep throughput figures in RUN_DIR/throughput_cache.sqlite "
-                                                     "(no model timed twice; the reference calibrated once)."),
-    early_stopping: bool = typer.Option(True, help="Stop hopeless trials at rungs (Pareto-aware successive "
-                                                   "halving); they end PRUNED and do not count as --trials."),
-    grace_period: int = typer.Option(1, help="First rung of early stopping (epochs)."),
-    eta: int = typer.Option(3, help="Early stopping keeps the first front and the top 1/eta at each rung."),
-    scheduler: str = typer.Option("pareto", help="Early-stopping rule: pareto (the objectives) or asha (Ray "
-                                                  "Tune's ASHA on accuracy alone, a baseline)."),
-) -> None:
+def _search(**options: Any) -> None:
     """Run (or continue) a multi-objective search and print the Pareto front."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -289,17 +244,9 @@ def search(
     from .engine.search import SearchConfig, TrialEvent, run_search
     from .study import display_url, front_records, load_study
 
-    cfg = SearchConfig(study=study, trials=trials, epochs=epochs, dataset=dataset, data_dir=data_dir,
-                       download=download, train_subset=train_subset, val_subset=val_subset, img_size=img_size,
-                       storage=storage, sampler=sampler, population_size=population_size, seed=seed, config=config,
-                       presets=presets, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                       max_concurrent=max_concurrent, address=address, run_dir=run_dir, timeout=timeout,
-                       epoch_budget=epoch_budget,
-                       target_img_size=target_img_size, target_batch=target_batch, target_dtype=target_dtype,
-                       max_params=_guard(_amount, "max_params", max_params),
-                       min_throughput=_guard(_amount, "min_throughput", min_throughput),
-                       max_memory=_guard(_amount, "max_memory", max_memory), throughput_cache=throughput_cache,
-                       early_stopping=early_stopping, grace_period=grace_period, eta=eta, scheduler=scheduler)
+    amounts = {f.name for f in dataclasses.fields(SearchConfig) if f.metadata.get("amount")}
+    cfg = SearchConfig(**{k: _guard(_amount, k, v) if k in amounts else v for k, v in options.items()})
+    study, storage, dataset, epochs = cfg.study, cfg.storage, cfg.dataset, cfg.epochs
     _guard(cfg.validate)
     console.print(f"[bold]vitnas search[/] study [cyan]{escape(study)}[/] on [cyan]{escape(dataset)}[/] -> "
                   f"{escape(display_url(storage))}",
@@ -369,6 +316,26 @@ def search(
     _shape_notes(result)
     _warm_start_note(result, cfg.sampler)
     _pruning_note(result, epochs)
+
+
+def _search_signature() -> inspect.Signature:
+    """The options of ``vitnas search``, generated from :class:`nas.engine.settings.SearchConfig`'s fields (their
+    defaults and help text are declared once, there): every field declared with ``cli=True``, an amount
+    (``amount=True``, e.g. ``--max-params 1M``) taken as text."""
+    from .engine.settings import SearchConfig
+
+    params = []
+    for f in dataclasses.fields(SearchConfig):
+        if not f.metadata.get("cli"):
+            continue
+        kind = (str | None) if f.metadata.get("amount") else eval(f.type, {})  # noqa: S307 - "int | None" etc.
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                        annotation=Annotated[kind, typer.Option(help=f.metadata["help"])]))
+    return inspect.Signature(params, return_annotation=None)
+
+
+_search.__signature__ = _search_signature()  # type: ignore[attr-defined]
+app.command(name="search")(_search)
 
 
 @app.command()

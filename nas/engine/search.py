@@ -73,7 +73,7 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
     from trainers import load_dataset
 
     config.validate()
-    space = SearchSpace.from_file(config.config) if config.config else config.space
+    space = SearchSpace.from_file(config.config) if config.config else (config.space or SearchSpace())
     # Check the data before touching the study: a missing data set must not leave a half-made study.
     data = load_dataset(config.dataset, config.data_dir, train_subset=config.train_subset,
                         val_subset=config.val_subset, img_size=config.img_size, download=config.download)

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from search_spaces import SearchSpace
+if TYPE_CHECKING:  # the settings load no search space (and so no torch) until a search runs
+    from search_spaces import SearchSpace
 
 from ..study import DEFAULT_STORAGE, StudyMeta
 
-__all__ = ["SAMPLERS", "DTYPES", "BUDGETS", "budget_violations", "SearchConfig", "SearchError", "TrialEvent",
+__all__ = ["option", "SAMPLERS", "DTYPES", "BUDGETS", "budget_violations", "SearchConfig", "SearchError", "TrialEvent",
            "make_sampler", "population_size", "GPThenNSGAII", "GP_HANDOVER"]
 
 SAMPLERS: tuple[str, ...] = ("auto", "nsga2", "tpe", "random", "gp")
@@ -35,6 +36,14 @@ BUDGETS: dict[str, tuple[str, str]] = {"max_params": ("params", "max"), "min_thr
 
 class SearchError(ValueError):
     """A search setting outside its allowed values (the message names the setting)."""
+
+
+def option(default: Any, help: str, *, cli: bool = True, worker: bool = False, amount: bool = False) -> Any:
+    """One setting of :class:`SearchConfig`, declared once: its default and help text, whether ``vitnas search``
+    offers it as an option (``cli``; the CLI's options are generated from these fields), whether a Ray worker's
+    trial body reads it (``worker``: :meth:`SearchConfig.worker_settings`), and whether the CLI takes it as an
+    amount with a suffix (``amount``: ``1.5M``, ``2GiB``)."""
+    return field(default=default, metadata={"help": help, "cli": cli, "worker": worker, "amount": amount})
 
 
 @dataclass
@@ -60,7 +69,8 @@ class SearchConfig:
             trials, NSGA-II after; see :class:`GPThenNSGAII`), ``nsga2``, ``tpe``, ``random`` or ``gp``;
             population_size: NSGA-II population (None: sized to the budget, between 4 and 50).
         seed: seeds the sampler and every trial's training.
-        space: the search space (default :class:`SearchSpace`); config: a YAML/TOML file narrowing it.
+        space: the search space (None: the default :class:`~search_spaces.SearchSpace`); config: a YAML/TOML
+            file narrowing it.
         presets: enqueue the paper presets that lie in the space as the first trials (see ``trials``).
         cpus_per_trial, gpus_per_trial: Ray resources per trial (fractions allowed for GPUs).
         max_concurrent: trials at once (0: one per GPU share when GPUs are used, else 1 so CPU
@@ -91,43 +101,56 @@ class SearchConfig:
             calibrated once per device and shape; a model already timed is not timed again).
     """
 
-    study: str = "digits"
-    trials: int | None = None
-    epochs: int = 6
-    dataset: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    train_subset: int | None = None
-    val_subset: int | None = None
-    img_size: int | None = None
-    storage: str = DEFAULT_STORAGE
-    sampler: str = "auto"
-    population_size: int | None = None
-    seed: int = 0
-    space: SearchSpace = field(default_factory=SearchSpace)
-    config: str | None = None
-    presets: bool = True
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int = 0
-    address: str | None = None
-    run_dir: str = "runs"
-    timeout: float | None = None
-    epoch_budget: int | None = None
-    batch_size: int = 32
-    lr: float = 3e-3
-    max_failures_per_arch: int = 2
-    target_img_size: int | None = None
-    target_batch: int = 64
-    target_dtype: str | None = None
-    max_params: float | None = None
-    min_throughput: float | None = None
-    max_memory: float | None = None
-    throughput_cache: bool = True
-    early_stopping: bool = True
-    grace_period: int = 1
-    eta: int = 3
-    scheduler: str = "pareto"
+    study: str = option("digits", "Study name (continues the study if it exists).", worker=True)
+    trials: int | None = option(None, "Target number of complete trials in the study (default 12, and as many sampled "
+                                      "designs as paper presets run).")
+    epochs: int = option(6, "Proxy-training epochs per trial.", worker=True)
+    dataset: str = option("digits", "digits, mnist, fashion_mnist, cifar10, cifar100 or imagefolder:PATH.")
+    data_dir: str | None = option(None, "Folder of the torchvision data sets.")
+    download: bool = option(False, "Let torchvision download a missing data set.")
+    train_subset: int | None = option(None, "Training images used by the proxy (default: all).")
+    val_subset: int | None = option(None, "Validation images used by the proxy (default: all).")
+    img_size: int | None = option(None, "Resize the proxy's images to this side in px (default: the data set's own; "
+                                        "e.g. 16 for Fashion-MNIST on a CPU).")
+    storage: str = option(DEFAULT_STORAGE, "SQLAlchemy URL of the Optuna storage.")
+    sampler: str = option("auto", "auto (GPSampler, then NSGA-II past 200 complete trials), nsga2, tpe, random or gp "
+                                  "(Optuna's GPSampler).")
+    population_size: int | None = option(None, "NSGA-II population (default: sized to --trials).")
+    seed: int = option(0, "Seed of the sampler and of every trial.", worker=True)
+    space: SearchSpace | None = option(None, "The search space (a notebook's SearchSpace; None: the default space; "
+                                             "the CLI takes --config).", cli=False)
+    config: str | None = option(None, "YAML or TOML file narrowing the gene domains.")
+    presets: bool = option(True, "Enqueue the paper presets as the first trials (with the default --trials, a warm "
+                                 "start: as many sampled designs follow).")
+    cpus_per_trial: float = option(1.0, "CPUs per trial (Ray resources).", worker=True)
+    gpus_per_trial: float = option(0.0, "GPUs per trial; fractions share a GPU.")
+    max_concurrent: int = option(0, "Trials at once (0: one per GPU share, or 1 on CPU).")
+    address: str | None = option(None, "Join a Ray cluster ('auto' or host:port).")
+    run_dir: str = option("runs", "Folder for weights and Ray results.")
+    timeout: float | None = option(None, "Wall-clock budget in seconds.")
+    epoch_budget: int | None = option(None, "Compute budget of the study in proxy epochs (complete and early-stopped "
+                                            "trials; reused results cost none).")
+    batch_size: int = option(32, "Proxy-training batch (images).", cli=False, worker=True)
+    lr: float = option(3e-3, "Proxy-training peak learning rate.", cli=False, worker=True)
+    max_failures_per_arch: int = option(2, "Failures after which the same genes are refused.", cli=False)
+    target_img_size: int | None = option(None, "Deployment image size (px) at which params, FLOPs, throughput and "
+                                               "memory are measured (default: the data set's; accuracy is always the "
+                                               "proxy's).", worker=True)
+    target_batch: int = option(64, "Deployment batch (images) for throughput and memory.", worker=True)
+    target_dtype: str | None = option(None, "Deployment dtype: float32 or bfloat16 (default: bfloat16 on CUDA, "
+                                            "float32 on the CPU).", worker=True)
+    max_params: float | None = option(None, "Budget: at most this many parameters (e.g. 1M).", amount=True)
+    min_throughput: float | None = option(None, "Budget: at least this many img/s (e.g. 2k).", amount=True)
+    max_memory: float | None = option(None, "Budget: at most this peak inference memory in bytes (e.g. 512MiB).",
+                                      amount=True)
+    throughput_cache: bool = option(True, "Keep throughput figures in RUN_DIR/throughput_cache.sqlite (no model timed "
+                                          "twice; the reference calibrated once).")
+    early_stopping: bool = option(True, "Stop hopeless trials at rungs (Pareto-aware successive halving); they end "
+                                        "PRUNED and do not count as --trials.")
+    grace_period: int = option(1, "First rung of early stopping (epochs).")
+    eta: int = option(3, "Early stopping keeps the first front and the top 1/eta at each rung.")
+    scheduler: str = option("pareto", "Early-stopping rule: pareto (the objectives) or asha (Ray Tune's ASHA on "
+                                      "accuracy alone, a baseline).")
 
     def validate(self) -> None:
         """Raise :class:`SearchError` naming the first setting outside its allowed values."""
@@ -206,20 +229,17 @@ class SearchConfig:
         return 1
 
     def worker_settings(self) -> dict[str, Any]:
-        """The plain, picklable settings a Ray worker's trial body reads (:func:`nas.engine.trial.run_trial`).
+        """The plain, picklable settings a Ray worker's trial body reads (:func:`nas.engine.trial.run_trial`):
+        the fields declared with ``worker=True``, the run folder resolved and the throughput cache's path.
 
         Deliberately without the storage URL: workers compute and report; only the driver writes the study.
         """
         from pathlib import Path
 
         run_dir = Path(self.run_dir).resolve()
-        return {
-            "study": self.study, "epochs": self.epochs, "seed": self.seed, "batch_size": self.batch_size,
-            "lr": self.lr, "cpus_per_trial": self.cpus_per_trial, "run_dir": str(run_dir),
-            "target_img_size": self.target_img_size, "target_batch": self.target_batch,
-            "target_dtype": self.target_dtype,
-            "cache_path": str(run_dir / "throughput_cache.sqlite") if self.throughput_cache else None,
-        }
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("worker")}
+        return {**out, "run_dir": str(run_dir),
+                "cache_path": str(run_dir / "throughput_cache.sqlite") if self.throughput_cache else None}
 
     def target(self, img_size: int) -> dict[str, Any]:
         """The deployment shape as the study stores it (``img_size`` is the data set's)."""
