@@ -24,3 +24,14 @@ def small_space(tmp_path):
     path = tmp_path / "small_space.yaml"
     path.write_text(SMALL_SPACE)
     return str(path)
+
+
+#: Fixtures that run a real search through Ray (tens of seconds each on 2 cores): the tests that use them are
+#: marked slow, so ``pytest -m "not slow"`` is the quick lane of the edit-test loop.
+SLOW_FIXTURES = {"searched", "deployed", "faulty", "one_ray"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

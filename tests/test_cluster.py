@@ -14,6 +14,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+#: Every test here runs real searches or Ray processes (the full suite; see conftest.SLOW_FIXTURES).
+pytestmark = pytest.mark.slow
+
 SPACE = "attention: [mhsa, fnet, mixer]\nembed_dim: [32]\ndepth: [1, 2]\nnum_heads: [2]\npatch_size: [4]\nstem: [patch, conv]\n"
 
 

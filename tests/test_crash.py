@@ -8,7 +8,11 @@ import sys
 import time
 
 import optuna
+import pytest
 from optuna.trial import TrialState
+
+#: Every test here runs real searches or Ray processes (the full suite; see conftest.SLOW_FIXTURES).
+pytestmark = pytest.mark.slow
 
 
 def _trials(storage):

@@ -72,6 +72,7 @@ def test_the_stored_objectives_reach_the_scheduler_from_every_epoch_report(order
     assert scheduler.verdicts(1) == {"a": "CONTINUE", "b": "CONTINUE", "c": "STOP"}
 
 
+@pytest.mark.slow
 def test_search_with_a_pruned_trial_end_to_end(tmp_path, small_space):
     """Through Ray Tune: the scheduler's STOP ends the trial early and the driver records it PRUNED; the
     search still reaches its target of complete trials, and the CLI says what early stopping saved."""

@@ -90,6 +90,7 @@ option_values = st.one_of(st.text(max_size=20), st.integers(-5, 10**9).map(str),
                                "--population-size", "--gpus-per-trial", "--cpus-per-trial", "--timeout",
                                "--train-subset", "--max-concurrent"]),
        value=option_values)
+@pytest.mark.slow
 def test_cli_bad_options_are_clean_and_change_nothing(stored, tmp_path_factory, command, option, value):
     # "--study kept" names the stored study: a valid read, not a bad option.
     assume(not (command in ("pareto", "status") and option == "--study" and value == "kept"))

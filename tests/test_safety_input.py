@@ -170,10 +170,14 @@ def _refused_before_allocation(build, error, field, limit=50 * 2**20):
 
 
 def test_largest_values_in_use_stay_valid():
-    Architecture(attention="mhsa", embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, patch_size=16)
-    Architecture(embed_dim=4096, depth=8, num_heads=64, mlp_ratio=4.0, patch_size=64)   # 1.7e9: at the edge
-    Architecture(embed_dim=1664, depth=48, num_heads=16, mlp_ratio=4.0, patch_size=14)  # ViT-G/14 shape
-    SearchSpace(embed_dim=(256, 1024), depth=(2, 64), num_heads=(2, 64), patch_size=(1, 16))
+    deit = Architecture(attention="mhsa", embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, patch_size=16)
+    edge = Architecture(embed_dim=4096, depth=8, num_heads=64, mlp_ratio=4.0, patch_size=64)   # 1.7e9: at the edge
+    giant = Architecture(embed_dim=1664, depth=48, num_heads=16, mlp_ratio=4.0, patch_size=14)  # ViT-G/14 shape
+    assert (deit.head_dim, edge.head_dim, giant.head_dim) == (64, 64, 104)
+    for arch in (deit, edge, giant):  # accepted and unchanged through the record's JSON round trip
+        assert Architecture.from_json(arch.to_json()) == arch
+    space = SearchSpace(embed_dim=(256, 1024), depth=(2, 64), num_heads=(2, 64), patch_size=(1, 16))
+    assert space.to_dict()["depth"] == [2, 64] and space.size() > 0
 
 
 @pytest.mark.parametrize("kwargs, field", [

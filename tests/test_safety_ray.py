@@ -16,8 +16,9 @@ from optuna.trial import TrialState
 from nas.engine.ray_backend import start_ray
 from nas.engine.settings import SearchError
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("ss") is None,
-                                reason="reads Linux's socket table with ss and /proc")
+pytestmark = [pytest.mark.slow,  # real Ray processes
+              pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("ss") is None,
+                                 reason="reads Linux's socket table with ss and /proc")]
 
 
 def _pgid(pid: int) -> int | None:

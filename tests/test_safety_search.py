@@ -59,6 +59,7 @@ def _child(url, barrier, queue):
         queue.put("refused")
 
 
+@pytest.mark.slow
 def test_racing_processes_get_exactly_one_lease(tmp_path):
     url = f"sqlite:///{tmp_path / 'race.db'}"
     create_or_load_study(open_storage(url), "race")
@@ -105,6 +106,7 @@ def test_a_read_only_storage_is_one_study_error(tmp_path):
         assert not conn.execute("SELECT name FROM sqlite_master WHERE name = ?", (StudyLease.TABLE,)).fetchall()
 
 
+@pytest.mark.slow
 def test_a_read_only_storage_url_is_refused_by_the_cli_in_one_line(tmp_path):
     path = tmp_path / "ro.db"
     create_or_load_study(open_storage(f"sqlite:///{path}"), "ro")
@@ -116,6 +118,7 @@ def test_a_read_only_storage_url_is_refused_by_the_cli_in_one_line(tmp_path):
     assert "Traceback" not in proc.stderr and "writable database" in proc.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_search_and_marks_the_running_trial_interrupted(tmp_path, small_space):
     url = f"sqlite:///{tmp_path / 's.db'}"
     cmd = [sys.executable, "-m", "nas", "search", "--study", "s", "--trials", "3", "--epochs", "3", "--no-presets",
