@@ -283,7 +283,7 @@ def loss_vector(values: Sequence[float]) -> list[float]:
 
 
 # ---------------------------------------------------------------------------- normalisation bounds
-#: Throughput bounds of the hypervolume, img/s: fixed decades (DESIGN.md, "Judging a front"), wide enough
+#: Throughput bounds of the hypervolume, img/s: fixed decades (docs/design.md, "Judging a front"), wide enough
 #: for a CPU at a large deployment shape (a few img/s) and a GPU at the proxy's (hundreds of thousands).
 THROUGHPUT_RANGE: tuple[float, float] = (1.0, 1e6)
 

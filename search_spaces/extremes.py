@@ -1,7 +1,7 @@
 """The extremes of a search space at a given input shape: the smallest and largest parameter counts it can build.
 
 The hypervolume normalises params on a log scale between these two counts (``nas.objectives.hv_bounds``;
-DESIGN.md, "Judging a front"), so they are counted exactly, on real models built on the meta device (no
+docs/design.md, "Judging a front"), so they are counted exactly, on real models built on the meta device (no
 memory, no initialisation cost), not estimated:
 
 - parameters grow with ``embed_dim``, ``depth`` and ``mlp_ratio`` whatever the other genes, so the smallest

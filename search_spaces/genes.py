@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 
-#: Every attention mechanism of the zoo, in the order of the ``attention`` domain (DESIGN.md, "The
+#: Every attention mechanism of the zoo, in the order of the ``attention`` domain (docs/design.md, "The
 #: attention zoo").
 ATTENTIONS: tuple[str, ...] = registry.names()
 #: Mechanisms with Q, K and V projections: the Armour ``compact`` modifier applies to them.

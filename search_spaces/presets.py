@@ -1,7 +1,7 @@
 """Paper presets: each paper's own design, scaled to the proxy task, as a named :class:`Architecture`.
 
 A search enqueues these as its first trials, so every Pareto front is measured against the papers' own
-choices (DESIGN.md, "Paper presets"). The proxy task is small images (the embedded default is 16 x 16
+choices (docs/design.md, "Paper presets"). The proxy task is small images (the embedded default is 16 x 16
 single-channel digits), so every preset is scaled down to the same small macro shape unless the paper's
 own shape says otherwise: ``embed_dim`` 64, ``depth`` 4, ``patch_size`` 2 (an 8 x 8 token grid on 16 px).
 What is kept from each paper is what distinguishes it: the attention mechanism and its own genes, the

@@ -6,7 +6,7 @@ module-level ``MECHANISM = MechanismSpec(...)``, pure Python) and its layer, an 
 :mod:`search_spaces.attention`, which the spec names as ``"package.module:attribute"`` strings and which is
 imported the first time a layer is built (:meth:`MechanismSpec.build_layer`). :func:`mechanisms` imports
 every file of :mod:`search_spaces.mechanisms` (``pkgutil.iter_modules``) the first time it is asked and
-collects them. Adding a mechanism is those two files plus its tests (DESIGN.md, "The attention zoo");
+collects them. Adding a mechanism is those two files plus its tests (docs/design.md, "The attention zoo");
 everything that depends on the set of mechanisms derives from here: the gene rules and validation
 (:mod:`search_spaces.genes`), sampling, enqueueing and the size of the search space
 (:mod:`search_spaces.space`), ``vitnas space``, the model builder
@@ -248,7 +248,7 @@ def _all_choices(gene: str, domain: tuple[Any, ...], grid: tuple[int, int]) -> t
 
 @dataclass(frozen=True)
 class MechanismSpec:
-    """What vitnas knows about one attention mechanism (DESIGN.md, "The attention zoo").
+    """What vitnas knows about one attention mechanism (docs/design.md, "The attention zoo").
 
     Attributes:
         name: the value of the ``attention`` gene (e.g. ``"mhsa"``).

@@ -4,7 +4,7 @@ Units: ``params`` trainable parameters (exact count); ``flops`` multiply-adds pe
 convention: one fused multiply-add counts 1); ``throughput`` images per second of inference;
 ``peak_memory`` bytes.
 
-Throughput protocol (:func:`measure_throughput_vs_reference`; DESIGN.md, "A trial", step 5): inference
+Throughput protocol (:func:`measure_throughput_vs_reference`; docs/design.md, "A trial", step 5): inference
 mode, a fixed batch and dtype, warm-up, blocks of passes long enough to time (``min_block_seconds``),
 the device synchronised around each block, the candidate's blocks interleaved with a fixed reference
 model's (:func:`reference_architecture`) in alternating order, and the median of the per-round ratios.

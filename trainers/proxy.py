@@ -1,6 +1,6 @@
 """Proxy training and evaluation of one candidate architecture.
 
-A trial (DESIGN.md, "A trial"): build the model from genes, train it a few epochs with AdamW and a
+A trial (docs/design.md, "A trial"): build the model from genes, train it a few epochs with AdamW and a
 cosine schedule with warm-up (timm's ``create_optimizer_v2`` / ``create_scheduler_v2``, stepped per
 update), label smoothing, bf16 autocast on CUDA, seeded; report validation top-1 accuracy after each
 epoch; then measure params, FLOPs, throughput and peak memory at the deployment shape

@@ -1,7 +1,7 @@
 """Pareto-aware asynchronous successive halving: vitnas' early stopping for a multi-objective search.
 
 Neither Optuna (a multi-objective study cannot prune) nor Ray Tune (its schedulers follow one metric)
-stops bad trials early in a multi-objective search (DESIGN.md, "The search loop"). :class:`ParetoASHA`
+stops bad trials early in a multi-objective search (docs/design.md, "The search loop"). :class:`ParetoASHA`
 does, as a Ray Tune ``TrialScheduler``.
 
 The algorithm
