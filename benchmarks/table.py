@@ -3,6 +3,7 @@
     python -m benchmarks.table record                 # resumable; appends to benchmarks/results/table_fashion_mnist.jsonl
     python -m benchmarks.table record --limit 3       # ... at most 3 more designs, then stop
     python -m benchmarks.table summary                # what the table holds (designs, runs, seconds per design)
+    python -m benchmarks.table record --shards 2 --shard 1   # a second recorder beside the first (one core each)
 
 Search methods in this field are compared on recorded tables (NAS-Bench-201, HPOBench, YAHPO, Syne Tune's
 blackbox repository): a pool of designs is trained once with full learning curves, and any sampler and
@@ -162,7 +163,6 @@ def record(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     path = Path(args.out)
     proto = protocol(args)
-    done = {(r["key"], r["kind"], r.get("seed", 0)) for r in read_rows(path) if r.get("protocol") == proto}
     data = load_dataset("fashion_mnist", args.data_dir, train_subset=args.train_subset, val_subset=args.val_subset,
                         img_size=args.img_size)
     machine = (f"{platform.machine()} {platform.processor() or ''}".strip()
@@ -170,7 +170,11 @@ def record(args: argparse.Namespace) -> None:
     todo = designs(args.designs, args.img_size, args.sample_seed)
     recorded = 0
     for index, (key, genes, preset) in enumerate(todo):
+        if index % args.shards != args.shard:
+            continue
         runs = [("cost", 0, 0), ("proxy", args.proxy_epochs, 0)] + [("full", args.epochs, s) for s in range(args.seeds)]
+        # Read again before each design: another recorder (another shard, or one resumed) may have written it.
+        done = {(r["key"], r["kind"], r.get("seed", 0)) for r in read_rows(path) if r.get("protocol") == proto}
         missing = [r for r in runs if (key, r[0], r[2]) not in done]
         if not missing:
             continue
@@ -220,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-subset", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="record at most this many more designs")
+    parser.add_argument("--shard", type=int, default=0, help="with --shards N: record designs i with i %% N == SHARD")
+    parser.add_argument("--shards", type=int, default=1, help="recorders side by side, each on its own shard")
     args = parser.parse_args(argv)
     record(args) if args.command == "record" else summary(args)
 
