@@ -225,9 +225,11 @@ def _shape_notes(st: Any, trials: list | None = None) -> None:
     if not budgets:
         return
     bad = [t for t in trials if t.state == TrialState.COMPLETE and is_infeasible(t)]
+    refused = [t for t in bad if t.user_attrs.get("refused")]
+    bad = [t for t in bad if not t.user_attrs.get("refused")]
     console.print("budgets: " + ", ".join(f"{k} {v:,.6g}" for k, v in budgets.items())
-                  + f"; the front holds feasible designs only; {len(bad)} complete trial(s) break a budget",
-                  highlight=False, markup=False)
+                  + f"; the front holds feasible designs only; {len(refused)} proposal(s) refused before training "
+                  f"(0 epochs), {len(bad)} trained trial(s) break a budget", highlight=False, markup=False)
     for t in bad[:10]:
         over = t.user_attrs.get("budget_violations") or {k: v for k, v in t.constraints.items() if v > 0}
         console.print(f"  trial {t.number}: " + ", ".join(f"{k} off by {100 * v:.0f}%" for k, v in over.items()),
@@ -264,7 +266,8 @@ def _search(**options: Any) -> None:
         try:
             if "study" not in opened:
                 opened["study"] = load_study(storage, study)
-            return len(opened["study"].get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            return sum(1 for t in opened["study"].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                       if not t.user_attrs.get("refused"))
         except ValueError:
             return 0
 
@@ -285,6 +288,11 @@ def _search(**options: Any) -> None:
             m = ev.metrics
             progress.console.print(f"  [yellow]trial {ev.number:>3} stopped early[/] at epoch {m.get('epoch')} "
                                    f"(val acc {m.get('val_accuracy') or 0:.4f}, off the rung's front)  "
+                                   f"{escape(str(ev.arch))}", highlight=False)
+        elif ev.kind == "refused":
+            m = ev.metrics
+            broken = ", ".join(f"{k} by {100 * v:.0f}%" for k, v in (m.get("refused") or {}).items())
+            progress.console.print(f"  [yellow]trial {ev.number:>3} refused[/] before training: breaks {escape(broken)}  "
                                    f"{escape(str(ev.arch))}", highlight=False)
         elif ev.kind == "stopped":
             progress.console.print(f"  [yellow]trial {ev.number:>3} stopped[/] by the time budget  {escape(str(ev.arch))}",
@@ -405,7 +413,8 @@ def status(study: StudyName, storage: StorageURL = DEFAULT_STORAGE, as_json: JSO
                                    f"throughput at {describe_shape(info['target'])}"))
     if info["budgets"]:
         table.add_row("budgets", escape(", ".join(f"{k} {v:,.6g}" for k, v in info["budgets"].items())
-                                        + f" ({info['infeasible']} complete trial(s) break one)"))
+                                        + f" ({info['refused']} proposal(s) refused before training, "
+                                        f"{info['infeasible']} trained trial(s) break one)"))
     for reason, n in sorted(info["fail_reasons"].items(), key=lambda kv: -kv[1]):
         table.add_row("failed because", escape(f"{n} x {reason}"))
     console.print(table)

@@ -329,6 +329,11 @@ class HVBounds:
         """``values`` (one per objective, own units) mapped to [0, 1], 1 = best (:meth:`Objective.normalise`)."""
         return [o.normalise(v, b) for o, v, b in zip(OBJECTIVES_SPEC, values, self.bounds, strict=True)]
 
+    def worst(self) -> list[float]:
+        """The worst value of each objective within the bounds (the lower bound of one maximised, the upper of
+        one minimised): the hypervolume's reference corner in the objectives' own units."""
+        return [lo if o.maximize else hi for o, (lo, hi) in zip(OBJECTIVES_SPEC, self.bounds, strict=True)]
+
     def describe(self) -> str:
         """The bounds in words: ``accuracy 0.1-1, params 1.2e+04-2.3e+06, throughput 1-1e+06 img/s``."""
         return ", ".join(f"{o.name} {lo:.3g}-{hi:.3g}{(' ' + o.unit) if o.unit else ''}"

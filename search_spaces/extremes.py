@@ -28,7 +28,7 @@ from . import registry
 from .genes import Architecture, GeneError
 from .space import SearchSpace, SpaceError
 
-__all__ = ["params_range"]
+__all__ = ["params_range", "count_params"]
 
 #: Genes that choose a mask but hold no parameters (one value of each is enough).
 _MASK_ONLY = frozenset({"mask_layers"})
@@ -58,6 +58,28 @@ def _params_range(key: str, space: SearchSpace, img_size: int, in_chans: int, nu
             raise SpaceError("space: no valid architecture in the search space at this image size")
         ends.append(pick(counts))
     return ends[0], ends[1]
+
+
+def count_params(arch: Architecture, img_size: int, in_chans: int, num_classes: int) -> int:
+    """Exact trainable parameters of ``arch`` built for ``img_size`` x ``img_size`` images with ``in_chans``
+    channels and ``num_classes`` classes, known before training: equal to ``sum(p.numel())`` of
+    ``build_model(arch, ...)``.
+
+    Counted on the meta device (no memory, no initialisation) at depth 1, plus ``depth - 1`` times one block
+    (every block of a design holds the same parameters: MaiT's per-layer masks hold none); cached per design
+    without its depth, so scoring thousands of candidates builds each shape once.
+
+    Raises:
+        GeneError: the genes are invalid or do not fit the image size.
+    """
+    arch.check_image(img_size)
+    total, block = _count_depth_one(arch.replace(depth=1).to_json(), int(img_size), int(in_chans), int(num_classes))
+    return total + (arch.depth - 1) * block
+
+
+@functools.lru_cache(maxsize=4096)
+def _count_depth_one(genes: str, img_size: int, in_chans: int, num_classes: int) -> tuple[int, int]:
+    return _count(Architecture.from_json(genes), img_size, in_chans, num_classes)
 
 
 def _count(arch: Architecture, img_size: int, in_chans: int, num_classes: int) -> tuple[int, int]:

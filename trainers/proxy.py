@@ -255,7 +255,8 @@ def train_proxy(model: nn.Module, data: ImageData, config: ProxyConfig, report: 
 
 def evaluate_architecture(arch: Architecture, data: ImageData, config: ProxyConfig = ProxyConfig(),
                           report: ReportFn | None = None,
-                          prepare: Callable[[nn.Module], None] | None = None) -> TrialResult:
+                          prepare: Callable[[nn.Module], None] | None = None,
+                          check: Callable[[dict[str, Any]], None] | None = None) -> TrialResult:
     """Build, proxy-train and measure ``arch`` on ``data``.
 
     Accuracy comes from the proxy (the data set's image size). Params, FLOPs, throughput and peak memory
@@ -269,6 +270,9 @@ def evaluate_architecture(arch: Architecture, data: ImageData, config: ProxyConf
     fresh token-axis weights, built for the target's token count.
 
     ``prepare(model)``, if given, runs on the built model (on its device) before anything is measured or trained.
+    ``check(measured)``, if given, is called with the measured ``params``, ``flops``, ``throughput`` and
+    ``peak_memory`` before training, and may raise to stop the evaluation there (a budget the design breaks:
+    nothing is trained).
 
     Raises:
         GeneError: invalid genes or genes that do not fit the image size (proxy or target).
@@ -292,6 +296,8 @@ def evaluate_architecture(arch: Architecture, data: ImageData, config: ProxyConf
         proxy_params = count_params(model)
         with lock.exclusive():
             measured, target, detail = _measure_at_target(arch, model, data, config, device, target_size)
+        if check is not None:
+            check(dict(measured))
         seed_everything(config.seed)  # training's randomness does not depend on whether the cache answered
 
         def on_epoch(epoch: int, record: dict[str, float]) -> None:

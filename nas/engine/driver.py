@@ -40,10 +40,13 @@ from ..study.record import save_scheduler_state, set_trial_attrs
 from .settings import budget_violations
 from .trial import RESULT_ATTRS
 
-__all__ = ["StudyDriver", "STOPPED", "NOT_COUNTED"]
+__all__ = ["StudyDriver", "STOPPED", "NOT_COUNTED", "MAX_REFUSALS"]
 
 #: Reason stored on a trial that ended without a result of its own.
 STOPPED = "stopped: the search ended before the trial finished"
+#: Proposals in a row a driver refuses by their known cost before it stops proposing (the budgets are too tight
+#: for what the sampler proposes).
+MAX_REFUSALS = 500
 #: Failure reasons that say nothing about the genes (not counted towards refusing them).
 NOT_COUNTED = ("interrupted", "stopped", "RepeatedFailure")
 
@@ -78,10 +81,17 @@ class StudyDriver:
     def __init__(self, study: optuna.Study, space: SearchSpace, img_size: int, target: int,
                  max_failures_per_arch: int = 2,
                  target_img_size: int | None = None, budgets: dict[str, float] | None = None,
-                 scheduler: Any = None, min_sampled: int = 0, epoch_budget: int | None = None) -> None:
+                 scheduler: Any = None, min_sampled: int = 0, epoch_budget: int | None = None,
+                 channels: tuple[int, int] | None = None, bounds: objectives.HVBounds | None = None,
+                 max_refusals: int = MAX_REFUSALS) -> None:
         self.study, self.space, self.img_size, self.target = study, space, img_size, target
         self.target_img_size = target_img_size if target_img_size not in (None, img_size) else None
         self.budgets = dict(budgets or {})
+        self.channels = channels
+        self.bounds = bounds or objectives.hv_bounds()
+        self.max_refusals = max_refusals
+        self.refused = 0  # proposals refused before training (they broke a budget by their known cost)
+        self.stalled = ""  # why suggest() gave up, when it did
         self.scheduler = scheduler
         self.pruned = 0
         self.max_failures = max_failures_per_arch
@@ -107,6 +117,9 @@ class StudyDriver:
     # ------------------------------------------------------------------ bookkeeping
     def _index(self, number: int, state: TrialState, attrs: dict[str, Any], values: Any) -> None:
         key = attrs.get("arch_key")
+        if state == TrialState.COMPLETE and attrs.get("refused"):
+            self.refused += 1  # never trained: counts as no complete trial and no sampled design
+            return
         if state in (TrialState.COMPLETE, TrialState.PRUNED) and not attrs.get("preset"):
             self.sampled += 1
         self.epochs_trained += trained_epochs(state, attrs)
@@ -139,14 +152,49 @@ class StudyDriver:
         """A new proposal as a plain config, or ``FINISHED`` once :meth:`remaining` is 0."""
         if self.remaining() <= 0 or self.interrupted:
             return self.FINISHED
-        trial = self.study.ask()
-        arch = self.space.suggest(trial)
-        key = arch.canonical_key(self.img_size)
-        if self.target_img_size is not None:
-            key += f" @{self.target_img_size}px " + arch.canonical_key(self.target_img_size)
-        set_trial_attrs(trial, {"arch": arch.to_dict(), "arch_key": key})
-        self.live[trial_id] = (trial, key)
-        return {"arch": arch.to_dict(), "number": trial.number, "known": self._known(key)}
+        for _ in range(self.max_refusals):
+            trial = self.study.ask()
+            arch = self.space.suggest(trial)
+            key = arch.canonical_key(self.img_size)
+            if self.target_img_size is not None:
+                key += f" @{self.target_img_size}px " + arch.canonical_key(self.target_img_size)
+            set_trial_attrs(trial, {"arch": arch.to_dict(), "arch_key": key})
+            known = self._known(key)
+            costs = self._known_costs(arch) if known is None else {}
+            broken = {k: v for k, v in budget_violations(self.budgets, costs, known_only=True).items() if v > 0}
+            if broken:  # refused before training: the sampler is told, and asked again
+                self.refuse(trial, costs, broken)
+                continue
+            self.live[trial_id] = (trial, key)
+            return {"arch": arch.to_dict(), "number": trial.number, "known": known}
+        self.stalled = (f"{self.max_refusals} proposals in a row broke the budgets by their known cost "
+                        f"({', '.join(f'{k} {v:,.6g}' for k, v in self.budgets.items())}); loosen a budget or narrow "
+                        "the space to smaller designs")
+        return self.FINISHED
+
+    def _known_costs(self, arch: Any) -> dict[str, Any]:
+        """The costs of ``arch`` known without training: its exact params at the deployment shape (when the
+        driver knows the data set's channels and classes)."""
+        if self.channels is None or "max_params" not in self.budgets:
+            return {}
+        from search_spaces.extremes import count_params
+
+        return {"params": count_params(arch, self.target_img_size or self.img_size, *self.channels)}
+
+    def refuse(self, trial: optuna.Trial, costs: dict[str, Any], broken: dict[str, float]) -> None:
+        """Store ``trial`` as refused before training: COMPLETE and infeasible (one Optuna constraint per budget,
+        > 0 for those ``broken``), so every constrained sampler ranks it below any feasible design; its known
+        ``costs`` as objectives, the others at their worst (:meth:`nas.objectives.HVBounds.worst`: accuracy at
+        chance, as untrained); user attributes ``refused`` (the budgets broken, by how much) and
+        ``budget_violations``. No epoch is trained; it counts as no complete trial."""
+        values = [float(costs[name]) if costs.get(name) is not None else worst
+                  for name, worst in zip(objectives.names(), self.bounds.worst(), strict=True)]
+        for name, amount in budget_violations(self.budgets, costs, known_only=True).items():
+            trial.set_constraint(name, amount)
+        set_trial_attrs(trial, {"refused": dict(broken), "budget_violations": dict(broken),
+                                **{k: v for k, v in costs.items() if k not in objectives.names()}})
+        self.study.tell(trial, values)
+        self._index(trial.number, TrialState.COMPLETE, {"refused": broken}, values)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         """Store the trial's end: COMPLETE with its objectives, or FAIL with its reason."""
@@ -155,6 +203,11 @@ class StudyDriver:
             return
         trial, _ = entry
         result = _unflatten(result or {})
+        if result.get("refused"):  # measured by the worker before training, over a budget
+            measured = {k: result[k] for k in (*objectives.names(), "flops", "peak_memory", "target",
+                                               "throughput_detail") if result.get(k) is not None}
+            self.refuse(trial, measured, dict(result["refused"]))
+            return
         names = objectives.names()
         if all(result.get(name) is not None for name in names):
             set_trial_attrs(trial, {name: result.get(name) for name in (*RESULT_ATTRS, "reused_from")})
@@ -218,7 +271,7 @@ def _unflatten(result: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in result.items():
         head, sep, rest = key.partition("/")
-        if sep and head in RESULT_ATTRS:
+        if sep and (head in RESULT_ATTRS or head == "refused"):
             node = out.setdefault(head, {})
             *path, leaf = rest.split("/")
             for part in path:

@@ -206,7 +206,11 @@ class ProgressCallback(tune.Callback):
         driver = resolve(self.driver)
         scheduler = getattr(driver, "scheduler", None)
         stopped = scheduler.stopped.get(str(trial.trial_id)) if scheduler is not None else None
-        if stopped is not None and r.get("accuracy") is None:
+        refused = r.get("refused") or {k.split("/", 1)[1]: v for k, v in r.items() if k.startswith("refused/")}
+        if refused:
+            self._emit("refused", trial, {"refused": refused, "params": r.get("params"),
+                                          "throughput": r.get("throughput"), "peak_memory": r.get("peak_memory")})
+        elif stopped is not None and r.get("accuracy") is None:
             self._emit("pruned", trial, {"epoch": stopped["epoch"], "val_accuracy": r.get("val_accuracy"),
                                          "params": r.get("params"), "throughput": r.get("throughput")})
         elif driver is not None and driver.interrupted and r.get("accuracy") is None:

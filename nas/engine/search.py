@@ -91,6 +91,14 @@ def run_search(config: SearchConfig, progress: Callable[[TrialEvent], None] | No
         from .ray_backend import start_ray
 
         ray_started = start_ray(config.address)
+    if config.max_params is not None:  # a budget no design of the space meets: refused before anything is stored
+        from search_spaces.extremes import params_range
+
+        size = config.target_img_size or data.img_size
+        smallest = params_range(space, size, data.in_chans, data.num_classes)[0]
+        if config.max_params < smallest:
+            raise SearchError(f"max_params: {config.max_params:,.0f} is below the smallest model the space can build "
+                              f"at {size} px ({smallest:,} params); allowed: >= {smallest:,}")
     meta = config.study_meta(data, space)
     study = create_or_load_study(storage, config.study, meta=meta, derive=lambda m: _derived(m, space))
     meta = read_meta(study)
@@ -130,7 +138,8 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, meta: 
     driver = StudyDriver(study, space, data.img_size, config.target_trials, config.max_failures_per_arch,
                          target_img_size=config.target_img_size, budgets=config.budgets(),
                          scheduler=scheduler if scheduler is not None else _scheduler(config, study, meta),
-                         min_sampled=presets, epoch_budget=config.epoch_budget)
+                         min_sampled=presets, epoch_budget=config.epoch_budget,
+                         channels=(data.in_chans, data.num_classes), bounds=objectives.study_bounds(meta))
     if driver.remaining() <= 0:
         if ray_started:
             import ray
@@ -218,6 +227,10 @@ def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, meta: St
         run_round(config, driver, remaining, budget, data, progress)
         # A round whose trials were all stopped early made progress (the rungs filled); one where every
         # proposal failed did not.
+        if getattr(driver, "stalled", ""):  # every proposal of a round broke a budget by its known cost
+            if progress:
+                progress(TrialEvent("stalled", -1, reason=driver.stalled))
+            break
         stalled = stalled + 1 if (driver.complete, getattr(driver, "pruned", 0)) == before else 0
         if stalled >= 2 and not driver.interrupted:
             if progress:

@@ -139,10 +139,10 @@ class SearchConfig:
     target_batch: int = option(64, "Deployment batch (images) for throughput and memory.", worker=True)
     target_dtype: str | None = option(None, "Deployment dtype: float32 or bfloat16 (default: bfloat16 on CUDA, "
                                             "float32 on the CPU).", worker=True)
-    max_params: float | None = option(None, "Budget: at most this many parameters (e.g. 1M).", amount=True)
-    min_throughput: float | None = option(None, "Budget: at least this many img/s (e.g. 2k).", amount=True)
+    max_params: float | None = option(None, "Budget: at most this many parameters (e.g. 1M).", amount=True, worker=True)
+    min_throughput: float | None = option(None, "Budget: at least this many img/s (e.g. 2k).", amount=True, worker=True)
     max_memory: float | None = option(None, "Budget: at most this peak inference memory in bytes (e.g. 512MiB).",
-                                      amount=True)
+                                      amount=True, worker=True)
     throughput_cache: bool = option(True, "Keep throughput figures in RUN_DIR/throughput_cache.sqlite (no model timed "
                                           "twice; the reference calibrated once).")
     early_stopping: bool = option(True, "Stop hopeless trials at rungs (Pareto-aware successive halving); they end "
@@ -261,18 +261,20 @@ class SearchConfig:
         return {name: float(getattr(self, name)) for name in BUDGETS if getattr(self, name) is not None}
 
 
-def budget_violations(budgets: dict[str, float], measured: dict[str, Any]) -> dict[str, float]:
+def budget_violations(budgets: dict[str, float], measured: dict[str, Any], known_only: bool = False
+                      ) -> dict[str, float]:
     """Relative violation of each budget by ``measured`` (objective values and ``peak_memory``): > 0 breaks
     it by that fraction of the budget (``params`` 1.2e6 against ``max_params`` 1e6: 0.2), <= 0 meets it.
     These are the values stored with ``Trial.set_constraint`` (one per budget, named by the setting), so
-    violations in different units compare. A missing measurement counts as a violation of 1.
+    violations in different units compare. A missing measurement counts as a violation of 1, or, with
+    ``known_only`` (a design screened before it is measured), as 0: not known to break the budget.
     """
     out = {}
     for name, limit in budgets.items():
         attr, kind = BUDGETS[name]
         value = measured.get(attr)
         if value is None or not math.isfinite(float(value)):
-            out[name] = 1.0
+            out[name] = 0.0 if known_only else 1.0
         else:
             out[name] = float(value) / limit - 1.0 if kind == "max" else 1.0 - float(value) / limit
     return out
@@ -381,7 +383,8 @@ class TrialEvent:
     """What the search tells its progress callback.
 
     ``kind``: ``start``, ``epoch``, ``complete``, ``fail``, ``pruned`` (stopped early by the scheduler at a
-    rung; ``metrics["epoch"]`` says where), ``stopped`` (cut off by the time budget) or ``stalled`` (the
+    rung; ``metrics["epoch"]`` says where), ``refused`` (its measured costs broke a budget before training;
+    ``metrics["refused"]``: budget -> violation), ``stopped`` (cut off by the time budget) or ``stalled`` (the
     search gave up: every proposal failed). ``metrics`` holds the epoch's or the final
     figures; ``reason`` a failure's reason.
     """

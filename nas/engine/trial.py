@@ -2,6 +2,8 @@
 study storage (the driver, :mod:`nas.engine.driver`, is the only writer).
 
 A proposal arrives as a plain config: ``{"arch": genes, "number": trial number, "known": None | result}``.
+A design whose costs, measured before training, break a budget (``--min-throughput``, ``--max-memory``, or
+params) is not trained: the worker reports ``{"refused": {budget: violation}, params, throughput, ...}``.
 ``known`` is a result the driver already decided (the stored result of an identical architecture, or the
 refusal of genes that failed before): the worker reports it as it is.
 Otherwise the worker proxy-trains the architecture, saves its weights as safetensors and reports the
@@ -17,11 +19,21 @@ from typing import Any
 
 from search_spaces import Architecture
 
+from .settings import BUDGETS, budget_violations
+
 __all__ = ["RESULT_ATTRS", "run_trial", "failure_result"]
 
 #: Trial user attributes a trained trial reports (stored by the driver, copied when a result is reused).
 RESULT_ATTRS: tuple[str, ...] = ("flops", "peak_memory", "curve", "device", "train_seconds", "wall_seconds", "weights",
                                   "target", "throughput_detail", "proxy_params")
+
+
+class BudgetRefused(Exception):
+    """Raised before training when a design's measured costs break a budget; carries what was measured."""
+
+    def __init__(self, broken: dict[str, float], measured: dict[str, Any]) -> None:
+        super().__init__(", ".join(f"{k} by {100 * v:.0f}%" for k, v in broken.items()))
+        self.broken, self.measured = broken, measured
 
 
 def failure_result(exc: BaseException) -> dict[str, Any]:
@@ -48,6 +60,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], report: Callable
         return config["known"]
     try:
         final = _train(config, settings, report, data, device)
+    except BudgetRefused as exc:  # measured before training and over a budget: nothing was trained
+        final = {"refused": exc.broken, **exc.measured}
     except Exception as exc:  # noqa: BLE001 - any failure of the trial is its result; the search goes on
         final = failure_result(exc)
     finally:
@@ -78,7 +92,14 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
         report({"epoch": epoch, "val_accuracy": record["val_accuracy"], "train_loss": record["train_loss"],
                 "params": record.get("params"), "throughput": record.get("throughput")})
 
-    result = evaluate_architecture(arch, data, proxy, report=on_epoch)
+    budgets = {name: float(settings[name]) for name in BUDGETS if settings.get(name) is not None}
+
+    def check(measured: dict[str, Any]) -> None:
+        broken = {k: v for k, v in budget_violations(budgets, measured).items() if v > 0}
+        if broken:
+            raise BudgetRefused(broken, measured)
+
+    result = evaluate_architecture(arch, data, proxy, report=on_epoch, check=check if budgets else None)
     weights_dir = Path(settings["run_dir"]) / settings["study"] / "weights"
     weights_dir.mkdir(parents=True, exist_ok=True)
     weights = (weights_dir / f"trial_{number:05d}.safetensors").resolve()

@@ -170,9 +170,10 @@ def describe_shape(shape: dict[str, Any]) -> str:
 
 
 def study_status(study: optuna.Study) -> dict[str, Any]:
-    """Counts of trials by state (complete, running, failed, queued, pruned), the front size, the current
-    normalised hypervolume (:func:`hypervolume`, with the study's bounds), the failure reasons by count,
-    the proxy and deployment shapes, the budgets and how many complete trials break them.
+    """Counts of trials by state (complete, running, failed, queued, pruned), the proposals refused before
+    training (``refused``: they broke a budget by their known cost; not counted as complete), the front size,
+    the current normalised hypervolume (:func:`hypervolume`, with the study's bounds), the failure reasons by
+    count, the proxy and deployment shapes, the budgets and how many trained complete trials break them.
 
     Reads the objectives of every trial but the user attributes of the failed ones only
     (:func:`read_trials`), so a large study's curves and genes are never decoded here.
@@ -187,15 +188,19 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     front = _front_of(trials, study.directions) if count(TrialState.COMPLETE) else []
     meta = read_meta(study)
     bounds = objectives.study_bounds(meta)
-    infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and is_infeasible(t))
+    infeasible = {t.number for t in trials if t.state == TrialState.COMPLETE and is_infeasible(t)}
+    refused = 0
+    if infeasible:  # refused before training (user attribute "refused"): read only when a budget was broken
+        refused = sum(1 for t in read_trials(study, (TrialState.COMPLETE,))
+                      if t.number in infeasible and t.user_attrs.get("refused"))
     return {
         "study": study.study_name,
-        "complete": count(TrialState.COMPLETE), "running": count(TrialState.RUNNING),
+        "complete": count(TrialState.COMPLETE) - refused, "refused": refused, "running": count(TrialState.RUNNING),
         "failed": count(TrialState.FAIL), "queued": count(TrialState.WAITING), "pruned": count(TrialState.PRUNED),
         "front_size": len(front), "hypervolume": hypervolume(front, bounds),
         "hv_bounds": bounds.to_dict(), "fail_reasons": reasons, "dataset": meta.dataset,
         "proxy_img_size": meta.img_size, "target": target_shape(study), "budgets": meta.budgets or {},
-        "infeasible": infeasible,
+        "infeasible": len(infeasible) - refused,
     }
 
 
