@@ -62,12 +62,12 @@ def install() -> None:
         finally:
             current.clear()
 
-    def faulty_evaluate(arch, data, config, report=None, prepare=None):
+    def faulty_evaluate(arch, data, config, report=None, prepare=None, **kwargs):
         if current.get("fault") == "raise":
             raise RuntimeError(f"injected fault in trial {current['number']}")
         if current.get("fault") == "nan":
             prepare = _poison
-        return evaluate(arch, data, config, report=report, prepare=prepare)
+        return evaluate(arch, data, config, report=report, prepare=prepare, **kwargs)
 
     ray_backend.run_trial = faulty_run_trial
     trainers.evaluate_architecture = faulty_evaluate
