@@ -168,15 +168,39 @@ def _front_table(records: list[dict[str, Any]], title: str) -> Table:
     from .study import describe_arch
 
     spec = objectives.spec()
+    confirmed = any(r.get("confirmed") for r in records)
     table = Table(title=escape(title), title_justify="left")
-    for name, justify in (("trial", "right"), ("preset / note", "left"), *((o.header, "right") for o in spec),
-                          ("FLOPs", "right"), ("genes", "left")):
+    columns = [("trial", "right"), ("preset / note", "left"), *((o.header, "right") for o in spec)]
+    if confirmed:  # the proxy's accuracy stays in its column; the confirmed one beside it
+        columns.insert(3, ("confirmed (mean ± std, seeds)", "right"))
+    for name, justify in (*columns, ("FLOPs", "right"), ("genes", "left")):
         table.add_column(name, justify=justify)
     for r in records:
         note = r.get("preset") or (f"= trial {r['reused_from']}" if r.get("reused_from") is not None else "")
-        table.add_row(str(r["trial"]), escape(str(note)), *(o.format(r.get(o.name)) for o in spec),
-                      _fmt_int(r.get("flops")), escape(describe_arch({"arch": r.get("arch")})))
+        cells = [o.format(r.get(o.name)) for o in spec]
+        if confirmed:
+            c = r.get("confirmed")
+            cells.insert(1, f"{c['mean']:.4f} ± {c['std']:.4f} ({c['seeds']})" if c else "proxy only")
+        table.add_row(str(r["trial"]), escape(str(note)), *cells, _fmt_int(r.get("flops")),
+                      escape(describe_arch({"arch": r.get("arch")})))
     return table
+
+
+def _separation_notes(records: list[dict[str, Any]]) -> None:
+    """Under a front with confirmed designs: which confirmed designs the noise does not separate
+    (:func:`nas.study.not_separated`: the 95% interval of the difference of their means contains 0)."""
+    from .study.front import not_separated
+
+    confirmed = [r for r in records if r.get("confirmed")]
+    if not confirmed:
+        return
+    console.print(f"accuracy: {len(confirmed)} design(s) confirmed by vitnas retrain (their confirmed mean places "
+                  "them on the front); the others by the proxy only", highlight=False, markup=False)
+    pairs = [(a["trial"], b["trial"]) for i, a in enumerate(confirmed) for b in confirmed[i + 1:]
+             if not_separated(a["confirmed"], b["confirmed"])]
+    for a, b in pairs:
+        console.print(f"  trials {a} and {b}: not separated by the noise (the 95% interval of the difference of "
+                      "their confirmed means contains 0)", highlight=False, markup=False)
 
 
 def _pruning_note(st: Any, epochs: int) -> None:
@@ -357,6 +381,7 @@ def pareto(study: StudyName, storage: StorageURL = DEFAULT_STORAGE, as_json: JSO
         return _print_json(records)
     trials = st.get_trials(deepcopy=False)
     console.print(_front_table(records, f"Pareto front of {study} ({len(records)} of {len(trials)} trials)"))
+    _separation_notes(records)
     _shape_notes(st, trials)
     left_out = [t.number for t in nonfinite_trials(trials)]
     if left_out:
@@ -385,14 +410,84 @@ def export(
         if pick not in picks:
             _fail(f"pick: unknown value {pick!r}; allowed: {', '.join(picks)}")
 
-        def choose() -> int:
-            return pick_trial(load_study(storage, study), pick).number
+        def choose() -> tuple[int, str]:
+            from .study import front_records
 
-        trial = _guard(choose)
-        console.print(f"picked trial {trial} ({pick})", highlight=False)
+            st = load_study(storage, study)
+            number = pick_trial(st, pick).number
+            front = front_records(st)
+            confirmed = sum(1 for r in front if r["confirmed"])
+            mine = next((r["front_by"] for r in front if r["trial"] == number), "proxy")
+            if not confirmed:
+                return number, "from the proxy's accuracies"
+            return number, (f"from a front of {confirmed} confirmed and {len(front) - confirmed} proxy-only "
+                            f"accuracies; this design's is the {mine} one")
+
+        trial, used = _guard(choose)
+        console.print(f"picked trial {trial} ({pick}, {used})", highlight=False)
     path = _guard(export_trial, storage, study, trial, out)
     console.print(f"exported trial {trial} of {escape(study)} to [cyan]{escape(str(path))}[/]: "
                   f"import search_spaces, timm; timm.create_model('local-dir:{escape(str(path))}')", highlight=False)
+
+
+@app.command()
+def retrain(
+    study: StudyName = "digits",
+    trials: str | None = typer.Option(None, help="Trial numbers to confirm, comma-separated (e.g. 3,7,12)."),
+    top: int | None = typer.Option(None, help="Confirm the front's TOP most accurate members."),
+    front: bool = typer.Option(False, "--front", help="Confirm the whole front (the default)."),
+    epochs: int | None = typer.Option(None, help="Epochs per run (default: 5x the search's proxy epochs)."),
+    seeds: int = typer.Option(3, help="Seeds per design (0 .. SEEDS-1)."),
+    train_subset: int | None = typer.Option(None, help="Training images (default: all of the training split)."),
+    storage: StorageURL = DEFAULT_STORAGE,
+    data_dir: str | None = typer.Option(None, help="Folder of the torchvision data sets."),
+    download: bool = typer.Option(False, help="Let torchvision download a missing data set."),
+    run_dir: str = typer.Option("runs", help="Folder for the retrained weights and Ray results."),
+    cpus_per_trial: float = typer.Option(1.0, help="CPUs per run (Ray resources)."),
+    gpus_per_trial: float = typer.Option(0.0, help="GPUs per run; fractions share a GPU."),
+    max_concurrent: int = typer.Option(0, help="Runs at once (0: one per GPU share, or 1 on CPU)."),
+    address: str | None = typer.Option(None, help="Join a Ray cluster ('auto' or host:port)."),
+    timeout: float | None = typer.Option(None, help="Wall-clock budget in seconds."),
+) -> None:
+    """Retrain chosen designs from scratch with several seeds under a longer protocol, and show how sure each
+    accuracy is (continues an interrupted retrain; never trains a design, seed and protocol twice)."""
+    from .engine.retrain import RetrainConfig, run_retrain
+    from .study import front_records, load_study
+
+    numbers = None
+    if trials is not None:
+        try:
+            numbers = [int(x) for x in trials.split(",") if x.strip()]
+        except ValueError:
+            _fail(f"trials: {trials!r} is not a comma-separated list of trial numbers (e.g. 3,7,12)")
+    cfg = RetrainConfig(study=study, storage=storage, trials=numbers, top=top, front=front, epochs=epochs, seeds=seeds,
+                        train_subset=train_subset, data_dir=data_dir, download=download, run_dir=run_dir,
+                        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_concurrent=max_concurrent,
+                        address=address, timeout=timeout)
+    _guard(cfg.validate)
+
+    def on_event(ev: dict[str, Any]) -> None:
+        where = f"trial {ev['trial']:>3} seed {ev['seed']}"
+        if ev["kind"] == "done":
+            console.print(f"  [green]{where}[/] confirmed: val acc {ev['accuracy']:.4f}", highlight=False)
+        elif ev["kind"] == "skip":
+            console.print(f"  {where}: already confirmed under this protocol", highlight=False)
+        elif ev["kind"] == "fail":
+            console.print(f"  [red]{where} failed[/]: {escape(str(ev['reason']))}", highlight=False)
+
+    console.print(f"[bold]vitnas retrain[/] study [cyan]{escape(study)}[/]", highlight=False)
+    try:
+        runs = _guard(run_retrain, cfg, progress=on_event)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the finished runs are stored; run the same command again to continue.",
+                          highlight=False, markup=False)
+        raise typer.Exit(130) from None
+    stored = sum(len(r) for r in runs.values())
+    console.print(f"{stored} run(s) of {len(runs)} design(s) stored with the study", highlight=False)
+    st = _guard(load_study, storage, study)
+    records = _guard(front_records, st)
+    console.print(_front_table(records, f"Pareto front of {study} after retraining"))
+    _separation_notes(records)
 
 
 @app.command()

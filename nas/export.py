@@ -20,7 +20,7 @@ import torch
 from search_spaces import Architecture, build_model
 
 from . import objectives
-from .study import StudyError, StudyMetaError, get_trial, load_study, pareto_front, read_meta
+from .study import StudyError, StudyMetaError, confirmation, confirmations, get_trial, load_study, pareto_front, read_meta
 
 __all__ = ["ExportError", "export_trial", "load_trial_model"]
 
@@ -51,6 +51,10 @@ def load_trial_model(storage_url: str, study_name: str, number: int) -> tuple[to
     arch = Architecture.from_dict(trial.user_attrs["arch"])
     model = build_model(arch, img_size=info["img_size"], in_chans=info["in_chans"], num_classes=info["num_classes"])
     weights = trial.user_attrs.get("weights")
+    confirmed = confirmation(study, int(trial.user_attrs.get("reused_from", number)))
+    if confirmed is not None and confirmed.get("weights") and Path(confirmed["weights"]).is_file():
+        weights = confirmed["weights"]  # a confirmed design leaves with its best seed's retrained weights
+        info["confirmed"] = confirmed
     if not weights or not Path(weights).is_file():
         raise ExportError(f"trial: the weights of trial {number} are missing ({weights or 'not recorded'})")
     try:
@@ -91,6 +95,25 @@ def _model_card(info: dict[str, Any]) -> str:
     preset = f" (paper preset `{attrs['preset']}`)" if attrs.get("preset") else ""
     measured = "\n".join(f"| {_card_label(o, attrs)} | {o.format(v, 'card')} |"
                          for o, v in zip(objectives.spec(), trial.values, strict=True))
+    confirmed = info.get("confirmed")
+    others = len(confirmations(info["study"]))
+    trained = "Proxy-trained only: train it fully with your\nusual timm recipe before relying on it."
+    if others and not confirmed:
+        trained += (f" The front used confirmed accuracies (`vitnas retrain`) for {others} design(s) and the "
+                    "proxy's for the rest, this one included.")
+    confirmed_section = ""
+    if confirmed:
+        trained = (f"Confirmed by `vitnas retrain`: the weights are seed {confirmed['best_seed']}'s of "
+                   f"{confirmed['seeds']} retrained from scratch.")
+        runs = ", ".join(f"{a:.4f}" for a in confirmed["accuracies"])
+        confirmed_section = f"""
+## Confirmed
+
+Retrained from scratch for {confirmed['epochs']} epochs on {confirmed['train_images']:,} training images at
+{confirmed['img_size']} px, {confirmed['seeds']} seed(s): validation accuracy {confirmed['mean']:.4f} ± {confirmed['std']:.4f}
+(mean ± sample std; runs {runs}). The weights in this folder are the best seed's ({confirmed['best_seed']}). The
+front and `--pick` used this confirmed mean, not the proxy's accuracy above.
+"""
     return f"""---
 library_name: timm
 tags: [image-classification, timm, vitnas, nas_vit]
@@ -98,8 +121,7 @@ tags: [image-classification, timm, vitnas, nas_vit]
 # vitnas `{info['study'].study_name}` trial {trial.number}{preset}
 
 A vision transformer found by vitnas' multi-objective search, {on_front} of study
-`{info['study'].study_name}` ({len(front)} front members). Proxy-trained only: train it fully with your
-usual timm recipe before relying on it.
+`{info['study'].study_name}` ({len(front)} front members). {trained}
 
 ```python
 import search_spaces, timm  # importing search_spaces registers nas_vit with timm
@@ -127,7 +149,7 @@ shape {_target_words(attrs, info)}.
 
 Data set: `{info['dataset']}`, {info['img_size']}x{info['img_size']} px, {info['in_chans']} channel(s),
 {info['num_classes']} classes; {info.get('epochs', '?')} proxy epochs. Validation accuracy per epoch: {curve}.
-
+{confirmed_section}
 {_shapes_section(arch, info)}
 """
 

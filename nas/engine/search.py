@@ -185,7 +185,8 @@ def _scheduler(config: SearchConfig, study: optuna.Study, meta: StudyMeta | None
     return scheduler
 
 
-def _catch_sigint(driver: Any) -> Callable[[], None]:
+def _catch_sigint(driver: Any, message: bytes = b"\nvitnas: stopping after Ctrl-C; the running trials are kept as "
+                                                 b"'interrupted' (press Ctrl-C again to force)\n") -> Callable[[], None]:
     """Make the first SIGINT call ``driver.interrupt()`` (stop proposing, stop the round) and a second one
     raise :class:`KeyboardInterrupt` at once; returns the function restoring the previous handler. Only in
     the main thread (where Python delivers signals); elsewhere nothing changes."""
@@ -200,8 +201,7 @@ def _catch_sigint(driver: Any) -> Callable[[], None]:
             raise KeyboardInterrupt
         driver.interrupt()
         try:
-            os.write(2, b"\nvitnas: stopping after Ctrl-C; the running trials are kept as 'interrupted' "
-                        b"(press Ctrl-C again to force)\n")
+            os.write(2, message)
         except OSError:
             pass
 

@@ -1,7 +1,9 @@
 """The trial body: what a Ray worker does with one proposal. It computes and reports; it never opens the
 study storage (the driver, :mod:`nas.engine.driver`, is the only writer).
 
-A proposal arrives as a plain config: ``{"arch": genes, "number": trial number, "known": None | result}``.
+A proposal arrives as a plain config: ``{"arch": genes, "number": trial number, "known": None | result}``
+(``weights_name``, optional: the weights file's name, ``trial_NNNNN`` by default; ``settings["weights_dir"]``,
+optional: its folder, ``RUN_DIR/<study>/weights`` by default).
 A design whose costs, measured before training, break a budget (``--min-throughput``, ``--max-memory``, or
 params) is not trained: the worker reports ``{"refused": {budget: violation}, params, throughput, ...}``.
 ``known`` is a result the driver already decided (the stored result of an identical architecture, or the
@@ -100,9 +102,9 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
             raise BudgetRefused(broken, measured)
 
     result = evaluate_architecture(arch, data, proxy, report=on_epoch, check=check if budgets else None)
-    weights_dir = Path(settings["run_dir"]) / settings["study"] / "weights"
+    weights_dir = Path(settings.get("weights_dir") or Path(settings["run_dir"]) / settings["study"] / "weights")
     weights_dir.mkdir(parents=True, exist_ok=True)
-    weights = (weights_dir / f"trial_{number:05d}.safetensors").resolve()
+    weights = (weights_dir / f"{config.get('weights_name') or f'trial_{number:05d}'}.safetensors").resolve()
     save_model(result.model.cpu(), str(weights))
     return {"accuracy": result.accuracy, "params": result.params, "throughput": result.throughput,
             "epoch": settings["epochs"], "flops": result.flops, "peak_memory": result.peak_memory, "curve": curve,

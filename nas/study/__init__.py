@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from .. import objectives
 from .front import (
+    confirmation,
+    confirmations,
     describe_arch,
     describe_shape,
     front_records,
@@ -22,6 +24,7 @@ from .front import (
     is_infeasible,
     knee_trial,
     nonfinite_trials,
+    not_separated,
     pareto_front,
     pick_trial,
     read_trials,
@@ -54,4 +57,5 @@ __all__ = [
     "front_records", "trial_record", "mark_interrupted", "hypervolume", "target_shape", "describe_shape",
     "is_infeasible", "knee_trial", "pick_trial", "describe_arch", "study_status", "trained_epochs", "read_trials",
     "StudyLease", "BulkRDBStorage", "display_url", "sqlite_path", "read_meta", "write_meta", "set_trial_attrs",
+    "confirmation", "confirmations", "not_separated",
 ]

@@ -4,20 +4,23 @@ hypervolume, the deployment shape and the status. Read-only, Ray-free and torch-
 
 from __future__ import annotations
 
+import json
 import math
+import statistics
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import objectives
-from .optuna_adapter import read_trials
-from .record import read_meta
+from .optuna_adapter import read_trials, with_values
+from .record import CONFIRM_PREFIX, confirmation_key, read_meta
 from .storage import StudyError
 
 __all__ = ["get_trial", "pareto_front", "nonfinite_trials", "is_infeasible", "trial_record", "knee_trial",
            "pick_trial", "front_records", "describe_arch", "hypervolume", "target_shape", "describe_shape",
-           "study_status", "trained_epochs", "read_trials"]
+           "study_status", "trained_epochs", "read_trials", "confirmation", "confirmations", "confirmation_runs",
+           "not_separated", "resolve_trained"]
 
 def get_trial(study: optuna.Study, number: int, *, finished: bool = False) -> FrozenTrial:
     """Trial ``number`` of ``study``.
@@ -39,12 +42,91 @@ def get_trial(study: optuna.Study, number: int, *, finished: bool = False) -> Fr
     return trial
 
 
-def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+def pareto_front(study: optuna.Study, confirmed: bool = True) -> list[FrozenTrial]:
     """The Pareto-optimal complete trials (Optuna's ``best_trials``), by trial number.
 
+    With ``confirmed`` (the default), a design that ``vitnas retrain`` confirmed competes with its confirmed
+    mean accuracy (:func:`confirmation`) in place of its proxy's: the trials returned for it are copies
+    carrying that value (``user_attrs`` as stored). Without confirmations the front is the proxy's.
     Complete trials with a non-finite objective value (inf, nan) are left out (:func:`nonfinite_trials`).
     """
-    return _front_of(study.get_trials(deepcopy=False), study.directions)
+    trials = study.get_trials(deepcopy=False)
+    conf = confirmations(study) if confirmed else {}
+    if conf:
+        trials = [with_values(t, [conf[_design(t)]["mean"], *t.values[1:]])
+                  if t.state == TrialState.COMPLETE and t.values and _design(t) in conf else t for t in trials]
+    return _front_of(trials, study.directions)
+
+
+def _design(t: FrozenTrial) -> int:
+    """The trial that trained ``t``'s design (itself, or the one whose result it reused)."""
+    return int(t.user_attrs.get("reused_from", t.number))
+
+
+def resolve_trained(study: optuna.Study, t: FrozenTrial) -> FrozenTrial:
+    """The trial that trained ``t``'s design: ``t`` itself, or the trial whose result it reused."""
+    return t if "reused_from" not in t.user_attrs else get_trial(study, int(t.user_attrs["reused_from"]))
+
+
+def confirmation_runs(study: optuna.Study, number: int) -> list[dict[str, Any]]:
+    """The stored ``vitnas retrain`` runs of trial ``number``'s design (every protocol)."""
+    return list(study.user_attrs.get(confirmation_key(number)) or [])
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    protocols: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        protocols.setdefault(json.dumps(r.get("protocol"), sort_keys=True), []).append(r)
+    # The longest protocol present (most epochs, then most training images, then most seeds).
+    group = max(protocols.values(), key=lambda rs: (rs[0]["protocol"].get("epochs", 0),
+                                                   rs[0]["protocol"].get("train_images", 0), len(rs)))
+    accuracies = [float(r["accuracy"]) for r in sorted(group, key=lambda r: r["seed"])]
+    best = max(group, key=lambda r: (r["accuracy"], -r["seed"]))
+    p = group[0]["protocol"]
+    return {"mean": statistics.fmean(accuracies), "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+            "seeds": len(accuracies), "epochs": p.get("epochs"), "train_images": p.get("train_images"),
+            "img_size": p.get("img_size"), "accuracies": accuracies, "best_seed": best["seed"],
+            "weights": best.get("weights")}
+
+
+def confirmation(study: optuna.Study, number: int) -> dict[str, Any] | None:
+    """The confirmed accuracy of trial ``number``'s design, or None when it was not retrained.
+
+    ``{"mean", "std", "seeds", "epochs", "train_images", "img_size", "accuracies", "best_seed", "weights"}``:
+    over the runs of the longest protocol stored (most epochs, then most training images); ``std`` is the
+    sample standard deviation (0 with one seed); ``weights`` are the best seed's.
+    """
+    runs = confirmation_runs(study, number)
+    return _summary(runs) if runs else None
+
+
+def confirmations(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """:func:`confirmation` of every confirmed design, by trial number (one read of the study's attributes)."""
+    out = {}
+    for key, runs in study.user_attrs.items():
+        if key.startswith(CONFIRM_PREFIX) and runs:
+            out[int(key[len(CONFIRM_PREFIX):])] = _summary(runs)
+    return out
+
+
+def not_separated(a: dict[str, Any], b: dict[str, Any], level: float = 0.95) -> bool:
+    """Whether two confirmed accuracies (:func:`confirmation`) are within each other's noise.
+
+    The rule: the ``level`` (95%) confidence interval of the difference of the two means (Welch's t interval,
+    unequal variances, Welch-Satterthwaite degrees of freedom) contains 0. With fewer than 2 seeds on either
+    side there is no estimate of the noise, and the two are not separated.
+    """
+    from scipy import stats
+
+    na, nb = int(a["seeds"]), int(b["seeds"])
+    if na < 2 or nb < 2:
+        return True
+    va, vb = a["std"] ** 2 / na, b["std"] ** 2 / nb
+    diff = abs(a["mean"] - b["mean"])
+    if va + vb == 0:
+        return diff == 0
+    df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+    return diff <= stats.t.ppf(0.5 + level / 2, df) * math.sqrt(va + vb)
 
 
 def _front_of(trials: list[FrozenTrial], directions: Any) -> list[FrozenTrial]:
@@ -127,9 +209,21 @@ def pick_trial(study: optuna.Study, pick: str) -> FrozenTrial:
 
 
 def front_records(study: optuna.Study) -> list[dict[str, Any]]:
-    """:func:`trial_record` of every Pareto-front member, sorted by the first objective (accuracy), best first."""
+    """:func:`trial_record` of every Pareto-front member (:func:`pareto_front`: confirmed accuracies where a
+    design has them), best first by the accuracy the front used. Each record's ``accuracy`` is the proxy's;
+    ``confirmed`` is the design's :func:`confirmation` (None if not retrained) and ``front_by`` says which
+    accuracy placed it on the front (``"confirmed"`` or ``"proxy"``)."""
     first = objectives.primary()
-    return sorted((trial_record(t) for t in pareto_front(study)), key=lambda r: -first.sign * r[first.name])
+    conf = confirmations(study)
+    stored = {t.number: t for t in study.get_trials(deepcopy=False)}
+    records = []
+    for t in pareto_front(study):
+        record = trial_record(stored[t.number])
+        c = conf.get(_design(t))
+        record["confirmed"] = {k: v for k, v in c.items() if k != "weights"} if c else None
+        record["front_by"] = "confirmed" if c else "proxy"
+        records.append(record)
+    return sorted(records, key=lambda r: -first.sign * (r["confirmed"]["mean"] if r["confirmed"] else r[first.name]))
 
 
 def describe_arch(attrs: dict[str, Any]) -> str:

@@ -102,6 +102,15 @@ def _without_user_attrs(t: FrozenTrial) -> FrozenTrial:
                        system_attrs=t.system_attrs, intermediate_values={}, trial_id=t._trial_id)  # private: no public storage id
 
 
+def with_values(t: FrozenTrial, values: list[float]) -> FrozenTrial:
+    """A copy of ``t`` with other objective values (a design's confirmed accuracy in place of its proxy's), for
+    choosing a front; the copy is never stored."""
+    return FrozenTrial(number=t.number, state=t.state, value=None, values=list(values), datetime_start=t.datetime_start,
+                       datetime_complete=t.datetime_complete, params=t.params, distributions=t.distributions,
+                       user_attrs=t.user_attrs, system_attrs=t.system_attrs, intermediate_values=t.intermediate_values,
+                       trial_id=t._trial_id)  # private: no public storage id
+
+
 def _bulk_read(rdb: optuna.storages.RDBStorage, study_id: int, states: Any, user_attrs: bool,
                included_trial_ids: set[int] | None = None, trial_id_greater_than: int = -1) -> list[FrozenTrial]:
     """The trials of ``study_id`` as ``RDBStorage._get_trials`` returns them (same filters, by trial id)."""

@@ -5,8 +5,9 @@ the search creates the study (:func:`write_meta`), read in one place (:func:`rea
 (:data:`META_VERSION`, the study user attribute ``vitnas_meta_version``). Each field is one study user
 attribute under its own name, so ``optuna-dashboard`` and ``optuna.visualization`` show them as they are.
 The state a study carries while it is searched (the early-stopping scheduler's rungs, the lease's mirror of
-the driver) is not part of the record; it has its own writers here (:func:`save_scheduler_state`,
-:func:`mirror_driver`). Trials get their attributes through :func:`set_trial_attrs`.
+the driver) and the confirmations ``vitnas retrain`` adds are not part of the record; they have their own
+writers here (:func:`save_scheduler_state`, :func:`mirror_driver`, :func:`save_confirmation`). Trials get
+their attributes through :func:`set_trial_attrs`.
 
 So ``grep set_user_attr`` finds vitnas' writes to a study in this module only (docs/design.md, "The study").
 
@@ -28,7 +29,8 @@ from typing import Any
 import optuna
 
 __all__ = ["META_VERSION", "META_KEY", "StudyMeta", "StudyMetaError", "read_meta", "write_meta", "migrate",
-           "set_trial_attrs", "save_scheduler_state", "read_scheduler_state", "mirror_driver"]
+           "set_trial_attrs", "save_scheduler_state", "read_scheduler_state", "mirror_driver", "save_confirmation",
+           "confirmation_key", "CONFIRM_PREFIX"]
 
 #: The version of :class:`StudyMeta` this vitnas writes.
 META_VERSION = 1
@@ -165,6 +167,26 @@ def mirror_driver(study: optuna.Study, holder: dict[str, Any] | None) -> None:
     """Mirror the lease's holder (``{host, pid, token, heartbeat}``, or None once released) in the study, for
     people and tools reading it (the lease row is what counts; ``nas.study.storage.StudyLease``)."""
     _set(study, {"driver": holder})
+
+
+#: Prefix of the study user attribute holding the confirmation runs of one trained design: ``confirm:<trial>``.
+CONFIRM_PREFIX = "confirm:"
+
+
+def confirmation_key(number: int) -> str:
+    """The study user attribute of trial ``number``'s confirmation runs."""
+    return f"{CONFIRM_PREFIX}{int(number)}"
+
+
+def save_confirmation(study: optuna.Study, number: int, run: dict[str, Any]) -> None:
+    """Append one retrain ``run`` (``seed``, ``protocol``, ``accuracy``, ``curve``, ``weights``, ...) to the
+    confirmations of trial ``number`` (``vitnas retrain``; a finished trial's own attributes cannot change,
+    so they live on the study under :func:`confirmation_key`). A run of the same seed and protocol replaces
+    the stored one."""
+    key = confirmation_key(number)
+    runs = [r for r in (study.user_attrs.get(key) or [])
+            if (r.get("seed"), r.get("protocol")) != (run.get("seed"), run.get("protocol"))]
+    _set(study, {key: [*runs, dict(run)]})
 
 
 def set_trial_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
