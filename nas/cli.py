@@ -500,7 +500,7 @@ def status(study: StudyName, storage: StorageURL = DEFAULT_STORAGE, as_json: JSO
     if as_json:
         return _print_json(info)
     table = Table(title=escape(f"Study {study} ({info['dataset']})"), title_justify="left", show_header=False)
-    for key in ("complete", "running", "failed", "queued", "pruned", "front_size"):
+    for key in ("complete", "running", "failed", "queued", "pruned", "front_size", "confirmed"):
         table.add_row(key.replace("_", " "), str(info[key]))
     table.add_row("hypervolume", f"{info['hypervolume']:.4f} of the normalised objective cube (bounds: "
                                  f"{escape(objectives.HVBounds.from_dict(info['hv_bounds']).describe())})")

@@ -48,8 +48,8 @@ class RetrainConfig:
     Attributes:
         study, storage: the study whose designs are confirmed (its record gives the data set, image size and
             validation split).
-        trials: trial numbers to confirm; top: the front's ``top`` most accurate members; front: the whole
-            front. Exactly one of them (default: the whole front).
+        trials: trial numbers to confirm; top: the ``top`` most accurate members of the search's front (by the
+            proxy); front: that whole front. Exactly one of them (default: the whole front).
         epochs: training epochs per run (None: :data:`EPOCHS_FACTOR` x the search's epochs).
         seeds: seeds per design (0, 1, ..., seeds - 1).
         train_subset: training images (None: all of the data set's training split).
@@ -92,7 +92,8 @@ class RetrainConfig:
 
 def select_trials(study: optuna.Study, config: RetrainConfig) -> list[optuna.trial.FrozenTrial]:
     """The trained complete trials ``config`` chooses (a reused result resolves to the trial that trained it),
-    in the order given (``trials``) or best proxy accuracy first (``top``, ``front``).
+    in the order given (``trials``) or best proxy accuracy first (``top``, ``front``: of the search's front by
+    the proxy, so running the same command again chooses the same designs).
 
     Raises:
         StudyError: an unknown or unfinished trial, or a study with no complete trial.
@@ -100,7 +101,9 @@ def select_trials(study: optuna.Study, config: RetrainConfig) -> list[optuna.tri
     if config.trials is not None:
         chosen = [get_trial(study, n, finished=True) for n in config.trials]
     else:
-        front = sorted(pareto_front(study), key=lambda t: (-t.values[0], t.number))
+        # The search's own front and order (the proxy's), so the same command chooses the same designs
+        # however their confirmations came out.
+        front = sorted(pareto_front(study, confirmed=False), key=lambda t: (-t.values[0], t.number))
         if not front:
             raise StudyError(f"trials: study {study.study_name!r} has no complete trial to retrain")
         chosen = front[: config.top] if config.top is not None else front

@@ -294,7 +294,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "front_size": len(front), "hypervolume": hypervolume(front, bounds),
         "hv_bounds": bounds.to_dict(), "fail_reasons": reasons, "dataset": meta.dataset,
         "proxy_img_size": meta.img_size, "target": target_shape(study), "budgets": meta.budgets or {},
-        "infeasible": len(infeasible) - refused,
+        "infeasible": len(infeasible) - refused, "confirmed": len(confirmations(study)),
     }
 
 

@@ -1,0 +1,110 @@
+"""A front the user can act on: ``vitnas retrain`` confirms designs with seeds, the confirmations are stored with
+the design, the front, picks and export use them and say so, and two designs the noise does not separate are
+said to be so."""
+
+import json
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+
+from nas.study import (
+    confirmation,
+    confirmations,
+    create_or_load_study,
+    front_records,
+    not_separated,
+    open_storage,
+    pareto_front,
+    pick_trial,
+)
+from nas.study.record import save_confirmation
+
+PROTOCOL = {"epochs": 10, "train_images": 100, "img_size": 16, "dataset": "digits", "val_images": 50}
+
+
+def _run(seed, accuracy, protocol=PROTOCOL):
+    return {"seed": seed, "protocol": protocol, "accuracy": accuracy, "curve": [], "weights": f"/w{seed}.safetensors"}
+
+
+@pytest.fixture
+def study(tmp_path):
+    st = create_or_load_study(open_storage(f"sqlite:///{tmp_path / 'c.db'}"), "c")
+    # Two designs of equal size and speed: the proxy prefers trial 0, the long training prefers trial 1.
+    for acc in (0.9, 0.8):
+        t = st.ask({"g": CategoricalDistribution(["a", "b"])})
+        t.set_user_attr("arch", {"attention": "fnet"})
+        st.tell(t, [acc, 1000.0, 100.0])
+    return st
+
+
+def test_confirmed_accuracy_is_mean_std_and_seeds_of_the_longest_protocol(study):
+    save_confirmation(study, 1, _run(0, 0.95))
+    save_confirmation(study, 1, _run(1, 0.93))
+    save_confirmation(study, 1, _run(0, 0.50, {**PROTOCOL, "epochs": 2}))  # a shorter protocol: not the one shown
+    save_confirmation(study, 1, _run(1, 0.97))  # the same seed and protocol again replaces the run
+    c = confirmation(study, 1)
+    assert (c["seeds"], c["epochs"], c["accuracies"]) == (2, 10, [0.95, 0.97])
+    assert c["mean"] == pytest.approx(0.96) and c["std"] == pytest.approx(0.0141421356)
+    assert c["best_seed"] == 1 and c["weights"] == "/w1.safetensors"
+    assert confirmation(study, 0) is None and set(confirmations(study)) == {1}
+
+
+def test_the_front_and_picks_use_confirmed_values_and_say_which(study):
+    assert [t.number for t in pareto_front(study)] == [0]  # by the proxy, trial 0 dominates trial 1
+    save_confirmation(study, 1, _run(0, 0.95))
+    save_confirmation(study, 1, _run(1, 0.97))
+    assert [t.number for t in pareto_front(study)] == [1]  # confirmed 0.96 beats trial 0's proxy 0.9
+    assert [t.number for t in pareto_front(study, confirmed=False)] == [0]
+    assert pick_trial(study, "accuracy").number == 1
+    (record,) = front_records(study)
+    assert record["trial"] == 1 and record["front_by"] == "confirmed" and record["accuracy"] == 0.8
+    assert {"mean", "std", "seeds", "epochs"} <= set(record["confirmed"])
+    assert study.get_trials()[1].values[0] == 0.8  # the stored trial keeps its proxy accuracy
+
+
+def test_noise_rule_welch_95_percent_interval():
+    a = {"mean": 0.90, "std": 0.01, "seeds": 3}
+    assert not not_separated(a, {"mean": 0.80, "std": 0.01, "seeds": 3})  # 10 points apart, 1 point of noise
+    assert not_separated(a, {"mean": 0.89, "std": 0.01, "seeds": 3})  # 1 point apart: within the noise
+    assert not_separated(a, {"mean": 0.10, "std": 0.0, "seeds": 1})  # one seed: no estimate of the noise
+    assert not_separated(a, a)
+
+
+def _vitnas(*args, cwd):
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_retrain_confirms_continues_without_retraining_and_exports_the_confirmed_model(tmp_path, small_space):
+    common = ["--study", "r", "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--run-dir", str(tmp_path / "runs")]
+    proc = _vitnas("search", *common, "--trials", "2", "--epochs", "1", "--no-presets", "--config", small_space,
+                   "--train-subset", "200", "--val-subset", "100", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    retrain = ["retrain", *common, "--top", "1", "--epochs", "2", "--seeds", "2", "--train-subset", "200"]
+    proc = _vitnas(*retrain, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("confirmed: val acc") == 2
+    study = optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / 'r.db'}")
+    (number,) = confirmations(study)
+    runs = study.user_attrs[f"confirm:{number}"]
+    assert sorted(r["seed"] for r in runs) == [0, 1] and all(len(r["curve"]) == 2 for r in runs)
+    assert all(os.path.isfile(r["weights"]) for r in runs)
+    # The same command again trains nothing: every (design, seed, protocol) is stored.
+    proc = _vitnas(*retrain, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.count("already confirmed under this protocol") == 2
+    assert len(optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / 'r.db'}")
+               .user_attrs[f"confirm:{number}"]) == 2
+    rows = json.loads(_vitnas("pareto", *common[:4], "--json", cwd=tmp_path).stdout)
+    confirmed = [r for r in rows if r["confirmed"]]
+    assert [r["trial"] for r in confirmed] == [number]
+    assert {"mean", "std", "seeds", "epochs"} <= set(confirmed[0]["confirmed"]) and confirmed[0]["confirmed"]["seeds"] == 2
+    proc = _vitnas("export", *common[:4], "--trial", str(number), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "## Confirmed" in card and "Retrained from scratch for 2 epochs on 200 training images" in card
