@@ -448,6 +448,8 @@ def retrain(
     max_concurrent: int = typer.Option(0, help="Runs at once (0: one per GPU share, or 1 on CPU)."),
     address: str | None = typer.Option(None, help="Join a Ray cluster ('auto' or host:port)."),
     timeout: float | None = typer.Option(None, help="Wall-clock budget in seconds."),
+    artifact_store: str | None = typer.Option(None, help="Optuna artifact store for the retrained weights (default: "
+                                                         "RUN_DIR/artifacts)."),
 ) -> None:
     """Retrain chosen designs from scratch with several seeds under a longer protocol, and show how sure each
     accuracy is (continues an interrupted retrain; never trains a design, seed and protocol twice)."""
@@ -463,7 +465,7 @@ def retrain(
     cfg = RetrainConfig(study=study, storage=storage, trials=numbers, top=top, front=front, epochs=epochs, seeds=seeds,
                         train_subset=train_subset, data_dir=data_dir, download=download, run_dir=run_dir,
                         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_concurrent=max_concurrent,
-                        address=address, timeout=timeout)
+                        address=address, timeout=timeout, artifact_store=artifact_store)
     _guard(cfg.validate)
 
     def on_event(ev: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from search_spaces import Architecture, build_model
 
 from . import objectives
 from .study import StudyError, StudyMetaError, confirmation, confirmations, get_trial, load_study, pareto_front, read_meta
+from .study.artifacts import ArtifactError, fetch_file
 
 __all__ = ["ExportError", "export_trial", "load_trial_model"]
 
@@ -36,7 +37,6 @@ def load_trial_model(storage_url: str, study_name: str, number: int) -> tuple[to
         StudyError: unknown study or trial, or a trial that did not complete.
         ExportError: the trial's weights file is missing.
     """
-    from safetensors.torch import load_model
 
     study = load_study(storage_url, study_name)
     trial = get_trial(study, number, finished=True)
@@ -50,13 +50,32 @@ def load_trial_model(storage_url: str, study_name: str, number: int) -> tuple[to
                           "only vitnas trials can be exported")
     arch = Architecture.from_dict(trial.user_attrs["arch"])
     model = build_model(arch, img_size=info["img_size"], in_chans=info["in_chans"], num_classes=info["num_classes"])
-    weights = trial.user_attrs.get("weights")
+    weights, ref = trial.user_attrs.get("weights"), trial.user_attrs.get("weights_artifact")
     confirmed = confirmation(study, int(trial.user_attrs.get("reused_from", number)))
-    if confirmed is not None and confirmed.get("weights") and Path(confirmed["weights"]).is_file():
-        weights = confirmed["weights"]  # a confirmed design leaves with its best seed's retrained weights
+    if confirmed is not None and (confirmed.get("weights_artifact") or
+                                  (confirmed.get("weights") and Path(confirmed["weights"]).is_file())):
+        # a confirmed design leaves with its best seed's retrained weights
+        weights, ref = confirmed.get("weights"), confirmed.get("weights_artifact")
         info["confirmed"] = confirmed
-    if not weights or not Path(weights).is_file():
-        raise ExportError(f"trial: the weights of trial {number} are missing ({weights or 'not recorded'})")
+    with tempfile.TemporaryDirectory(prefix="vitnas-weights-") as tmp:
+        if (not weights or not Path(weights).is_file()) and isinstance(ref, dict):
+            try:  # the run folder that held them is gone (another node, cleaned up): the artifact store has them
+                weights = str(fetch_file(ref, Path(tmp) / "weights.safetensors"))
+            except ArtifactError as exc:
+                raise ExportError(f"trial: the weights of trial {number} are missing: not at {weights!r} and {exc}") \
+                    from None
+        if not weights or not Path(weights).is_file():
+            raise ExportError(f"trial: the weights of trial {number} are missing ({weights or 'not recorded'})")
+        _load(model, weights, number)
+    model.eval()
+    info.update(trial=trial, study=study, arch=arch)
+    return model, info
+
+
+def _load(model: torch.nn.Module, weights: str, number: int) -> None:
+    """Load safetensors ``weights`` into ``model`` strictly, or raise one line."""
+    from safetensors.torch import load_model
+
     try:
         load_model(model, weights, strict=True)
     except Exception as exc:  # noqa: BLE001 - SafetensorError (corrupt, truncated), RuntimeError (another model's)
@@ -65,9 +84,6 @@ def load_trial_model(storage_url: str, study_name: str, number: int) -> tuple[to
             detail = "they belong to another architecture"
         raise ExportError(f"trial: the weights of trial {number} cannot be loaded from {weights!r} "
                           f"({detail[:200]})") from None
-    model.eval()
-    info.update(trial=trial, study=study, arch=arch)
-    return model, info
 
 
 def _card_label(o: objectives.Objective, attrs: dict[str, Any]) -> str:

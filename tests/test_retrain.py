@@ -108,3 +108,44 @@ def test_retrain_confirms_continues_without_retraining_and_exports_the_confirmed
     assert proc.returncode == 0, proc.stderr
     card = (tmp_path / "out" / "README.md").read_text()
     assert "## Confirmed" in card and "Retrained from scratch for 2 epochs on 200 training images" in card
+
+
+def test_export_reads_the_artifact_store_when_the_run_folder_is_gone(tmp_path):
+    import timm
+    import torch
+    from safetensors.torch import save_model
+
+    import search_spaces  # noqa: F401 - registers nas_vit
+    from nas.export import export_trial
+    from nas.study import StudyMeta
+    from nas.study.artifacts import upload_file
+    from nas.study.record import set_trial_attrs
+    from search_spaces import Architecture, build_model
+
+    arch = Architecture(attention="fnet", embed_dim=32, depth=1, num_heads=2, patch_size=4)
+    torch.manual_seed(0)
+    model = build_model(arch, img_size=16, in_chans=1, num_classes=10).eval()
+    run_dir = tmp_path / "runs"
+    (run_dir / "w").mkdir(parents=True)
+    save_model(model, str(run_dir / "w" / "trial_00000.safetensors"))
+    ref = upload_file(str(tmp_path / "store"), run_dir / "w" / "trial_00000.safetensors")
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    study = create_or_load_study(open_storage(url), "a", meta=StudyMeta(dataset="digits", img_size=16, in_chans=1,
+                                                                        num_classes=10, epochs=1))
+    t = study.ask({"g": CategoricalDistribution(["x"])})
+    set_trial_attrs(t, {"arch": arch.to_dict(), "weights": str(run_dir / "w" / "trial_00000.safetensors"),
+                        "weights_artifact": ref})
+    study.tell(t, [0.5, 1000.0, 100.0])
+    import shutil
+
+    shutil.rmtree(run_dir)  # the worker's disk is not this machine's
+    out = export_trial(url, "a", 0, tmp_path / "out")
+    reloaded = timm.create_model(f"local-dir:{out}").eval()
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), reloaded(x))
+    shutil.rmtree(tmp_path / "store")
+    from nas.export import ExportError
+
+    with pytest.raises(ExportError, match="^trial: the weights of trial 0 are missing: not at .* and weights: artifact"):
+        export_trial(url, "a", 0, tmp_path / "out2")

@@ -47,6 +47,8 @@ def test_search_stores_two_complete_trials_with_everything(searched):
         assert [c["epoch"] for c in attrs["curve"]] == [1]
         assert attrs["curve"][-1]["val_accuracy"] == accuracy
         assert os.path.isfile(attrs["weights"]) and attrs["weights"].endswith(".safetensors")
+        ref = attrs["weights_artifact"]  # the same weights in the artifact store (default RUN_DIR/artifacts)
+        assert ref["store"] == str(tmp / "runs" / "artifacts") and os.path.isfile(os.path.join(ref["store"], ref["id"]))
         assert attrs["wall_seconds"] > 0
     # The paper presets are the first trials (enqueued), and the front is printed.
     assert complete[0].user_attrs.get("preset")

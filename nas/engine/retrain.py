@@ -55,7 +55,8 @@ class RetrainConfig:
         train_subset: training images (None: all of the data set's training split).
         data_dir, download: where the data set is (as ``vitnas search``).
         run_dir: where the retrained weights go (``RUN_DIR/<study>/confirm/``).
-        cpus_per_trial, gpus_per_trial, max_concurrent, address, timeout: as ``vitnas search``.
+        cpus_per_trial, gpus_per_trial, max_concurrent, address, timeout, artifact_store: as ``vitnas search``
+            (the retrained weights go to the artifact store too; default ``RUN_DIR/artifacts``).
     """
 
     study: str = "digits"
@@ -74,6 +75,7 @@ class RetrainConfig:
     max_concurrent: int = 0
     address: str | None = None
     timeout: float | None = None
+    artifact_store: str | None = None
 
     def validate(self) -> None:
         """Raise :class:`SearchError` naming the first setting outside its allowed values."""
@@ -185,11 +187,21 @@ class _RetrainDriver:
             return
         run = {"seed": job["seed"], "protocol": self.protocol, "accuracy": float(result["accuracy"]),
                "curve": result.get("curve") or [], "weights": result.get("weights"),
+               "weights_artifact": _artifact(result),
                "train_seconds": result.get("train_seconds"), "device": result.get("device"),
                "recorded": time.strftime("%Y-%m-%dT%H:%M:%S")}
         save_confirmation(self.study, job["trial"], run)
         self.stored += 1
         self._tell({"kind": "done", "trial": job["trial"], "seed": job["seed"], "accuracy": run["accuracy"]})
+
+
+def _artifact(result: dict[str, Any]) -> dict[str, str] | None:
+    """The weights' artifact reference of a final result (Ray may hand it over flattened)."""
+    ref = result.get("weights_artifact")
+    if isinstance(ref, dict):
+        return ref
+    store, artifact_id = result.get("weights_artifact/store"), result.get("weights_artifact/id")
+    return {"store": store, "id": artifact_id} if store and artifact_id else None
 
 
 def _retrain_trainable(config: dict[str, Any], settings: dict[str, Any], data: Any) -> None:
@@ -264,6 +276,8 @@ def _fan_out(config: RetrainConfig, study: optuna.Study, meta: Any, data: Any, p
                           target_batch=target.get("batch", 64),
                           target_dtype=None if target.get("dtype", "auto") == "auto" else target["dtype"])
     settings = {**search.worker_settings(), "weights_dir": str(Path(config.run_dir, config.study, "confirm").resolve())}
+    if config.artifact_store:
+        settings["artifact_store"] = config.artifact_store
     restore = _catch_sigint(driver, b"\nvitnas: stopping after Ctrl-C; finished runs are stored, running ones are "
                                     b"dropped (press Ctrl-C again to force)\n")
     started = False

@@ -127,6 +127,9 @@ class SearchConfig:
     max_concurrent: int = option(0, "Trials at once (0: one per GPU share, or 1 on CPU).")
     address: str | None = option(None, "Join a Ray cluster ('auto' or host:port).")
     run_dir: str = option("runs", "Folder for weights and Ray results.")
+    artifact_store: str | None = option(None, "Optuna artifact store for the trained weights, reachable from every "
+                                              "machine: a folder, file://PATH, s3://BUCKET or gs://BUCKET (default: "
+                                              "RUN_DIR/artifacts).")
     timeout: float | None = option(None, "Wall-clock budget in seconds.")
     epoch_budget: int | None = option(None, "Compute budget of the study in proxy epochs (complete and early-stopped "
                                             "trials; reused results cost none).")
@@ -238,7 +241,7 @@ class SearchConfig:
 
         run_dir = Path(self.run_dir).resolve()
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("worker")}
-        return {**out, "run_dir": str(run_dir),
+        return {**out, "run_dir": str(run_dir), "artifact_store": self.artifact_store or str(run_dir / "artifacts"),
                 "cache_path": str(run_dir / "throughput_cache.sqlite") if self.throughput_cache else None}
 
     def target(self, img_size: int) -> dict[str, Any]:

@@ -21,12 +21,14 @@ from typing import Any
 
 from search_spaces import Architecture
 
+from ..study.artifacts import upload_file
 from .settings import BUDGETS, budget_violations
 
 __all__ = ["RESULT_ATTRS", "run_trial", "failure_result"]
 
 #: Trial user attributes a trained trial reports (stored by the driver, copied when a result is reused).
 RESULT_ATTRS: tuple[str, ...] = ("flops", "peak_memory", "curve", "device", "train_seconds", "wall_seconds", "weights",
+                                  "weights_artifact",
                                   "target", "throughput_detail", "proxy_params")
 
 
@@ -106,9 +108,11 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
     weights_dir.mkdir(parents=True, exist_ok=True)
     weights = (weights_dir / f"{config.get('weights_name') or f'trial_{number:05d}'}.safetensors").resolve()
     save_model(result.model.cpu(), str(weights))
+    artifact = upload_file(settings["artifact_store"], weights) if settings.get("artifact_store") else None
     return {"accuracy": result.accuracy, "params": result.params, "throughput": result.throughput,
             "epoch": settings["epochs"], "flops": result.flops, "peak_memory": result.peak_memory, "curve": curve,
             "device": result.device, "train_seconds": round(result.train_seconds, 3),
-            "wall_seconds": round(result.wall_seconds, 3), "weights": str(weights), "target": result.target,
+            "wall_seconds": round(result.wall_seconds, 3), "weights": str(weights), "weights_artifact": artifact,
+            "target": result.target,
             "throughput_detail": result.throughput_detail, "proxy_params": result.proxy_params}
 

@@ -86,7 +86,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"mean": statistics.fmean(accuracies), "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
             "seeds": len(accuracies), "epochs": p.get("epochs"), "train_images": p.get("train_images"),
             "img_size": p.get("img_size"), "accuracies": accuracies, "best_seed": best["seed"],
-            "weights": best.get("weights")}
+            "weights": best.get("weights"), "weights_artifact": best.get("weights_artifact")}
 
 
 def confirmation(study: optuna.Study, number: int) -> dict[str, Any] | None:
@@ -220,7 +220,7 @@ def front_records(study: optuna.Study) -> list[dict[str, Any]]:
     for t in pareto_front(study):
         record = trial_record(stored[t.number])
         c = conf.get(_design(t))
-        record["confirmed"] = {k: v for k, v in c.items() if k != "weights"} if c else None
+        record["confirmed"] = {k: v for k, v in c.items() if k not in ("weights", "weights_artifact")} if c else None
         record["front_by"] = "confirmed" if c else "proxy"
         records.append(record)
     return sorted(records, key=lambda r: -first.sign * (r["confirmed"]["mean"] if r["confirmed"] else r[first.name]))
