@@ -132,7 +132,7 @@ def test_a_two_trial_search_runs_end_to_end_with_every_sampler(tmp_path, one_ray
     assert {s for s, _ in RUNS} == set(SAMPLERS)
     config = SearchConfig(study=f"s-{sampler}", trials=2, epochs=2, sampler=sampler, scheduler=scheduler,
                           storage=f"sqlite:///{tmp_path / 'study.db'}", run_dir=str(tmp_path / "runs"),
-                          space=SPACE, presets=False, train_subset=200, val_subset=100, seed=1)
+                          space=SPACE, presets=False, train_subset=100, val_subset=50, seed=1)
     study = run_search(config)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 2

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 
@@ -82,30 +81,38 @@ def _vitnas(*args, cwd):
 
 @pytest.mark.slow
 def test_retrain_confirms_continues_without_retraining_and_exports_the_confirmed_model(tmp_path, small_space):
-    common = ["--study", "r", "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--run-dir", str(tmp_path / "runs")]
-    proc = _vitnas("search", *common, "--trials", "2", "--epochs", "1", "--no-presets", "--config", small_space,
-                   "--train-subset", "200", "--val-subset", "100", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    retrain = ["retrain", *common, "--top", "1", "--epochs", "2", "--seeds", "2", "--train-subset", "200"]
-    proc = _vitnas(*retrain, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("confirmed: val acc") == 2
-    study = optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / 'r.db'}")
-    (number,) = confirmations(study)
-    runs = study.user_attrs[f"confirm:{number}"]
-    assert sorted(r["seed"] for r in runs) == [0, 1] and all(len(r["curve"]) == 2 for r in runs)
-    assert all(os.path.isfile(r["weights"]) for r in runs)
-    # The same command again trains nothing: every (design, seed, protocol) is stored.
-    proc = _vitnas(*retrain, cwd=tmp_path)
-    assert proc.returncode == 0 and proc.stdout.count("already confirmed under this protocol") == 2
-    assert len(optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / 'r.db'}")
-               .user_attrs[f"confirm:{number}"]) == 2
-    rows = json.loads(_vitnas("pareto", *common[:4], "--json", cwd=tmp_path).stdout)
+    import ray
+
+    from nas import SearchConfig, run_search
+    from nas.engine.ray_backend import start_ray
+    from nas.engine.retrain import RetrainConfig, run_retrain
+    from nas.export import export_trial
+
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    started = start_ray(None)  # one Ray for the search and both retrains, as a notebook would keep it
+    try:
+        run_search(SearchConfig(study="r", storage=storage, run_dir=str(tmp_path / "runs"), trials=2, epochs=1,
+                                presets=False, config=small_space, train_subset=200, val_subset=100))
+        config = RetrainConfig(study="r", storage=storage, run_dir=str(tmp_path / "runs"), top=1, epochs=2, seeds=2,
+                               train_subset=200)
+        events = []
+        runs = run_retrain(config, progress=events.append)
+        assert [e["seed"] for e in events if e["kind"] == "done"] == [0, 1]
+        (number,) = runs
+        assert sorted(r["seed"] for r in runs[number]) == [0, 1] and all(len(r["curve"]) == 2 for r in runs[number])
+        assert all(os.path.isfile(r["weights"]) and r["weights_artifact"] for r in runs[number])
+        # The same call again trains nothing: every (design, seed, protocol) is stored.
+        events.clear()
+        again = run_retrain(config, progress=events.append)
+        assert [e["kind"] for e in events] == ["skip", "skip"] and again == runs
+    finally:
+        if started:
+            ray.shutdown()
+    rows = json.loads(_vitnas("pareto", "--study", "r", "--storage", storage, "--json", cwd=tmp_path).stdout)
     confirmed = [r for r in rows if r["confirmed"]]
-    assert [r["trial"] for r in confirmed] == [number]
+    assert [r["trial"] for r in confirmed] == [number] and confirmed[0]["front_by"] == "confirmed"
     assert {"mean", "std", "seeds", "epochs"} <= set(confirmed[0]["confirmed"]) and confirmed[0]["confirmed"]["seeds"] == 2
-    proc = _vitnas("export", *common[:4], "--trial", str(number), "--out", str(tmp_path / "out"), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    export_trial(storage, "r", number, tmp_path / "out")
     card = (tmp_path / "out" / "README.md").read_text()
     assert "## Confirmed" in card and "Retrained from scratch for 2 epochs on 200 training images" in card
 
