@@ -207,6 +207,26 @@ def summary(args: argparse.Namespace) -> None:
     if seconds:
         seconds.sort()
         print(f"training seconds per design: median {seconds[len(seconds) // 2]:.0f}, total {sum(seconds) / 3600:.2f} h")
+        epoch_seconds = sorted(c["seconds"] for k in complete for s in range(args.seeds)
+                               for c in by_key[k][("full", s)]["curve"])
+        print(f"seconds per full-protocol epoch: median {epoch_seconds[len(epoch_seconds) // 2]:.2f} "
+              f"(range {epoch_seconds[0]:.2f}-{epoch_seconds[-1]:.2f})")
+    trained = [k for k in complete if all(by_key[k][(kind, s)].get("final") is not None
+                                          for kind, s in [("proxy", 0), *(("full", s) for s in range(args.seeds))])]
+    if len(trained) >= 3 and args.seeds >= 2:
+        from scipy.stats import kendalltau
+
+        finals = [[by_key[k][("full", s)]["final"] for s in range(args.seeds)] for k in trained]
+        truth = [sum(f) / len(f) for f in finals]
+        proxy = [by_key[k][("proxy", 0)]["final"] for k in trained]
+        at_proxy = [sum(by_key[k][("full", s)]["curve"][args.proxy_epochs - 1]["val_accuracy"]
+                        for s in range(args.seeds)) / args.seeds for k in trained]
+        gaps = sorted(abs(f[0] - f[1]) for f in finals)
+        print(f"truth (mean final accuracy over {args.seeds} seeds) of {len(trained)} designs: "
+              f"{min(truth):.4f}-{max(truth):.4f}; seed 0 vs seed 1: Kendall tau {kendalltau(*zip(*finals))[0]:.2f}, "
+              f"|difference| median {gaps[len(gaps) // 2]:.4f}, max {gaps[-1]:.4f}")
+        print(f"Kendall tau against the truth: the {args.proxy_epochs}-epoch proxy {kendalltau(proxy, truth)[0]:.2f}; "
+              f"epoch {args.proxy_epochs} of the full runs {kendalltau(at_proxy, truth)[0]:.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
