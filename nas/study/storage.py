@@ -23,6 +23,9 @@ __all__ = ["DEFAULT_STORAGE", "StudyError", "display_url", "sqlite_path", "open_
 
 DEFAULT_STORAGE = "sqlite:///runs/vitnas.db"
 
+# Optuna's per-study and per-trial INFO lines stay out of the user's terminal: vitnas shows its own progress.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
 class StudyError(ValueError):
     """Unreadable storage, an unknown study or trial, or a study that does not fit the request."""
 
