@@ -69,5 +69,6 @@ def test_search_settings_are_declared_once():
         option = "--" + name.replace("_", "-")
         assert (option in help_text) == f.metadata["cli"], name
     worker = SearchConfig(max_params=1e6).worker_settings()
-    assert set(worker) == {n for n, f in fields.items() if f.metadata["worker"]} | {"run_dir", "cache_path"}
+    assert set(worker) == {n for n, f in fields.items() if f.metadata["worker"]} | {"run_dir", "cache_path",
+                                                                                   "artifact_store"}
     assert worker["max_params"] == 1e6 and "storage" not in worker

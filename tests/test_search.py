@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 from nas.cli import app
 
 runner = CliRunner()
+#: Image subsets keep the module's search short (the CLI and the study are under test, not the data).
+SUBSETS = ("--train-subset", "300", "--val-subset", "120")
 
 
 def vitnas(*args, cwd=None, timeout=300):
@@ -26,7 +28,7 @@ def vitnas(*args, cwd=None, timeout=300):
 def searched(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("search")
     storage = f"sqlite:///{tmp / 'study.db'}"
-    proc = vitnas("search", "--study", "tiny", "--trials", "2", "--epochs", "1", "--storage", storage,
+    proc = vitnas("search", "--study", "tiny", "--trials", "2", "--epochs", "1", *SUBSETS, "--storage", storage,
                   "--run-dir", str(tmp / "runs"), "--seed", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return tmp, storage, proc
@@ -159,7 +161,7 @@ def test_rerun_with_reached_target_trains_nothing_and_changes_nothing(searched):
     tmp, storage, _ = searched
     study = optuna.load_study(study_name="tiny", storage=storage)
     before = [(t.number, t.state, t.values) for t in study.trials]
-    proc = vitnas("search", "--study", "tiny", "--trials", "2", "--epochs", "1", "--storage", storage,
+    proc = vitnas("search", "--study", "tiny", "--trials", "2", "--epochs", "1", *SUBSETS, "--storage", storage,
                   "--run-dir", str(tmp / "runs"))
     assert proc.returncode == 0, proc.stderr
     after = [(t.number, t.state, t.values) for t in optuna.load_study(study_name="tiny", storage=storage).trials]
@@ -294,7 +296,7 @@ def test_a_study_driven_by_a_live_search_is_refused(searched):
     study.set_user_attr("driver", {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": _time.time()})
     try:
         before = [(t.number, t.state, t.values) for t in study.trials]
-        proc = vitnas("search", "--study", "tiny", "--trials", "3", "--epochs", "1", "--storage", storage,
+        proc = vitnas("search", "--study", "tiny", "--trials", "3", "--epochs", "1", *SUBSETS, "--storage", storage,
                       "--run-dir", str(tmp / "runs"))
         assert proc.returncode == 2
         assert f"is being searched by pid {os.getpid()}" in proc.stderr

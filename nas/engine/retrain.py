@@ -30,7 +30,7 @@ from ray import tune
 from ..study import DEFAULT_STORAGE, StudyError, get_trial, load_study, pareto_front, read_meta
 from ..study.front import confirmation_runs, resolve_trained
 from ..study.record import save_confirmation
-from .ray_backend import cluster_gpus, register, release, resolve, start_ray
+from .ray_backend import InterruptStopper, cluster_gpus, register, release, resolve, start_ray
 from .settings import SearchError
 
 __all__ = ["RetrainConfig", "run_retrain", "select_trials", "DEFAULT_SEEDS", "EPOCHS_FACTOR"]
@@ -246,20 +246,6 @@ class _RetrainCallback(tune.Callback):
             driver.on_end(trial.config["job"], {"fail_reason": "the Ray worker failed (see the Ray logs)"})
 
 
-class _RetrainStopper(tune.Stopper):
-    """Stops every run once the retrain was interrupted (Ctrl-C)."""
-
-    def __init__(self, handle: str) -> None:
-        self.handle = handle
-
-    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        return self.stop_all()
-
-    def stop_all(self) -> bool:
-        driver = resolve(self.handle)
-        return bool(driver is not None and driver.interrupted)
-
-
 def _fan_out(config: RetrainConfig, study: optuna.Study, meta: Any, data: Any, protocol: dict[str, Any],
              jobs: list[dict[str, Any]], progress: Callable[[dict[str, Any]], None] | None) -> None:
     import ray
@@ -292,7 +278,7 @@ def _fan_out(config: RetrainConfig, study: optuna.Study, meta: Any, data: Any, p
                                         time_budget_s=config.timeout, reuse_actors=True),
             run_config=tune.RunConfig(name=f"{config.study}-retrain-{time.strftime('%Y%m%d-%H%M%S')}",
                                       storage_path=str(Path(config.run_dir, "ray").resolve()), verbose=0,
-                                      callbacks=[_RetrainCallback(handle)], stop=_RetrainStopper(handle),
+                                      callbacks=[_RetrainCallback(handle)], stop=InterruptStopper(handle),
                                       failure_config=tune.FailureConfig(max_failures=0)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
