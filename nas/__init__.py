@@ -14,7 +14,7 @@ _EXPORTS = {
     "ExportError": "export", "export_trial": "export",
     "SAMPLERS": "engine.settings", "SearchConfig": "engine.settings", "SearchError": "engine.settings",
     "TrialEvent": "engine.settings",
-    "run_search": "engine.search",
+    "run_search": "engine.search", "RetrainConfig": "engine.retrain", "run_retrain": "engine.retrain",
     "DEFAULT_STORAGE": "study", "OBJECTIVES": "study", "StudyError": "study", "front_records": "study",
     "hypervolume": "study", "load_study": "study", "pareto_front": "study", "trial_record": "study",
 }
