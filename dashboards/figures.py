@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from nas import objectives
+from nas.study.front import confirmations_from_attrs
 
 from .data import (
     ATTENTION_COLORS,
@@ -44,6 +45,7 @@ GL_THRESHOLD = 1500
 FADED = "rgba(150,150,150,0.35)"
 PRESET_COLOR = "#111111"
 VIOLATION_COLOR = "#e0002a"
+CONFIRMED_COLOR = "#0b6e4f"
 #: Colour of each objective's panel, by position in :data:`nas.objectives.OBJECTIVES_SPEC`.
 OBJECTIVE_COLORS = ("#2a7ab0", "#c0392b", "#27ae60", "#8e44ad", "#d35400", "#16a085")
 _FONT = dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif", size=12)
@@ -227,7 +229,9 @@ def pareto_2d_figures(study: optuna.Study | StudyData, gl_threshold: int = GL_TH
 
     One figure with one panel per pair (log axes for params and throughput). Front members of the 3-D front are
     coloured by attention type, dominated trials faded; a dotted staircase joins the front members that
-    are also non-dominated in that pair; presets are labelled in every panel.
+    are also non-dominated in that pair; presets are labelled in every panel. Designs confirmed by
+    ``vitnas retrain`` are drawn again in the accuracy panels at their confirmed mean, as open circles with error
+    bars of one sample standard deviation; every other point is the proxy's accuracy only.
     """
     data = load_data(study)
     spec = {o.name: o for o in objectives.spec()}
@@ -240,6 +244,7 @@ def pareto_2d_figures(study: optuna.Study | StudyData, gl_threshold: int = GL_TH
     Scatter = go.Scattergl if len(v) > gl_threshold else go.Scatter
     presets = _preset_rows(data)
     index = {int(n): i for i, n in enumerate(data.numbers)}
+    confirmed = confirmations_from_attrs(data.user_attrs)  # vitnas retrain: open circles with error bars
     labels: list[dict[str, Any]] = []  # the presets' labels, every panel
     for k, (xn, yn) in enumerate(panels, 1):
         x, y = v[:, col[xn]], v[:, col[yn]]
@@ -283,11 +288,24 @@ def pareto_2d_figures(study: optuna.Study | StudyData, gl_threshold: int = GL_TH
                     xref="x" if k == 1 else f"x{k}", yref="y" if k == 1 else f"y{k}",
                     text=row["label"], showarrow=True, arrowhead=0, arrowwidth=0.7, arrowcolor="#777", ax=ax, ay=ay,
                     font=dict(size=9.5, color=PRESET_COLOR), bgcolor="rgba(255,255,255,0.8)", xanchor=anchor))
+        if yn == objectives.primary().name and confirmed:
+            cidx = np.array([index[n] for n in sorted(confirmed) if n in index], dtype=int)
+            if len(cidx):
+                rows = [confirmed[int(data.numbers[i])] for i in cidx]
+                fig.add_trace(Scatter(
+                    x=x[cidx], y=[r["mean"] for r in rows], mode="markers", name=f"confirmed ({len(cidx)}): mean ± std",
+                    marker=dict(size=11, symbol="circle-open", color=CONFIRMED_COLOR, line=dict(width=2)),
+                    error_y=dict(type="data", array=[r["std"] for r in rows], visible=True, color=CONFIRMED_COLOR),
+                    customdata=data.numbers[cidx], meta={"role": "confirmed", "pair": [xn, yn]},
+                    text=[f"trial {int(data.numbers[i])}: confirmed {r['mean']:.4f} ± {r['std']:.4f} over {r['seeds']} "
+                          f"seed(s), {r['epochs']} epochs (proxy {y[i]:.4f})" for i, r in zip(cidx, rows)],
+                    hovertemplate="%{text}<extra></extra>", legendgroup="confirmed", showlegend=first), row=1, col=k)
         fig.update_xaxes(_axis(ox, x, ox.title), row=1, col=k)
         fig.update_yaxes(_axis(oy, y, oy.title), row=1, col=k)
     if labels:
         fig.update_layout(annotations=[*fig.layout.annotations, *labels])
-    _layout(fig, f"Pareto front, pairwise — {len(front)} front members (strong), {len(dominated)} dominated (faded)",
+    note = f"; {len(confirmed)} confirmed (open circles, ± std), the rest proxy only" if confirmed else ""
+    _layout(fig, f"Pareto front, pairwise — {len(front)} front members (strong), {len(dominated)} dominated (faded){note}",
             560, legend=dict(orientation="h", y=-0.16, x=0, itemsizing="constant"), margin=dict(l=60, r=20, t=80, b=90))
     return fig
 

@@ -303,3 +303,24 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     im = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert im.shape == (3000, 1400)
     assert im[200:1000].std() > 20  # the plots are drawn, not a blank page
+
+
+def test_confirmed_designs_carry_error_bars_and_the_rest_stay_proxy_only(tmp_path, data):
+    from nas.study.record import save_confirmation
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    make_demo_study(url, "conf", n_trials=12, seed=5, running=0)
+    st = load_study(url, "conf")
+    number = next(t.number for t in st.get_trials() if t.values)
+    protocol = {"epochs": 30, "train_images": 1000, "img_size": 16, "dataset": "digits", "val_images": 100}
+    for seed, acc in ((0, 0.91), (1, 0.95)):
+        save_confirmation(st, number, {"seed": seed, "protocol": protocol, "accuracy": acc, "curve": []})
+    fig = dashboards.pareto_2d_figures(load_study(url, "conf"))
+    confirmed = _traces(fig, "confirmed")
+    assert [t.meta["pair"][1] for t in confirmed] == ["accuracy", "accuracy"]  # the accuracy panels only
+    for t in confirmed:
+        assert list(t.customdata) == [number] and list(t.y) == [pytest.approx(0.93)]
+        assert list(t.error_y.array) == [pytest.approx(0.0282842712)] and t.error_y.visible
+    assert "1 confirmed (open circles, ± std), the rest proxy only" in fig.layout.title.text
+    unconfirmed = dashboards.pareto_2d_figures(data)  # the module's demo study: nothing retrained
+    assert not _traces(unconfirmed, "confirmed") and "confirmed" not in unconfirmed.layout.title.text

@@ -20,7 +20,7 @@ from .storage import StudyError
 __all__ = ["get_trial", "pareto_front", "nonfinite_trials", "is_infeasible", "trial_record", "knee_trial",
            "pick_trial", "front_records", "describe_arch", "hypervolume", "target_shape", "describe_shape",
            "study_status", "trained_epochs", "read_trials", "confirmation", "confirmations", "confirmation_runs",
-           "not_separated", "resolve_trained"]
+           "not_separated", "resolve_trained", "confirmations_from_attrs"]
 
 def get_trial(study: optuna.Study, number: int, *, finished: bool = False) -> FrozenTrial:
     """Trial ``number`` of ``study``.
@@ -102,8 +102,13 @@ def confirmation(study: optuna.Study, number: int) -> dict[str, Any] | None:
 
 def confirmations(study: optuna.Study) -> dict[int, dict[str, Any]]:
     """:func:`confirmation` of every confirmed design, by trial number (one read of the study's attributes)."""
+    return confirmations_from_attrs(study.user_attrs)
+
+
+def confirmations_from_attrs(attrs: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """:func:`confirmations` from a study's user attributes already read (the dashboard's snapshot)."""
     out = {}
-    for key, runs in study.user_attrs.items():
+    for key, runs in attrs.items():
         if key.startswith(CONFIRM_PREFIX) and runs:
             out[int(key[len(CONFIRM_PREFIX):])] = _summary(runs)
     return out
