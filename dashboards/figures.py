@@ -159,7 +159,9 @@ def pareto_figure(study: optuna.Study | StudyData) -> go.Figure:
     throughput on log axes, as :mod:`nas.objectives` says).
 
     Front members coloured by attention type, dominated trials faded, violating trials crossed, presets
-    labelled with how much the best front member at equal or lower params beats them.
+    labelled with how much the best front member at equal or lower params beats them. Designs confirmed by
+    ``vitnas retrain`` are drawn again at their confirmed mean accuracy, as open circles with error bars of one
+    standard deviation over seeds; the title says how many are confirmed and that the rest are proxy only.
     """
     data = load_data(study)
     fig = go.Figure()
@@ -195,7 +197,24 @@ def pareto_figure(study: optuna.Study | StudyData) -> go.Figure:
             text=[presets[int(data.numbers[i])]["short_label"] for i in pidx])
         fig.data[-1].update(hovertext=_hover(data, pidx))
         fig.data[-1].update(hovertemplate=_template(("x", ox), ("y", oy), ("z", oz), head="%{hovertext}<br>%{text}"))
-    _layout(fig, f"Pareto front in 3-D — {len(front)} of {len(v)} complete trials", 880,
+    confirmed = confirmations_from_attrs(data.user_attrs)  # vitnas retrain: open circles, error bars on accuracy
+    primary = [o.name for o in (ox, oy, oz)].index(objectives.primary().name) \
+        if objectives.primary().name in (ox.name, oy.name, oz.name) else None
+    cidx = np.array([index[n] for n in sorted(confirmed) if n in index], dtype=int)
+    if len(cidx) and primary is not None:
+        rows = [confirmed[int(data.numbers[i])] for i in cidx]
+        axes = [v[cidx, 0].astype(float), v[cidx, 1].astype(float), v[cidx, 2].astype(float)]
+        axes[primary] = np.array([r["mean"] for r in rows])
+        bars = dict(type="data", array=[r["std"] for r in rows], visible=True, color=CONFIRMED_COLOR)
+        fig.add_trace(go.Scatter3d(
+            x=axes[0], y=axes[1], z=axes[2], mode="markers", name=f"confirmed ({len(cidx)}): mean ± std",
+            marker=dict(size=6, symbol="circle-open", color=CONFIRMED_COLOR, line=dict(width=2)),
+            **{f"error_{'xyz'[primary]}": bars}, customdata=data.numbers[cidx], meta={"role": "confirmed"},
+            text=[f"trial {int(data.numbers[i])}: confirmed {r['mean']:.4f} ± {r['std']:.4f} over {r['seeds']} "
+                  f"seed(s), {r['epochs']} epochs (proxy {v[i, primary]:.4f})" for i, r in zip(cidx, rows)],
+            hovertemplate="%{text}<extra></extra>"))
+    note = f"; {len(cidx)} confirmed (open circles, ± std), the rest proxy only" if len(cidx) else ""
+    _layout(fig, f"Pareto front in 3-D — {len(front)} of {len(v)} complete trials{note}", 880,
             legend=dict(orientation="h", y=0, x=0, itemsizing="constant", font=dict(size=10)),
             scene=dict(xaxis=_axis(ox, v[:, 0]), yaxis=_axis(oy, v[:, 1]), zaxis=_axis(oz, v[:, 2]),
                        camera=dict(eye=dict(x=1.6, y=-1.6, z=0.9))),

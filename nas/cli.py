@@ -504,8 +504,10 @@ def status(study: StudyName, storage: StorageURL = DEFAULT_STORAGE, as_json: JSO
     table = Table(title=escape(f"Study {study} ({info['dataset']})"), title_justify="left", show_header=False)
     for key in ("complete", "running", "failed", "queued", "pruned", "front_size", "confirmed"):
         table.add_row(key.replace("_", " "), str(info[key]))
+    by = (f"; confirmed means where retrained, the proxy's alone {info['proxy_hypervolume']:.4f}"
+          if info["confirmed"] else "")
     table.add_row("hypervolume", f"{info['hypervolume']:.4f} of the normalised objective cube (bounds: "
-                                 f"{escape(objectives.HVBounds.from_dict(info['hv_bounds']).describe())})")
+                                 f"{escape(objectives.HVBounds.from_dict(info['hv_bounds']).describe())}{by})")
     table.add_row("shapes", escape(f"accuracy at the proxy's {info['proxy_img_size']} px; params, FLOPs, "
                                    f"throughput at {describe_shape(info['target'])}"))
     if info["budgets"]:

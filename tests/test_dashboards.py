@@ -324,3 +324,10 @@ def test_confirmed_designs_carry_error_bars_and_the_rest_stay_proxy_only(tmp_pat
     assert "1 confirmed (open circles, ± std), the rest proxy only" in fig.layout.title.text
     unconfirmed = dashboards.pareto_2d_figures(data)  # the module's demo study: nothing retrained
     assert not _traces(unconfirmed, "confirmed") and "confirmed" not in unconfirmed.layout.title.text
+    fig3 = dashboards.pareto_figure(load_study(url, "conf"))  # the 3-D front: error bars on the accuracy axis
+    (t3,) = _traces(fig3, "confirmed")
+    proxy = next(t.values[0] for t in st.get_trials() if t.number == number)
+    assert list(t3.customdata) == [number] and list(t3.x) == [pytest.approx(0.93)] and proxy != pytest.approx(0.93)
+    assert list(t3.error_x.array) == [pytest.approx(0.0282842712)] and t3.error_x.visible
+    assert "1 confirmed (open circles, ± std), the rest proxy only" in fig3.layout.title.text
+    assert not _traces(dashboards.pareto_figure(data), "confirmed")

@@ -19,6 +19,7 @@ from nas.study import (
     open_storage,
     pareto_front,
     pick_trial,
+    study_status,
 )
 from nas.study.record import save_confirmation
 
@@ -54,6 +55,8 @@ def test_confirmed_accuracy_is_mean_std_and_seeds_of_the_longest_protocol(study)
 
 def test_the_front_and_picks_use_confirmed_values_and_say_which(study):
     assert [t.number for t in pareto_front(study)] == [0]  # by the proxy, trial 0 dominates trial 1
+    before = study_status(study)
+    assert before["front_by"] == "proxy" and before["hypervolume"] == before["proxy_hypervolume"]
     save_confirmation(study, 1, _run(0, 0.95))
     save_confirmation(study, 1, _run(1, 0.97))
     assert [t.number for t in pareto_front(study)] == [1]  # confirmed 0.96 beats trial 0's proxy 0.9
@@ -63,6 +66,10 @@ def test_the_front_and_picks_use_confirmed_values_and_say_which(study):
     assert record["trial"] == 1 and record["front_by"] == "confirmed" and record["accuracy"] == 0.8
     assert {"mean", "std", "seeds", "epochs"} <= set(record["confirmed"])
     assert study.get_trials()[1].values[0] == 0.8  # the stored trial keeps its proxy accuracy
+    after = study_status(study)  # status counts the front and its hypervolume with the confirmed mean too
+    assert after["confirmed"] == 1 and after["front_size"] == 1 and after["front_by"].startswith("confirmed")
+    assert after["proxy_hypervolume"] == pytest.approx(before["hypervolume"])
+    assert after["hypervolume"] > after["proxy_hypervolume"]  # 0.96 confirmed beats the proxy's best 0.9
 
 
 def test_noise_rule_welch_95_percent_interval():

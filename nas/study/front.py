@@ -270,8 +270,10 @@ def describe_shape(shape: dict[str, Any]) -> str:
 
 def study_status(study: optuna.Study) -> dict[str, Any]:
     """Counts of trials by state (complete, running, failed, queued, pruned), the proposals refused before
-    training (``refused``: they broke a budget by their known cost; not counted as complete), the front size,
-    the current normalised hypervolume (:func:`hypervolume`, with the study's bounds), the failure reasons by
+    training (``refused``: they broke a budget by their known cost; not counted as complete), the front size and
+    the current normalised hypervolume (:func:`hypervolume`, with the study's bounds), both with confirmed means
+    in place of the proxy's where ``vitnas retrain`` confirmed a design (``front_by`` says so;
+    ``proxy_hypervolume`` is the proxy's alone), the failure reasons by
     count, the proxy and deployment shapes, the budgets and how many trained complete trials break them.
 
     Reads the objectives of every trial but the user attributes of the failed ones only
@@ -284,6 +286,11 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         for t in read_trials(study, (TrialState.FAIL,)):
             r = t.user_attrs.get("fail_reason", "unknown")
             reasons[r] = reasons.get(r, 0) + 1
+    conf = confirmations(study)
+    proxy_front = _front_of(trials, study.directions) if count(TrialState.COMPLETE) else []
+    if conf:  # a design confirmed by vitnas retrain competes with its confirmed mean, as in pareto_front
+        trials = [with_values(t, [conf[t.number]["mean"], *t.values[1:]])
+                  if t.state == TrialState.COMPLETE and t.values and t.number in conf else t for t in trials]
     front = _front_of(trials, study.directions) if count(TrialState.COMPLETE) else []
     meta = read_meta(study)
     bounds = objectives.study_bounds(meta)
@@ -299,7 +306,9 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "front_size": len(front), "hypervolume": hypervolume(front, bounds),
         "hv_bounds": bounds.to_dict(), "fail_reasons": reasons, "dataset": meta.dataset,
         "proxy_img_size": meta.img_size, "target": target_shape(study), "budgets": meta.budgets or {},
-        "infeasible": len(infeasible) - refused, "confirmed": len(confirmations(study)),
+        "infeasible": len(infeasible) - refused, "confirmed": len(conf),
+        "front_by": "confirmed where retrained, else proxy" if conf else "proxy",
+        "proxy_hypervolume": hypervolume(proxy_front, bounds),
     }
 
 
