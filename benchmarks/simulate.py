@@ -1,0 +1,479 @@
+"""Replay a search over the recorded benchmark table and score it by what full training says.
+
+    python -m benchmarks.simulate --method default --seeds 30      # the truth-HV curve of the default
+    python -m benchmarks.simulate --method random --seeds 30
+    python -m benchmarks.simulate --method all --seeds 30 --json benchmarks/results/simulate_fashion_mnist.json
+    python -m benchmarks.simulate --list                           # the methods and what each one is
+
+Search methods in this field are compared on recorded tables (NAS-Bench-201, HPOBench, YAHPO, Syne Tune's
+blackbox repository and simulator): every design of a pool is trained once with its full learning curve, and
+any sampler and scheduler is then replayed over the pool in seconds, for many seeds, charging the recorded
+epochs and seconds. This module replays vitnas' own samplers and schedulers over vitnas' own table
+(:mod:`benchmarks.table`, Fashion-MNIST at 16 px).
+
+What is real and what is simulated:
+
+- **the samplers are the real ones** (:func:`nas.engine.settings.make_sampler`: Optuna's RandomSampler,
+  GPSampler, NSGA-II, multi-objective TPE, and vitnas' ``auto``) asking through the real search space
+  (:meth:`search_spaces.SearchSpace.suggest`). Each proposal is snapped to the nearest table design not yet
+  used (fewest differing Optuna parameters, ties broken at random); the proposal is told FAIL and the snapped
+  design is added to the study with its own parameters, so the sampler learns what was trained;
+- **the schedulers are the real ones**, driven through their Ray Tune hooks (``on_trial_add`` and
+  ``on_trial_result`` with per-epoch results, as Ray Tune calls them): vitnas' ``ParetoASHA`` and
+  ``AccuracyASHA``, Ray's ``AsyncHyperBandScheduler`` with three brackets, Syne Tune's MOASHA
+  (:mod:`benchmarks._moasha`, when syne-tune is installed);
+- **training is the table**: a trial of design ``d`` under simulation seed ``s`` reads one of ``d``'s two
+  recorded full-budget runs (chosen at random by ``s``), epoch by epoch, or its recorded 6-epoch proxy run;
+  it is charged the epochs it ran and their recorded seconds. Trials run one at a time (one worker).
+
+**The truth of a design** is its mean final accuracy over the two recorded full-budget seeds. A method's front
+is chosen by what the method observed (the accuracy of the run it read, the proxy's where it ran the proxy,
+the exact params and throughput), and then **every front member is scored by its truth**: the truth
+hypervolume is :func:`nas.objectives.normalised_hypervolume` of ``(truth, params, throughput)`` of the
+front members, with bounds spanning the table. A method that trusts a lucky seed or a fast starter is scored
+by what its picks really reach.
+
+The budget ``B`` is in epochs: by default ``27 x max(4, designs // 5)``, the cost of full-budget random
+search training a fifth of the table. Curves are read at ``B/4, B/2, 3B/4, B``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DEFAULT_TABLE = Path(__file__).resolve().parent / "results" / "table_fashion_mnist.jsonl"
+
+
+# ---------------------------------------------------------------------------------------------- the table
+@dataclass
+class Design:
+    """One table design: genes, costs at the deployment shape, recorded runs and the truth."""
+
+    key: str
+    arch: dict
+    preset: str
+    params: float
+    throughput: float
+    full: dict[int, list[dict]]  # seed -> per-epoch {"epoch", "val_accuracy", "train_loss", "seconds"}
+    proxy: list[dict]
+    truth: float = 0.0
+    optuna_params: dict = field(default_factory=dict)
+
+    def costs(self) -> list[float]:
+        return [self.params, self.throughput]
+
+
+@dataclass
+class Table:
+    """The designs of a recorded table that are complete (costs, both full-budget seeds and the proxy)."""
+
+    designs: list[Design]
+    protocol: dict
+    epochs: int
+    proxy_epochs: int
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_TABLE) -> Table:
+        """Read the JSON lines of :mod:`benchmarks.table`; designs missing a run are left out.
+
+        Raises:
+            ValueError: the file holds no complete design.
+        """
+        from benchmarks.table import read_rows
+
+        by_key: dict[str, dict[str, Any]] = {}
+        protocol: dict = {}
+        for row in read_rows(Path(path)):
+            if row.get("error"):
+                continue
+            d = by_key.setdefault(row["key"], {"arch": row["arch"], "preset": row.get("preset", ""), "full": {}})
+            protocol = row.get("protocol") or protocol
+            if row["kind"] == "cost":
+                d["params"], d["throughput"] = float(row["params"]), float(row["throughput"])
+            elif row["kind"] == "full":
+                d["full"][int(row["seed"])] = row["curve"]
+            elif row["kind"] == "proxy":
+                d["proxy"] = row["curve"]
+        designs = []
+        for key, d in by_key.items():
+            if "params" in d and "proxy" in d and len(d["full"]) >= 2:
+                full = {s: c for s, c in sorted(d["full"].items())}
+                truth = statistics.fmean(c[-1]["val_accuracy"] for c in full.values())
+                designs.append(Design(key, d["arch"], d["preset"], d["params"], d["throughput"], full, d["proxy"],
+                                      truth))
+        if not designs:
+            raise ValueError(f"table: {path} holds no complete design (cost, two full-budget runs and the proxy)")
+        epochs = len(next(iter(designs[0].full.values())))
+        return cls(sorted(designs, key=lambda d: d.key), protocol, epochs, len(designs[0].proxy))
+
+    def bounds(self):
+        """Hypervolume bounds spanning the table: every observed and true accuracy, params and throughput."""
+        from nas import objectives
+
+        accs = [d.truth for d in self.designs] + [c[-1]["val_accuracy"] for d in self.designs for c in
+                                                  (*d.full.values(), d.proxy)]
+        lo = math.floor(min(accs) * 100) / 100
+        return objectives.HVBounds(((lo, 1.0),
+                                    (min(d.params for d in self.designs), max(d.params for d in self.designs)),
+                                    (min(d.throughput for d in self.designs),
+                                     max(d.throughput for d in self.designs))))
+
+    def true_front(self) -> set[str]:
+        """Keys of the designs that are Pareto-optimal by truth over the whole table."""
+        rows = [[d.truth, *d.costs()] for d in self.designs]
+        return {self.designs[i].key for i in _front_indices(rows)}
+
+
+def _front_indices(rows: list[list[float]]) -> list[int]:
+    """Indices of the non-dominated rows of ``(accuracy, params, throughput)`` (:mod:`nas.objectives`' sort)."""
+    from nas import objectives
+
+    if not rows:
+        return []
+    losses = [[-r[0], r[1], -r[2]] for r in rows]
+    return [int(i) for i in objectives.nondominated_sort(losses)[0]]
+
+
+# ---------------------------------------------------------------------------------------------- methods
+@dataclass(frozen=True)
+class Method:
+    """A search method as the simulator replays it.
+
+    ``sampler``: a :func:`nas.engine.settings.make_sampler` name; ``scheduler``: ``none``, ``pareto``
+    (vitnas' ParetoASHA), ``accuracy`` (vitnas' AccuracyASHA), ``hyperband`` (Ray's AsyncHyperBandScheduler,
+    3 brackets) or ``moasha`` (Syne Tune's); ``fidelity``: ``full`` (the 27-epoch runs) or ``proxy`` (the
+    6-epoch proxy runs); ``retrain``: after ``1 - retrain`` of the budget on the proxy, the proxy front is
+    retrained under the full protocol, most accurate first, and the front is then chosen by those runs.
+    """
+
+    name: str
+    sampler: str
+    scheduler: str = "none"
+    fidelity: str = "full"
+    presets: bool = False
+    grace: int = 1
+    eta: int = 3
+    retrain: float = 0.0
+    about: str = ""
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("random", "random", about="random search, every design trained the full 27 epochs"),
+    Method("gp", "gp", about="Optuna's GPSampler (log EHVI), full budget"),
+    Method("nsga2", "nsga2", about="Optuna's NSGA-II, full budget"),
+    Method("tpe", "tpe", about="Optuna's multi-objective TPE, full budget"),
+    Method("asha", "random", "accuracy", about="random designs, ASHA on accuracy (grace 1, eta 3)"),
+    Method("hyperband", "random", "hyperband", about="random designs, Ray's async Hyperband: 3 brackets"),
+    Method("moasha", "random", "moasha", about="random designs, Syne Tune's MOASHA (grace 1, eta 3)"),
+    Method("pareto_asha", "random", "pareto", about="random designs, vitnas' ParetoASHA (grace 1, eta 3)"),
+    Method("today", "auto", "pareto", "proxy", presets=True,
+           about="vitnas' default before the table: presets, auto sampler, ParetoASHA on the 6-epoch proxy"),
+    Method("today_retrain", "auto", "pareto", "proxy", presets=True, retrain=0.5,
+           about="today's default on half the budget, then vitnas retrain of its front (27 epochs, 1 seed)"),
+    Method("auto_pareto", "auto", "pareto", about="auto sampler (GPSampler, then NSGA-II), ParetoASHA, full"),
+    Method("gp_pareto_g3", "gp", "pareto", grace=3, about="GPSampler, ParetoASHA with grace 3 (rungs 3, 9)"),
+    Method("auto_pareto_presets", "auto", "pareto", presets=True,
+           about="auto sampler with the presets first, ParetoASHA, full budget"),
+)}
+#: The method vitnas' defaults correspond to (the search's own default settings, replayed).
+DEFAULT_METHOD = "auto_pareto"
+
+
+# ---------------------------------------------------------------------------------------------- replay
+class _RayTrial:
+    """What a Ray Tune scheduler reads of a trial: its id and config."""
+
+    def __init__(self, trial_id: str, config: dict) -> None:
+        self.trial_id, self.config = trial_id, config
+
+
+def _scheduler(method: Method, max_t: int, bounds, seed: int):
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    from nas.engine.scheduler import ACCURACY_FIELD, EPOCH_FIELD, AccuracyASHA, ParetoASHA
+
+    if method.scheduler == "none":
+        return None
+    if method.scheduler == "pareto":
+        return ParetoASHA(grace_period=method.grace, eta=method.eta, max_t=max_t, bounds=bounds)
+    if method.scheduler == "accuracy":
+        return AccuracyASHA(grace_period=method.grace, eta=method.eta, max_t=max_t)
+    if method.scheduler == "hyperband":
+        return AsyncHyperBandScheduler(time_attr=EPOCH_FIELD, metric=ACCURACY_FIELD, mode="max", max_t=max_t,
+                                       grace_period=method.grace, reduction_factor=method.eta, brackets=3,
+                                       stop_last_trials=False)
+    if method.scheduler == "moasha":
+        from benchmarks._moasha import MOASHAScheduler
+
+        return MOASHAScheduler(method.grace, method.eta, max_t, bounds=bounds, seed=seed)
+    raise ValueError(f"scheduler: unknown value {method.scheduler!r}")
+
+
+class Snapper:
+    """Nearest unused table design to a proposal: fewest differing Optuna parameters, ties at random."""
+
+    def __init__(self, table: Table, space, rng: random.Random) -> None:
+        self.table, self.rng = table, rng
+        self.unused = list(range(len(table.designs)))
+
+    def take(self, params: dict) -> int:
+        def distance(i: int) -> int:
+            other = self.table.designs[i].optuna_params
+            return sum(params.get(k) != other.get(k) for k in set(params) | set(other))
+
+        best = min(distance(i) for i in self.unused)
+        choice = self.rng.choice([i for i in self.unused if distance(i) == best])
+        self.unused.remove(choice)
+        return choice
+
+
+@dataclass
+class Run:
+    """One replayed search: its trace (after each trial: epochs spent, seconds spent, truth hypervolume)."""
+
+    method: str
+    seed: int
+    trace: list[tuple[int, float, float]]
+    trials: int
+    stopped: int
+    optimal_seen: int
+    optimal_stopped: int
+    order: list[str] = field(default_factory=list)  # the keys of the designs trained, in order
+
+
+def _truth_hv(front: list[Design], bounds) -> float:
+    from nas import objectives
+
+    return objectives.normalised_hypervolume([[d.truth, *d.costs()] for d in front], bounds)
+
+
+def _observed_front(observed: dict[int, list[float]], table: Table) -> list[Design]:
+    keys = list(observed)
+    rows = [observed[k] for k in keys]
+    return [table.designs[keys[i]] for i in _front_indices(rows)]
+
+
+def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, true_front: set[str]) -> Run:
+    """Replay ``method`` over ``table`` with simulation seed ``seed`` until ``budget`` epochs are spent (or
+    the table runs out of unused designs). Returns the :class:`Run`."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from nas import objectives
+    from nas.engine.scheduler import ACCURACY_FIELD, EPOCH_FIELD, HINT_KEY
+    from nas.engine.settings import make_sampler
+
+    rng = random.Random(seed)
+    max_t = table.proxy_epochs if method.fidelity == "proxy" else table.epochs
+    search_budget = budget * (1 - method.retrain)
+    sampler = make_sampler(method.sampler, seed, max(4, int(search_budget // max_t)))
+    study = optuna.create_study(directions=[o.direction for o in objectives.spec()[:3]], sampler=sampler)
+    choices = space.param_choices()
+    dists = {k: CategoricalDistribution(v) for k, v in choices.items()}
+    if method.presets:
+        for d in table.designs:
+            if d.preset:
+                study.enqueue_trial(d.optuna_params)
+    scheduler = _scheduler(method, max_t, bounds, seed)
+    snap = Snapper(table, space, rng)
+    observed: dict[int, list[float]] = {}
+    spent, seconds, trace, stopped_n, order = 0, 0.0, [], 0, []
+    seen_optimal, stopped_optimal = 0, 0
+    while spent < search_budget and snap.unused:
+        asked = study.ask()
+        space.suggest(asked)
+        i = snap.take(asked.params)
+        study.tell(asked, state=TrialState.FAIL)  # the proposal; the design trained is added below
+        system_attrs = dict(study.get_trials(deepcopy=False)[-1].system_attrs)  # NSGA-II's generation, parents
+        d = table.designs[i]
+        order.append(d.key)
+        curve = d.proxy if method.fidelity == "proxy" else d.full[rng.choice(sorted(d.full))]
+        rt = _RayTrial(str(asked.number), {HINT_KEY: {"params": d.params, "throughput": d.throughput}})
+        if scheduler is not None and hasattr(scheduler, "on_trial_add"):
+            scheduler.on_trial_add(None, rt)
+        ran, stopped = 0, False
+        for point in curve:
+            if spent >= search_budget:
+                break
+            ran, spent, seconds = ran + 1, spent + 1, seconds + float(point["seconds"])
+            if scheduler is not None and ran < max_t:
+                verdict = scheduler.on_trial_result(None, rt, {
+                    EPOCH_FIELD: ran, ACCURACY_FIELD: point["val_accuracy"], "train_loss": point["train_loss"],
+                    "params": d.params, "throughput": d.throughput})
+                if verdict == TrialScheduler.STOP:
+                    stopped = True
+                    break
+        complete = ran == max_t and not stopped
+        dist = {k: dists[k] for k in d.optuna_params}
+        if complete:
+            values = [curve[-1]["val_accuracy"], d.params, d.throughput]
+            study.add_trial(create_trial(params=d.optuna_params, distributions=dist, values=values,
+                                         system_attrs=system_attrs))
+            observed[i] = values
+        else:
+            stopped_n += stopped
+            study.add_trial(create_trial(params=d.optuna_params, distributions=dist, state=TrialState.PRUNED,
+                                         intermediate_values={e + 1: p["val_accuracy"]
+                                                              for e, p in enumerate(curve[:ran])},
+                                         system_attrs=system_attrs))
+        if scheduler is not None and complete:
+            scheduler.on_trial_complete(None, rt, {})
+        if d.key in true_front:
+            seen_optimal += 1
+            stopped_optimal += stopped
+        trace.append((spent, seconds, _truth_hv(_observed_front(observed, table), bounds)))
+    if method.retrain:  # vitnas retrain: the proxy front, most accurate first, one full-budget seed each;
+        # the front is then chosen as vitnas pareto_front does: confirmed accuracy where retrained, else proxy
+        front = {table.designs.index(d) for d in _observed_front(observed, table)}
+        for i in sorted(front, key=lambda k: -observed[k][0]):
+            if spent + table.epochs > budget:
+                break
+            d = table.designs[i]
+            run = d.full[rng.choice(sorted(d.full))]
+            spent += table.epochs
+            seconds += sum(float(p["seconds"]) for p in run)
+            observed[i] = [run[-1]["val_accuracy"], d.params, d.throughput]
+            trace.append((spent, seconds, _truth_hv(_observed_front(observed, table), bounds)))
+    return Run(method.name, seed, trace, len(order), stopped_n, seen_optimal, stopped_optimal, order)
+
+
+def hv_at(run: Run, epochs: float) -> float:
+    """The run's truth hypervolume once ``epochs`` were spent (0 before its first finished trial)."""
+    hv = 0.0
+    for spent, _, value in run.trace:
+        if spent > epochs:
+            break
+        hv = value
+    return hv
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        v = values[0] if values else float("nan")
+        return v, v, v
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], statistics.median(values), q[2]
+
+
+def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = None,
+             progress=None) -> dict[str, Any]:
+    """Replay each method for seeds ``0 .. seeds-1``; return per method the truth-HV quartiles at
+    ``B/4, B/2, 3B/4, B``, epochs to reach random search's final median, and the fraction of truly
+    Pareto-optimal designs the method stopped early.
+
+    Raises:
+        ValueError: an unknown method name.
+    """
+    from search_spaces import SearchSpace
+    from search_spaces.genes import Architecture
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"method: unknown value {unknown[0]!r}; allowed: {', '.join(METHODS)}, default, all")
+    img = int(table.protocol.get("img_size", 16))
+    space = SearchSpace().for_image(img)
+    for d in table.designs:
+        d.optuna_params = space.to_params(Architecture.from_dict(d.arch))
+    budget = budget or table.epochs * max(4, len(table.designs) // 5)
+    bounds, true_front = table.bounds(), table.true_front()
+    points = [budget / 4, budget / 2, 3 * budget / 4, budget]
+    out: dict[str, Any] = {"budget_epochs": budget, "designs": len(table.designs), "true_front": len(true_front),
+                           "table_best_hv": _truth_hv([d for d in table.designs if d.key in true_front], bounds),
+                           "bounds": bounds.to_dict(), "seeds": seeds, "methods": {}}
+    for name in methods:
+        t0 = time.perf_counter()
+        runs = []
+        for s in range(seeds):
+            runs.append(replay(METHODS[name], table, space, s, budget, bounds, true_front))
+            if progress:
+                progress(name, s, runs[-1])
+        seen = sum(r.optimal_seen for r in runs)
+        out["methods"][name] = {
+            "about": METHODS[name].about,
+            "hv": {f"{p / budget:g}B": _quartiles([hv_at(r, p) for r in runs]) for p in points},
+            "epochs_to": None,
+            "curve": [(e, _quartiles([hv_at(r, e) for r in runs])) for e in range(0, budget + 1, max(1, budget // 40))],
+            "trials": statistics.median(r.trials for r in runs),
+            "optimal_stopped": (sum(r.optimal_stopped for r in runs) / seen) if seen else 0.0,
+            "optimal_seen": seen,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "simulated_hours": statistics.median(r.trace[-1][1] for r in runs if r.trace) / 3600,
+        }
+    if "random" in out["methods"]:
+        target = out["methods"]["random"]["hv"]["1B"][1]
+        out["random_final_median"] = target
+        for name, m in out["methods"].items():
+            m["epochs_to"] = next((e for e, q in m["curve"] if q[1] >= target), None)
+    return out
+
+
+def _print(out: dict[str, Any]) -> None:
+    print(f"table: {out['designs']} designs ({out['true_front']} Pareto-optimal by truth; their truth HV "
+          f"{out['table_best_hv']:.4f}); budget B = {out['budget_epochs']} epochs; {out['seeds']} seeds")
+    print(f"{'method':<22}{'HV at B/4':>24}{'B/2':>24}{'B':>24}{'to random':>11}{'opt. stopped':>14}")
+    for name, m in out["methods"].items():
+        cells = [f"{q[1]:.4f} [{q[0]:.4f}-{q[2]:.4f}]" for k, q in m["hv"].items() if k in ("0.25B", "0.5B", "1B")]
+        to = "" if m["epochs_to"] is None else f"{m['epochs_to'] / out['budget_epochs']:.2f}B"
+        print(f"{name:<22}{cells[0]:>24}{cells[1]:>24}{cells[2]:>24}{to:>11}"
+              f"{m['optimal_stopped']:>13.0%} ")
+    print("HV: median [quartiles] over seeds of the truth hypervolume of the method's front; 'to random': epochs "
+          "at which the median reaches random search's final median")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--method", default="default", help="a method name, 'default', or 'all' (see --list)")
+    p.add_argument("--seeds", type=int, default=30)
+    p.add_argument("--budget", type=int, default=None, help="epochs (default: 27 x max(4, designs // 5))")
+    p.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--list", action="store_true", help="list the methods and exit")
+    args = p.parse_args(argv)
+    if args.list:
+        for m in METHODS.values():
+            print(f"{m.name:<22}{m.about}" + ("  [default]" if m.name == DEFAULT_METHOD else ""))
+        return 0
+    if args.seeds < 1:
+        p.error(f"seeds: must be >= 1, got {args.seeds}")
+    names = list(METHODS) if args.method == "all" else [
+        DEFAULT_METHOD if n == "default" else n for n in args.method.split(",")]
+    if "moasha" in names:
+        try:
+            import syne_tune  # noqa: F401
+        except ImportError:
+            names.remove("moasha")
+            print("moasha left out: syne-tune is not installed (pip install -e .[bench])", file=sys.stderr)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        table = Table.load(args.table)
+        out = simulate(names, args.seeds, table, args.budget,
+                       progress=lambda n, s, r: print(f"  {n} seed {s}: {r.trials} trials, truth HV "
+                                                      f"{r.trace[-1][2] if r.trace else 0:.4f}", file=sys.stderr))
+    except ValueError as e:
+        p.error(str(e))
+    _print(out)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

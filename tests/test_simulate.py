@@ -1,0 +1,91 @@
+"""The simulator replays real samplers and schedulers over the recorded benchmark table and scores each
+method's front by the truth (mean final accuracy of two full-budget seeds)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import simulate as sim
+from nas import objectives
+from search_spaces import SearchSpace
+from search_spaces.genes import Architecture
+
+
+@pytest.fixture(scope="module")
+def table():
+    t = sim.Table.load()
+    space = SearchSpace().for_image(int(t.protocol["img_size"]))
+    for d in t.designs:
+        d.optuna_params = space.to_params(Architecture.from_dict(d.arch))
+    return t, space
+
+
+def _replay(table, name, seed=0, budget=None):
+    t, space = table
+    budget = budget or t.epochs * 4
+    return sim.replay(sim.METHODS[name], t, space, seed, budget, t.bounds(), t.true_front())
+
+
+def test_the_truth_is_the_mean_of_two_recorded_seeds_and_the_front_is_by_truth(table):
+    t, _ = table
+    assert len(t.designs) >= 10 and t.epochs == 27 and t.proxy_epochs == 6
+    for d in t.designs:
+        assert d.truth == pytest.approx(sum(c[-1]["val_accuracy"] for c in d.full.values()) / len(d.full))
+    front = t.true_front()
+    by_key = {d.key: d for d in t.designs}
+    for d in t.designs:  # a design is on the true front exactly when no design dominates it by truth
+        beaten = any(o.truth >= d.truth and o.params <= d.params and o.throughput >= d.throughput
+                     and (o.truth, o.params, o.throughput) != (d.truth, d.params, d.throughput) for o in t.designs)
+        assert (d.key in front) == (not beaten), by_key[d.key].arch
+
+
+def test_full_budget_random_charges_27_epochs_a_design_and_is_scored_by_truth(table):
+    t, _ = table
+    run = _replay(table, "random", seed=3)
+    assert [s for s, _, _ in run.trace] == [27, 54, 81, 108] and run.trials == 4 and run.stopped == 0
+    assert len(set(run.order)) == 4  # every design once
+    seconds = run.trace[-1][1]
+    designs = [next(d for d in t.designs if d.key == k) for k in run.order]
+    assert min(sum(p["seconds"] for p in c) for d in designs for c in d.full.values()) * 4 <= seconds * 1.0001
+    # the front member's truth, not its observed seed, is what the hypervolume scores
+    assert run.trace[-1][2] <= sim._truth_hv([d for d in t.designs if d.key in t.true_front()], t.bounds()) + 1e-12
+    assert all(0.0 < hv <= 1.0 for _, _, hv in run.trace)
+    assert _replay(table, "random", seed=3).order == run.order  # a seed replays the same search
+
+
+def test_pareto_asha_stops_designs_early_and_spends_no_more_than_the_budget(table):
+    run = _replay(table, "pareto_asha", seed=1, budget=27 * 4)
+    assert run.stopped >= 1 and run.trials > 4  # epochs saved by stopping buy more designs
+    assert run.trace[-1][0] <= 27 * 4
+
+
+def test_presets_come_first_and_snap_to_themselves(table):
+    t, _ = table
+    presets = {d.key for d in t.designs if d.preset}
+    run = _replay(table, "today", budget=t.proxy_epochs * len(presets))
+    assert set(run.order[:len(presets)]) == presets
+
+
+def test_retraining_the_proxy_front_charges_full_runs(table):
+    t, _ = table
+    run = _replay(table, "today_retrain", budget=t.epochs * 6)
+    steps = [b - a for (a, _, _), (b, _, _) in zip(run.trace, run.trace[1:], strict=False)]
+    assert t.epochs in steps  # the retrain of a front member costs the full protocol
+    assert run.trace[-1][0] <= t.epochs * 6
+
+
+def test_command_prints_the_curve_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "sim.json"
+    assert sim.main(["--method", "random,asha", "--seeds", "2", "--budget", "108", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "random" in text and "asha" in text and "B = 108 epochs" in text
+    data = json.loads(out.read_text())
+    assert set(data["methods"]) == {"random", "asha"}
+    lo, med, hi = data["methods"]["random"]["hv"]["1B"]
+    assert 0 < lo <= med <= hi <= data["table_best_hv"] + 1e-12
+    assert objectives.HVBounds.from_dict(data["bounds"])
+    with pytest.raises(SystemExit) as e:
+        sim.main(["--method", "nope", "--seeds", "1"])
+    assert e.value.code == 2 and "method: unknown value 'nope'" in capsys.readouterr().err
