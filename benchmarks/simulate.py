@@ -184,6 +184,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("today_retrain", "auto", "pareto", "proxy", presets=True, retrain=0.5,
            about="today's default on half the budget, then vitnas retrain of its front (27 epochs, 1 seed)"),
     Method("auto_pareto", "auto", "pareto", about="auto sampler (GPSampler, then NSGA-II), ParetoASHA, full"),
+    Method("knowncost", "knowncost", about="known-cost EHVI (params exact, throughput predicted), full budget"),
+    Method("knowncost_pareto", "knowncost", "pareto", about="known-cost EHVI, ParetoASHA (grace 1, eta 3), full"),
     Method("gp_pareto_g3", "gp", "pareto", grace=3, about="GPSampler, ParetoASHA with grace 3 (rungs 3, 9)"),
     Method("auto_pareto_presets", "auto", "pareto", presets=True,
            about="auto sampler with the presets first, ParetoASHA, full budget"),
@@ -281,7 +283,13 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
     rng = random.Random(seed)
     max_t = table.proxy_epochs if method.fidelity == "proxy" else table.epochs
     search_budget = budget * (1 - method.retrain)
-    sampler = make_sampler(method.sampler, seed, max(4, int(search_budget // max_t)))
+    context = None
+    if method.sampler == "knowncost":  # params exact, throughput predicted; the space restricted to the table
+        from nas.engine.known_cost import CostContext
+
+        context = CostContext(space, int(table.protocol.get("img_size", 16)), 1, 10, bounds,
+                              candidates=tuple(d.optuna_params for d in table.designs))
+    sampler = make_sampler(method.sampler, seed, max(4, int(search_budget // max_t)), context=context)
     study = optuna.create_study(directions=[o.direction for o in objectives.spec()[:3]], sampler=sampler)
     choices = space.param_choices()
     dists = {k: CategoricalDistribution(v) for k, v in choices.items()}
@@ -323,11 +331,12 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
         if complete:
             values = [curve[-1]["val_accuracy"], d.params, d.throughput]
             study.add_trial(create_trial(params=d.optuna_params, distributions=dist, values=values,
-                                         system_attrs=system_attrs))
+                                         system_attrs=system_attrs, user_attrs={"arch": d.arch}))
             observed[i] = values
         else:
             stopped_n += stopped
             study.add_trial(create_trial(params=d.optuna_params, distributions=dist, state=TrialState.PRUNED,
+                                         user_attrs={"arch": d.arch},
                                          intermediate_values={e + 1: p["val_accuracy"]
                                                               for e, p in enumerate(curve[:ran])},
                                          system_attrs=system_attrs))

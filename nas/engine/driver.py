@@ -104,8 +104,20 @@ class StudyDriver:
         self.epoch_budget = epoch_budget
         self.epochs_trained = 0  # proxy epochs trained by the trials that ended (COMPLETE or PRUNED)
         self.interrupted = False  # set by :meth:`interrupt` (Ctrl-C): no new proposal, unfinished = interrupted
+        from search_spaces.presets import PRESETS
+
+        # a proposal that builds a paper preset is labelled one, however it was proposed (enqueued or sampled)
+        self.preset_keys = {self.key(a): n for n, a in PRESETS.items() if space.contains(a)}
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)):
             self._index(t.number, t.state, t.user_attrs, t.values)
+
+    def key(self, arch: Any) -> str:
+        """The canonical key of ``arch`` in this study: at the proxy's image size, and at the deployment size
+        when it differs (two proposals with one key build the same models)."""
+        key = arch.canonical_key(self.img_size)
+        if self.target_img_size is not None:
+            key += f" @{self.target_img_size}px " + arch.canonical_key(self.target_img_size)
+        return key
 
     def remaining(self) -> int:
         """Trials still to run: complete ones up to ``target``, or sampled designs up to ``min_sampled``,
@@ -155,10 +167,9 @@ class StudyDriver:
         for _ in range(self.max_refusals):
             trial = self.study.ask()
             arch = self.space.suggest(trial)
-            key = arch.canonical_key(self.img_size)
-            if self.target_img_size is not None:
-                key += f" @{self.target_img_size}px " + arch.canonical_key(self.target_img_size)
-            set_trial_attrs(trial, {"arch": arch.to_dict(), "arch_key": key})
+            key = self.key(arch)
+            preset = self.preset_keys.get(key) if "preset" not in trial.user_attrs else None
+            set_trial_attrs(trial, {"arch": arch.to_dict(), "arch_key": key, "preset": preset})
             known = self._known(key)
             costs = self._known_costs(arch) if known is None else {}
             broken = {k: v for k, v in budget_violations(self.budgets, costs, known_only=True).items() if v > 0}

@@ -127,7 +127,7 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, meta: 
     for number in mark_interrupted(study, storage):
         if progress:
             progress(TrialEvent("fail", number, reason="interrupted"))
-    if config.presets:
+    if config.presets and config.sampler != "knowncost":  # knowncost scores the presets by their known costs
         _enqueue_presets(study, space)
     # By default the presets are a warm start, not the budget: as many sampled designs as the study has presets.
     presets = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("preset")) if config.warm_start else 0
@@ -209,6 +209,21 @@ def _catch_sigint(driver: Any, message: bytes = b"\nvitnas: stopping after Ctrl-
     return lambda: signal.signal(signal.SIGINT, previous)
 
 
+def _cost_context(config: SearchConfig, driver: Any, meta: StudyMeta) -> Any:
+    """The :class:`nas.engine.known_cost.CostContext` of a ``knowncost`` search (None for other samplers): the
+    space at the proxy's size, the deployment shape, the study's bounds, the budgets, and the presets (as
+    candidates, trained only when their known costs can move the front)."""
+    if config.sampler != "knowncost":
+        return None
+    from .known_cost import CostContext
+
+    presets = tuple((name, driver.space.to_params(arch)) for name, arch in PRESETS.items()
+                    if config.presets and driver.space.contains(arch))
+    return CostContext(driver.space, driver.target_img_size or driver.img_size, *driver.channels,
+                       bounds=objectives.study_bounds(meta), max_params=config.max_params,
+                       min_throughput=config.min_throughput, presets=presets)
+
+
 def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, meta: StudyMeta, data: Any,
                 progress: Callable[[TrialEvent], None] | None) -> None:
     from .ray_backend import run_round
@@ -223,7 +238,7 @@ def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, meta: St
         # Reseed per round from the study's size, so a continued study does not replay the
         # proposals of its first run (NSGA-II's first generation and random sampling are seeded).
         study.sampler = make_sampler(config.sampler, config.seed + len(study.trials), config.target_trials,
-                                     meta.population_size)
+                                     meta.population_size, context=_cost_context(config, driver, meta))
         run_round(config, driver, remaining, budget, data, progress)
         # A round whose trials were all stopped early made progress (the rungs filled); one where every
         # proposal failed did not.

@@ -20,7 +20,7 @@ from ..study import DEFAULT_STORAGE, StudyMeta
 __all__ = ["option", "SAMPLERS", "DTYPES", "BUDGETS", "budget_violations", "SearchConfig", "SearchError", "TrialEvent",
            "make_sampler", "population_size", "GPThenNSGAII", "GP_HANDOVER"]
 
-SAMPLERS: tuple[str, ...] = ("auto", "nsga2", "tpe", "random", "gp")
+SAMPLERS: tuple[str, ...] = ("auto", "nsga2", "tpe", "random", "gp", "knowncost")
 #: Complete trials after which the default sampler (``auto``) hands over from GPSampler to NSGA-II.
 GP_HANDOVER = 200
 #: Complete trials of a search whose ``trials`` is left at None.
@@ -113,8 +113,10 @@ class SearchConfig:
     img_size: int | None = option(None, "Resize the proxy's images to this side in px (default: the data set's own; "
                                         "e.g. 16 for Fashion-MNIST on a CPU).")
     storage: str = option(DEFAULT_STORAGE, "SQLAlchemy URL of the Optuna storage.")
-    sampler: str = option("auto", "auto (GPSampler, then NSGA-II past 200 complete trials), nsga2, tpe, random or gp "
-                                  "(Optuna's GPSampler).")
+    sampler: str = option("auto", "auto (GPSampler, then NSGA-II past 200 complete trials), nsga2, tpe, random, gp "
+                                  "(Optuna's GPSampler) or knowncost (expected hypervolume improvement where only "
+                                  "accuracy is uncertain: params exact, throughput measured or predicted; the presets "
+                                  "are trained only when their known costs can move the front).")
     population_size: int | None = option(None, "NSGA-II population (default: sized to --trials).")
     seed: int = option(0, "Seed of the sampler and of every trial.", worker=True)
     space: SearchSpace | None = option(None, "The search space (a notebook's SearchSpace; None: the default space; "
@@ -348,7 +350,8 @@ class GPThenNSGAII(optuna.samplers.BaseSampler):
         self.nsga2.reseed_rng()
 
 
-def make_sampler(name: str, seed: int, trials: int, population: int | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, trials: int, population: int | None = None,
+                 context: Any = None) -> optuna.samplers.BaseSampler:
     """The Optuna sampler for ``name``.
 
     NSGA-II's population: :func:`population_size`. TPE is Optuna's multi-objective TPE with the constant
@@ -359,9 +362,18 @@ def make_sampler(name: str, seed: int, trials: int, population: int | None = Non
 
     ``auto`` (the default) is :class:`GPThenNSGAII` with these GPSampler and NSGA-II settings.
 
+    ``knowncost`` is :class:`nas.engine.known_cost.KnownCostSampler`; it needs ``context``
+    (:class:`nas.engine.known_cost.CostContext`: the space, the deployment shape, the bounds and budgets).
+
     Raises:
-        SearchError: unknown sampler name.
+        SearchError: unknown sampler name, or ``knowncost`` without a ``context``.
     """
+    if name == "knowncost":
+        if context is None:
+            raise SearchError("sampler: knowncost needs the study's cost context (space, deployment shape, bounds)")
+        from .known_cost import KnownCostSampler
+
+        return KnownCostSampler(context, seed=seed, n_startup_trials=min(8, max(2, trials // 3)))
     if name == "auto":
         return GPThenNSGAII(make_sampler("gp", seed, trials), make_sampler("nsga2", seed, trials, population))
     if name == "nsga2":

@@ -1,0 +1,153 @@
+"""Known-cost acquisition: params exact, throughput measured or predicted, expected hypervolume improvement
+where only accuracy is uncertain (nas.engine.known_cost)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import optuna
+import pytest
+
+from nas import objectives
+from nas.engine.known_cost import (
+    CostContext,
+    KnownCostSampler,
+    ThroughputPredictor,
+    expected_improvement,
+    features,
+    hypervolume_improvement,
+)
+from nas.engine.settings import SearchError, make_sampler
+from search_spaces import SearchSpace, build_model
+from search_spaces.extremes import count_params
+
+
+def _hv(points):  # normalised, maximisation form, reference 0: the unit cube's hypervolume of the points
+    return objectives.hypervolume([[1 - v for v in p] for p in points], [1.0, 1.0, 1.0])
+
+
+def test_hypervolume_improvement_is_the_difference_of_hypervolumes():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        front = rng.uniform(0.05, 0.95, size=(int(rng.integers(0, 6)), 3))
+        a, p, t = rng.uniform(0.05, 0.95, size=3)
+        want = _hv([*front, (a, p, t)]) - _hv(front)
+        assert hypervolume_improvement(front, a, p, t) == pytest.approx(want, abs=1e-12)
+
+
+def test_expected_improvement_is_the_mean_improvement_under_the_normal():
+    rng = np.random.default_rng(1)
+    front = rng.uniform(0.1, 0.9, size=(5, 3))
+    for mu, sigma in ((0.5, 0.1), (0.8, 0.02), (0.2, 0.3)):
+        a = rng.normal(mu, sigma, size=40000)
+        mc = np.mean([hypervolume_improvement(front, x, 0.7, 0.6) for x in a])
+        assert expected_improvement(front, mu, sigma, 0.7, 0.6) == pytest.approx(mc, rel=0.03, abs=2e-4)
+    # a candidate another design beats on both costs and surely on accuracy adds nothing
+    beaten = np.array([[0.9, 0.8, 0.8]])
+    assert expected_improvement(beaten, 0.3, 0.01, 0.5, 0.5) == 0.0
+    assert expected_improvement(beaten, 0.3, 0.01, 0.9, 0.5) > 0.0  # smaller than it: on the front whatever
+
+
+def test_throughput_predictor_learns_a_cost_law_from_genes():
+    space = SearchSpace().for_image(16)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    rows, truth = [], []
+    for _ in range(160):
+        arch = space.suggest(study.ask())
+        n = count_params(arch, 16, 1, 10)
+        rows.append(features(arch, n, 16))
+        # a made-up device: time grows with params and with tokens
+        truth.append(1e9 / (n * (16 // arch.patch_size) ** 2))
+    assert ThroughputPredictor(min_points=8).fit(rows[:5], truth[:5]).predict(rows) is None  # too few timed
+    model = ThroughputPredictor().fit(rows[:120], truth[:120])
+    err = np.abs(model.predict(rows[120:]) / np.array(truth[120:]) - 1)
+    assert np.median(err) < 0.15
+
+
+def _context(**kw):
+    space = SearchSpace().for_image(16)
+    bounds = objectives.HVBounds(((0.1, 1.0), (5_000, 500_000), (100, 100_000)))
+    return CostContext(space, 16, 1, 10, bounds, **kw)
+
+
+def _fake_study(context, n, seed=0):
+    """A study whose trials carry genes, exact params, a cost-law throughput and a gene-law accuracy."""
+    study = optuna.create_study(directions=["maximize", "minimize", "maximize"],
+                                sampler=optuna.samplers.RandomSampler(seed=seed))
+    rng = random.Random(seed)
+    for _ in range(n):
+        t = study.ask()
+        arch = context.space.suggest(t)
+        params = count_params(arch, 16, 1, 10)
+        t.set_user_attr("arch", arch.to_dict())
+        acc = 0.5 + 0.1 * math.log10(params / 5_000) + rng.gauss(0, 0.01)
+        study.tell(t, [acc, params, 1e9 / (params * (16 // arch.patch_size) ** 2)])
+    return study
+
+
+def test_sampler_proposes_inside_the_space_and_never_over_the_params_budget():
+    ctx = _context(max_params=40_000)
+    study = _fake_study(ctx, 12)
+    sampler = make_sampler("knowncost", 3, 20, context=ctx)
+    assert isinstance(sampler, KnownCostSampler)
+    study.sampler = sampler
+    for _ in range(3):
+        t = study.ask()
+        arch = ctx.space.suggest(t)
+        assert ctx.space.contains(arch)
+        assert count_params(arch, 16, 1, 10) <= 40_000
+        assert sampler.last["params"] == count_params(arch, 16, 1, 10)  # the proposal is the scored candidate
+        assert sampler.last["ehvi"] > 0 and sampler.last["candidates"] > 100
+        t.set_user_attr("arch", arch.to_dict())
+        study.tell(t, [0.6, count_params(arch, 16, 1, 10), 5000.0])
+    proposed = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(proposed)) == len(proposed)  # never proposes a design the study already trained
+    with pytest.raises(SearchError, match="knowncost needs"):
+        make_sampler("knowncost", 0, 10)
+
+
+def test_params_counted_before_training_equal_the_built_model():
+    space = SearchSpace().for_image(16)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
+    for _ in range(6):
+        arch = space.suggest(study.ask())
+        model = build_model(arch, img_size=16, in_chans=1, num_classes=10)
+        assert count_params(arch, 16, 1, 10) == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_presets_are_candidates_trained_only_when_their_costs_can_move_the_front():
+    from search_spaces.presets import PRESETS
+
+    base = _context()
+    presets = tuple((n, base.space.to_params(a)) for n, a in PRESETS.items() if base.space.contains(a))
+    study = _fake_study(base, 12, seed=2)
+
+    def scored(values):
+        st = optuna.create_study(directions=["maximize", "minimize", "maximize"])
+        for t in study.trials:
+            st.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                                   user_attrs=t.user_attrs, values=values(t)))
+        sampler = KnownCostSampler(CostContext(base.space, 16, 1, 10, base.bounds, presets=presets), seed=0,
+                                   n_random=0, n_mutants=0)
+        cands = sampler._candidates([], set())
+        assert len(cands) == len(presets)  # with no random draws and no front, the pool is the presets
+        return sampler, st, sampler.score(st.trials, cands)
+
+    # one trained design smaller, faster and far more accurate than every preset: no preset can move the front
+    _, st, s = scored(lambda t: [0.99, 5_000, 100_000] if t.number == 0 else t.values)
+    assert s["dominated"].sum() >= len(presets) // 2  # surely beaten: its optimistic accuracy is below 0.99
+    assert np.all(s["ehvi"][s["dominated"]] < 1e-5)
+    sampler = KnownCostSampler(CostContext(base.space, 16, 1, 10, base.bounds, presets=presets), seed=0,
+                               n_random=0, n_mutants=0)
+    chosen = sampler.propose(st.trials)
+    beaten = [p for (_, p), d in zip(presets, s["dominated"], strict=True) if d]
+    assert chosen not in beaten  # a surely dominated preset is never proposed
+    # a front of inaccurate, large, slow designs: the presets can move it, and the best of them is proposed
+    sampler, st, s = scored(lambda t: [0.2, 450_000, 150])
+    assert np.all(s["ehvi"] > 0) and not np.any(s["dominated"])
+    sampler.n_random = 0
+    chosen = sampler.propose(st.trials)
+    assert any(chosen == p for _, p in presets) and sampler.last["ehvi"] == pytest.approx(float(np.max(s["ehvi"])),
+                                                                                           rel=0.5)
