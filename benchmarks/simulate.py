@@ -131,10 +131,12 @@ class Table:
                                     (min(d.throughput for d in self.designs),
                                      max(d.throughput for d in self.designs))))
 
-    def true_front(self) -> set[str]:
-        """Keys of the designs that are Pareto-optimal by truth over the whole table."""
-        rows = [[d.truth, *d.costs()] for d in self.designs]
-        return {self.designs[i].key for i in _front_indices(rows)}
+    def true_front(self, max_params: float | None = None) -> set[str]:
+        """Keys of the designs that are Pareto-optimal by truth over the whole table (over its designs within
+        ``max_params``, when given)."""
+        pool = [d for d in self.designs if max_params is None or d.params <= max_params]
+        rows = [[d.truth, *d.costs()] for d in pool]
+        return {pool[i].key for i in _front_indices(rows)}
 
 
 def _front_indices(rows: list[list[float]]) -> list[int]:
@@ -253,6 +255,8 @@ class Run:
     stopped: int
     optimal_seen: int
     optimal_stopped: int
+    refused: int = 0  # proposals over the params budget, refused at 0 epochs
+    wasted: int = 0  # epochs spent on designs an already-trained design beat on both costs and on truth
     order: list[str] = field(default_factory=list)  # the keys of the designs trained, in order
 
 
@@ -268,9 +272,12 @@ def _observed_front(observed: dict[int, list[float]], table: Table) -> list[Desi
     return [table.designs[keys[i]] for i in _front_indices(rows)]
 
 
-def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, true_front: set[str]) -> Run:
+def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, true_front: set[str],
+           max_params: float | None = None) -> Run:
     """Replay ``method`` over ``table`` with simulation seed ``seed`` until ``budget`` epochs are spent (or
-    the table runs out of unused designs). Returns the :class:`Run`."""
+    the table runs out of unused designs). With ``max_params``, a design over it is refused before training
+    as vitnas' driver refuses it (0 epochs; told to the sampler as complete and infeasible, one Optuna
+    constraint), and feasible trials carry the constraint too. Returns the :class:`Run`."""
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
@@ -287,7 +294,7 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
     if method.sampler == "knowncost":  # params exact, throughput predicted; the space restricted to the table
         from nas.engine.known_cost import CostContext
 
-        context = CostContext(space, int(table.protocol.get("img_size", 16)), 1, 10, bounds,
+        context = CostContext(space, int(table.protocol.get("img_size", 16)), 1, 10, bounds, max_params=max_params,
                               candidates=tuple(d.optuna_params for d in table.designs))
     sampler = make_sampler(method.sampler, seed, max(4, int(search_budget // max_t)), context=context)
     study = optuna.create_study(directions=[o.direction for o in objectives.spec()[:3]], sampler=sampler)
@@ -300,7 +307,7 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
     scheduler = _scheduler(method, max_t, bounds, seed)
     snap = Snapper(table, space, rng)
     observed: dict[int, list[float]] = {}
-    spent, seconds, trace, stopped_n, order = 0, 0.0, [], 0, []
+    spent, seconds, trace, stopped_n, order, refused, wasted = 0, 0.0, [], 0, [], 0, 0
     seen_optimal, stopped_optimal = 0, 0
     while spent < search_budget and snap.unused:
         asked = study.ask()
@@ -309,7 +316,20 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
         study.tell(asked, state=TrialState.FAIL)  # the proposal; the design trained is added below
         system_attrs = dict(study.get_trials(deepcopy=False)[-1].system_attrs)  # NSGA-II's generation, parents
         d = table.designs[i]
+        dist = {k: dists[k] for k in d.optuna_params}
+        if max_params is not None and d.params > max_params:  # refused before training, as the driver does
+            refused += 1
+            study.add_trial(create_trial(params=d.optuna_params, distributions=dist, system_attrs=system_attrs,
+                                         user_attrs={"arch": d.arch, "refused": True},
+                                         values=[bounds.bounds[0][0], d.params, bounds.bounds[2][0]],
+                                         constraints={"max_params": d.params - max_params}))
+            if refused > 500:
+                break
+            continue
         order.append(d.key)
+        # a design an already-trained design beats on both costs and on truth: its epochs are wasted
+        beaten = any(table.designs[j].truth >= d.truth and table.designs[j].params <= d.params
+                     and table.designs[j].throughput >= d.throughput for j in observed)
         curve = d.proxy if method.fidelity == "proxy" else d.full[rng.choice(sorted(d.full))]
         rt = _RayTrial(str(asked.number), {HINT_KEY: {"params": d.params, "throughput": d.throughput}})
         if scheduler is not None and hasattr(scheduler, "on_trial_add"):
@@ -327,11 +347,13 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
                     stopped = True
                     break
         complete = ran == max_t and not stopped
-        dist = {k: dists[k] for k in d.optuna_params}
+        wasted += ran if beaten else 0
+        constraints = {"max_params": d.params - max_params} if max_params is not None else None
         if complete:
             values = [curve[-1]["val_accuracy"], d.params, d.throughput]
             study.add_trial(create_trial(params=d.optuna_params, distributions=dist, values=values,
-                                         system_attrs=system_attrs, user_attrs={"arch": d.arch}))
+                                         system_attrs=system_attrs, user_attrs={"arch": d.arch},
+                                         constraints=constraints))
             observed[i] = values
         else:
             stopped_n += stopped
@@ -358,7 +380,8 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
             seconds += sum(float(p["seconds"]) for p in run)
             observed[i] = [run[-1]["val_accuracy"], d.params, d.throughput]
             trace.append((spent, seconds, _truth_hv(_observed_front(observed, table), bounds)))
-    return Run(method.name, seed, trace, len(order), stopped_n, seen_optimal, stopped_optimal, order)
+    return Run(method.name, seed, trace, len(order), stopped_n, seen_optimal, stopped_optimal, refused, wasted,
+               order)
 
 
 def hv_at(run: Run, epochs: float) -> float:
@@ -380,7 +403,7 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
 
 
 def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = None,
-             progress=None) -> dict[str, Any]:
+             progress=None, max_params: float | None = None) -> dict[str, Any]:
     """Replay each method for seeds ``0 .. seeds-1``; return per method the truth-HV quartiles at
     ``B/4, B/2, 3B/4, B``, epochs to reach random search's final median, and the fraction of truly
     Pareto-optimal designs the method stopped early.
@@ -399,16 +422,17 @@ def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = 
     for d in table.designs:
         d.optuna_params = space.to_params(Architecture.from_dict(d.arch))
     budget = budget or table.epochs * max(4, len(table.designs) // 5)
-    bounds, true_front = table.bounds(), table.true_front()
+    bounds, true_front = table.bounds(), table.true_front(max_params)
     points = [budget / 4, budget / 2, 3 * budget / 4, budget]
-    out: dict[str, Any] = {"budget_epochs": budget, "designs": len(table.designs), "true_front": len(true_front),
+    out: dict[str, Any] = {"budget_epochs": budget, "max_params": max_params, "designs": len(table.designs),
+                           "true_front": len(true_front),
                            "table_best_hv": _truth_hv([d for d in table.designs if d.key in true_front], bounds),
                            "bounds": bounds.to_dict(), "seeds": seeds, "methods": {}}
     for name in methods:
         t0 = time.perf_counter()
         runs = []
         for s in range(seeds):
-            runs.append(replay(METHODS[name], table, space, s, budget, bounds, true_front))
+            runs.append(replay(METHODS[name], table, space, s, budget, bounds, true_front, max_params))
             if progress:
                 progress(name, s, runs[-1])
         seen = sum(r.optimal_seen for r in runs)
@@ -421,12 +445,14 @@ def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = 
             "optimal_stopped": (sum(r.optimal_stopped for r in runs) / seen) if seen else 0.0,
             "optimal_seen": seen,
             "seconds": round(time.perf_counter() - t0, 1),
+            "refused": statistics.median(r.refused for r in runs),
+            "wasted_epochs": statistics.median(r.wasted for r in runs),
             "simulated_hours": statistics.median(r.trace[-1][1] for r in runs if r.trace) / 3600,
         }
     if "random" in out["methods"]:
         target = out["methods"]["random"]["hv"]["1B"][1]
         out["random_final_median"] = target
-        for name, m in out["methods"].items():
+        for m in out["methods"].values():
             m["epochs_to"] = next((e for e, q in m["curve"] if q[1] >= target), None)
     return out
 
@@ -434,14 +460,18 @@ def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = 
 def _print(out: dict[str, Any]) -> None:
     print(f"table: {out['designs']} designs ({out['true_front']} Pareto-optimal by truth; their truth HV "
           f"{out['table_best_hv']:.4f}); budget B = {out['budget_epochs']} epochs; {out['seeds']} seeds")
-    print(f"{'method':<22}{'HV at B/4':>24}{'B/2':>24}{'B':>24}{'to random':>11}{'opt. stopped':>14}")
+    budget = f"; max_params {out['max_params']:,.0f}" if out.get("max_params") else ""
+    print(f"{'method':<22}{'HV at B/4':>24}{'B/2':>24}{'B':>24}{'to random':>11}{'opt. stopped':>14}"
+          f"{'wasted ep.':>12}{'refused':>9}{budget}")
     for name, m in out["methods"].items():
         cells = [f"{q[1]:.4f} [{q[0]:.4f}-{q[2]:.4f}]" for k, q in m["hv"].items() if k in ("0.25B", "0.5B", "1B")]
         to = "" if m["epochs_to"] is None else f"{m['epochs_to'] / out['budget_epochs']:.2f}B"
         print(f"{name:<22}{cells[0]:>24}{cells[1]:>24}{cells[2]:>24}{to:>11}"
-              f"{m['optimal_stopped']:>13.0%} ")
+              f"{m['optimal_stopped']:>13.0%} {m['wasted_epochs']:>11g}{m['refused']:>9g}")
     print("HV: median [quartiles] over seeds of the truth hypervolume of the method's front; 'to random': epochs "
-          "at which the median reaches random search's final median")
+          "at which the median reaches random search's final median; 'opt. stopped': truly Pareto-optimal designs "
+          "the method stopped early, of those it tried; 'wasted ep.': median epochs on designs an already-trained "
+          "design beat on both costs and on truth; 'refused': median proposals over --max-params (0 epochs)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -451,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=int, default=None, help="epochs (default: 27 x max(4, designs // 5))")
     p.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--max-params", type=float, default=None,
+                   help="a params budget: designs over it are refused at 0 epochs (vitnas search --max-params)")
     p.add_argument("--list", action="store_true", help="list the methods and exit")
     args = p.parse_args(argv)
     if args.list:
@@ -473,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         table = Table.load(args.table)
-        out = simulate(names, args.seeds, table, args.budget,
+        out = simulate(names, args.seeds, table, args.budget, max_params=args.max_params,
                        progress=lambda n, s, r: print(f"  {n} seed {s}: {r.trials} trials, truth HV "
                                                       f"{r.trace[-1][2] if r.trace else 0:.4f}", file=sys.stderr))
     except ValueError as e:

@@ -89,3 +89,15 @@ def test_command_prints_the_curve_and_writes_json(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         sim.main(["--method", "nope", "--seeds", "1"])
     assert e.value.code == 2 and "method: unknown value 'nope'" in capsys.readouterr().err
+
+
+def test_a_params_budget_refuses_designs_at_no_cost_and_the_front_is_within_it(table):
+    t, space = table
+    limit = sorted(d.params for d in t.designs)[len(t.designs) // 2]
+    by_key = {d.key: d for d in t.designs}
+    run = sim.replay(sim.METHODS["random"], t, space, 2, t.epochs * 3, t.bounds(), t.true_front(limit), limit)
+    assert run.refused >= 1 and all(by_key[k].params <= limit for k in run.order)
+    assert [s for s, _, _ in run.trace] == [27, 54, 81]  # the refused cost no epochs
+    assert all(by_key[k].params <= limit for k in t.true_front(limit))
+    ks = sim.replay(sim.METHODS["knowncost"], t, space, 2, t.epochs * 3, t.bounds(), t.true_front(limit), limit)
+    assert all(by_key[k].params <= limit for k in ks.order) and ks.trace[-1][0] == 81
