@@ -169,6 +169,7 @@ class Method:
     grace: int = 1
     eta: int = 3
     retrain: float = 0.0
+    curve: bool = False  # ParetoASHA's learning-curve-aware stopping
     about: str = ""
 
 
@@ -188,6 +189,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("auto_pareto", "auto", "pareto", about="auto sampler (GPSampler, then NSGA-II), ParetoASHA, full"),
     Method("knowncost", "knowncost", about="known-cost EHVI (params exact, throughput predicted), full budget"),
     Method("knowncost_pareto", "knowncost", "pareto", about="known-cost EHVI, ParetoASHA (grace 1, eta 3), full"),
+    Method("pareto_curve", "random", "pareto", curve=True,
+           about="random designs, ParetoASHA stopping only what even its optimistic predicted final is dominated"),
+    Method("auto_pareto_curve", "auto", "pareto", curve=True, about="auto sampler, curve-aware ParetoASHA, full"),
+    Method("knowncost_curve", "knowncost", "pareto", curve=True, about="known-cost EHVI, curve-aware ParetoASHA"),
     Method("gp_pareto_g3", "gp", "pareto", grace=3, about="GPSampler, ParetoASHA with grace 3 (rungs 3, 9)"),
     Method("auto_pareto_presets", "auto", "pareto", presets=True,
            about="auto sampler with the presets first, ParetoASHA, full budget"),
@@ -212,7 +217,8 @@ def _scheduler(method: Method, max_t: int, bounds, seed: int):
     if method.scheduler == "none":
         return None
     if method.scheduler == "pareto":
-        return ParetoASHA(grace_period=method.grace, eta=method.eta, max_t=max_t, bounds=bounds)
+        return ParetoASHA(grace_period=method.grace, eta=method.eta, max_t=max_t, bounds=bounds,
+                          curve_aware=method.curve)
     if method.scheduler == "accuracy":
         return AccuracyASHA(grace_period=method.grace, eta=method.eta, max_t=max_t)
     if method.scheduler == "hyperband":

@@ -412,3 +412,54 @@ def test_accuracy_asha_is_rays_asha_on_accuracy_and_ignores_params_and_throughpu
     assert state["version"] == "asha" and set(state["stopped"]) == {"c"}
     with pytest.raises(ValueError, match="^eta: "):
         AccuracyASHA(eta=1)
+
+
+# --------------------------------------------------------------------------- learning-curve-aware stopping
+def _finish(s, tid, curve, params, throughput):
+    t = trial(tid, params, throughput)
+    for k, acc in enumerate(curve, start=1):
+        if s.on_trial_result(None, t, epoch(k, acc)) == STOP:
+            return
+    s.on_trial_complete(None, t, {"accuracy": curve[-1]})
+
+
+def test_curve_aware_prediction_is_a_least_squares_line_with_a_95_percent_interval():
+    from scipy.stats import t as student
+
+    s = ParetoASHA(grace_period=1, eta=3, max_t=4, curve_aware=True)
+    rng = np.random.default_rng(0)
+    early = rng.uniform(0.2, 0.6, size=6)
+    final = 0.3 + early + rng.normal(0, 0.02, size=6)
+    assert s.predict_final(1, 0.4) is None  # no full curve yet
+    for i, (a, f) in enumerate(zip(early, final, strict=True)):
+        _finish(s, f"f{i}", [a, a, a, f], 1e9, 1.0)  # huge and slow: never dominating anyone
+    b, a0 = np.polyfit(early, final, 1)
+    resid = final - (a0 + b * early)
+    se = math.sqrt(resid @ resid / 4) * math.sqrt(1 + 1 / 6 + (0.4 - early.mean()) ** 2
+                                                  / np.sum((early - early.mean()) ** 2))
+    mean, hi = s.predict_final(1, 0.4)
+    assert mean == pytest.approx(a0 + b * 0.4) and hi == pytest.approx(mean + student.ppf(0.975, 4) * se)
+
+
+def test_curve_aware_stops_only_what_even_its_optimistic_prediction_cannot_lift_off_the_front():
+    plain = ParetoASHA(grace_period=1, eta=3, max_t=4)
+    aware = ParetoASHA(grace_period=1, eta=3, max_t=4, curve_aware=True)
+    for s in (plain, aware):
+        # full curves: a late bloomer's final accuracy is far above its first epoch
+        for i, (first, last) in enumerate([(0.2, 0.9), (0.3, 0.92), (0.5, 0.95), (0.6, 0.96), (0.25, 0.91)]):
+            _finish(s, f"f{i}", [first, 0.5, 0.7, last], 100_000 + i, 1000.0)
+        for i in range(3):  # a rung of strong starters
+            reach(s, trial(f"r{i}", 50_000, 5000.0), 1, 0.7)
+    assert aware.predict_final(1, 0.2) is not None  # at least MIN_CURVES full curves were learnt from
+    small_slow_starter = trial("late", 60_000, 4000.0)  # off the rung's front at epoch 1 (0.2)
+    assert plain.on_trial_result(None, small_slow_starter, epoch(1, 0.2)) == STOP
+    # its predicted final (about 0.9) is not dominated by any full trial (all larger): it goes on
+    assert aware.on_trial_result(None, trial("late", 60_000, 4000.0), epoch(1, 0.2)) == CONTINUE
+    # a design larger and slower than a full trial that reached 0.96, predicted well below: stopped
+    hopeless = trial("big", 200_000, 500.0)
+    assert aware.surely_dominated(1, 0.2, [200_000, 500.0])
+    assert aware.on_trial_result(None, hopeless, epoch(1, 0.2)) == STOP and "big" in aware.stopped
+    state = aware.get_state()
+    again = ParetoASHA()
+    again.set_state(json.loads(json.dumps(state)))
+    assert again.curve_aware and again.predict_final(1, 0.3) == pytest.approx(aware.predict_final(1, 0.3))

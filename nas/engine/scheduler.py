@@ -109,6 +109,8 @@ ACCURACY_FIELD = "val_accuracy"
 #: Per-epoch result fields kept in a trial's learning curve.
 CURVE_FIELDS = ("epoch", "val_accuracy", "train_loss")
 _STATE_VERSION = 1
+#: Full learning curves a curve-aware :class:`ParetoASHA` needs before it predicts (and so before it stops).
+MIN_CURVES = 4
 
 
 def _check_int(field: str, value: Any, least: int) -> int:
@@ -176,6 +178,10 @@ class ParetoASHA(FIFOScheduler):
         max_t: the epochs of a full trial (the proxy's ``epochs``); rungs lie strictly below it.
         bounds: the hypervolume normalisation of the study (:class:`nas.objectives.HVBounds`); default
             :func:`nas.objectives.hv_bounds` (pass the study's own, :func:`nas.objectives.study_bounds`).
+        curve_aware: learning-curve-aware stopping: a trial the rung's ranking would stop goes on unless
+            even the optimistic end of the prediction of its final accuracy (:meth:`predict_final`, a line
+            fitted on the full learning curves seen so far, 95% prediction interval) is dominated by a fully
+            trained trial (:meth:`surely_dominated`); nobody stops before :data:`MIN_CURVES` full curves.
 
     Attributes:
         stopped: ``{trial_id: {"epoch": int, "rung": int, "curve": [{"epoch", "val_accuracy",
@@ -190,8 +196,10 @@ class ParetoASHA(FIFOScheduler):
     _supports_buffered_results = False  # decide on every epoch's result, not on a batch of them
 
     def __init__(self, grace_period: int = 1, eta: int = 3, max_t: int = 10,
-                 bounds: objectives.HVBounds | None = None) -> None:
+                 bounds: objectives.HVBounds | None = None, curve_aware: bool = False) -> None:
         super().__init__()
+        self.curve_aware = bool(curve_aware)
+        self._finished: list[dict[str, Any]] = []  # {"curve": {epoch: accuracy}, "values": objectives} of full trials
         self.grace_period = _check_int("grace_period", grace_period, 1)
         self.eta = _check_int("eta", eta, 2)
         self.max_t = _check_int("max_t", max_t, 1)
@@ -319,19 +327,64 @@ class ParetoASHA(FIFOScheduler):
             if tid in entries and m < epoch_i:
                 continue  # decided at this rung already
             entries[tid] = [accuracy, *hint]  # a trial reporting this rung again replaces its entry
-            if tid not in self._survivors(entries):
+            if tid not in self._survivors(entries) and (not self.curve_aware
+                                                         or self.surely_dominated(epoch_i, accuracy, hint)):
                 record_stop(self.stopped, self._curves, tid, epoch_i, m)
                 return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
-        self._curves.pop(str(trial.trial_id), None)
+        curve = self._curves.pop(str(trial.trial_id), None) or []
+        points = {int(r[EPOCH_FIELD]): r.get(ACCURACY_FIELD) for r in curve if r.get(ACCURACY_FIELD) is not None}
+        if self.curve_aware and points and max(points) >= self.max_t:  # a full curve: the model learns from it
+            self._finished.append({"curve": points, "values": [points[max(points)], *self._hint(trial, result)]})
 
     def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
         self._curves.pop(str(trial.trial_id), None)
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
         self._curves.pop(str(trial.trial_id), None)
+
+    # ---------------------------------------------------------------- learning curves
+    def predict_final(self, epoch: int, accuracy: float) -> tuple[float, float] | None:
+        """The final accuracy (at ``max_t``) of a trial with ``accuracy`` at ``epoch``, as ``(mean, optimistic)``:
+        a least-squares line ``final = a + b * accuracy_at_epoch`` fitted on the full learning curves this
+        scheduler has seen, and the upper end of its 95% prediction interval (Student's t with ``n - 2``
+        degrees of freedom). None before :data:`MIN_CURVES` full curves reached ``epoch``."""
+        pairs = [(f["curve"][epoch], f["values"][0]) for f in self._finished if epoch in f["curve"]]
+        if len(pairs) < MIN_CURVES:
+            return None
+        from scipy.stats import t as student
+
+        x, y = np.array(pairs, dtype=float).T
+        n = len(x)
+        sxx = float(np.sum((x - x.mean()) ** 2))
+        b = float(np.sum((x - x.mean()) * (y - y.mean())) / sxx) if sxx > 0 else 0.0
+        a = float(y.mean() - b * x.mean())
+        s = math.sqrt(float(np.sum((y - a - b * x) ** 2)) / (n - 2))
+        mean = a + b * accuracy
+        half = float(student.ppf(0.975, n - 2)) * s * math.sqrt(1 + 1 / n + ((accuracy - x.mean()) ** 2 / sxx
+                                                                             if sxx > 0 else 0.0))
+        return mean, mean + half
+
+    def surely_dominated(self, epoch: int, accuracy: float | None, hint: list[float | None]) -> bool:
+        """Whether even the optimistic prediction of the trial's final accuracy (:meth:`predict_final`) is
+        dominated by a fully trained trial: one with no more params, no less throughput (of those known) and a
+        final accuracy above it. False when no prediction can be made yet."""
+        if accuracy is None:
+            return False
+        pred = self.predict_final(epoch, accuracy)
+        if pred is None:
+            return False
+        vec = [pred[1], *hint]
+        for f in self._finished:
+            other = f["values"]
+            if other[0] is None or other[0] <= vec[0]:
+                continue
+            if all(v is not None and w is not None and (w <= v if o.direction == "minimize" else w >= v)
+                   for o, v, w in zip(objectives.spec()[1:], vec[1:], other[1:], strict=False)):
+                return True
+        return False
 
     def debug_string(self) -> str:
         rungs = ", ".join(f"epoch {m}: {len(e)}" for m, e in self._rungs.items()) or "none"
@@ -359,6 +412,9 @@ class ParetoASHA(FIFOScheduler):
             "stopped": {t: {"epoch": s["epoch"], "rung": s["rung"], "curve": [dict(r) for r in s["curve"]]}
                         for t, s in self.stopped.items()},
             "curves": {t: [dict(r) for r in c] for t, c in self._curves.items()},
+            "curve_aware": self.curve_aware,
+            "finished": [{"curve": {str(e): a for e, a in f["curve"].items()}, "values": list(f["values"])}
+                         for f in self._finished],
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -398,7 +454,13 @@ class ParetoASHA(FIFOScheduler):
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"stopped: malformed stopped trials or curves ({exc})") from exc
         self.grace_period, self.eta, self.max_t, self.bounds = fresh.grace_period, fresh.eta, fresh.max_t, fresh.bounds
+        try:
+            finished = [{"curve": {int(e): float(a) for e, a in f["curve"].items()},
+                         "values": [_finite(v) for v in f["values"]]} for f in (state.get("finished") or [])]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"finished: malformed learning curves ({exc})") from exc
         self._rungs, self.stopped, self._curves = fresh._rungs, stopped, curves
+        self.curve_aware, self._finished = bool(state.get("curve_aware", False)), finished
 
     def save(self, checkpoint_path: str) -> None:
         """Ray's checkpoint: :meth:`get_state` as JSON at ``checkpoint_path``."""
