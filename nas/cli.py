@@ -360,7 +360,8 @@ def _search_signature() -> inspect.Signature:
     for f in dataclasses.fields(SearchConfig):
         if not f.metadata.get("cli"):
             continue
-        kind = (str | None) if f.metadata.get("amount") else eval(f.type, {})  # noqa: S307 - "int | None" etc.
+        kind = ((str | None) if f.metadata.get("amount") else str if f.metadata.get("text")
+                else eval(f.type, {}))  # noqa: S307 - "int | None" etc.
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
                                         annotation=Annotated[kind, typer.Option(help=f.metadata["help"])]))
     return inspect.Signature(params, return_annotation=None)

@@ -41,9 +41,9 @@ def test_expected_improvement_is_the_mean_improvement_under_the_normal():
     rng = np.random.default_rng(1)
     front = rng.uniform(0.1, 0.9, size=(5, 3))
     for mu, sigma in ((0.5, 0.1), (0.8, 0.02), (0.2, 0.3)):
-        a = rng.normal(mu, sigma, size=40000)
+        a = rng.normal(mu, sigma, size=10000)
         mc = np.mean([hypervolume_improvement(front, x, 0.7, 0.6) for x in a])
-        assert expected_improvement(front, mu, sigma, 0.7, 0.6) == pytest.approx(mc, rel=0.03, abs=2e-4)
+        assert expected_improvement(front, mu, sigma, 0.7, 0.6) == pytest.approx(mc, rel=0.05, abs=3e-4)
     # a candidate another design beats on both costs and surely on accuracy adds nothing
     beaten = np.array([[0.9, 0.8, 0.8]])
     assert expected_improvement(beaten, 0.3, 0.01, 0.5, 0.5) == 0.0
@@ -90,16 +90,16 @@ def _fake_study(context, n, seed=0):
 def test_sampler_proposes_inside_the_space_and_never_over_the_params_budget():
     ctx = _context(max_params=40_000)
     study = _fake_study(ctx, 12)
-    sampler = make_sampler("knowncost", 3, 20, context=ctx)
-    assert isinstance(sampler, KnownCostSampler)
+    assert isinstance(make_sampler("knowncost", 3, 20, context=ctx), KnownCostSampler)
+    sampler = KnownCostSampler(ctx, seed=3, n_startup_trials=8, n_random=64, n_mutants=64)
     study.sampler = sampler
-    for _ in range(3):
+    for _ in range(2):
         t = study.ask()
         arch = ctx.space.suggest(t)
         assert ctx.space.contains(arch)
         assert count_params(arch, 16, 1, 10) <= 40_000
         assert sampler.last["params"] == count_params(arch, 16, 1, 10)  # the proposal is the scored candidate
-        assert sampler.last["ehvi"] > 0 and sampler.last["candidates"] > 100
+        assert sampler.last["ehvi"] > 0 and sampler.last["candidates"] > 20
         t.set_user_attr("arch", arch.to_dict())
         study.tell(t, [0.6, count_params(arch, 16, 1, 10), 5000.0])
     proposed = [tuple(sorted(t.params.items())) for t in study.trials]

@@ -173,6 +173,7 @@ def test_rerun_with_reached_target_trains_nothing_and_changes_nothing(searched):
     (["search", "--dataset", "imagenet"], "dataset: unknown name 'imagenet'"),
     (["search", "--sampler", "cmaes"], "sampler: unknown value 'cmaes'"),
     (["search", "--img-size", "0"], "img_size: must be an integer >= 1, got 0"),
+    (["search", "--gpus-per-trial", "many"], "gpus_per_trial: must be auto or a number >= 0, got 'many'"),
     (["search", "--storage", "nonsense"], "storage: 'nonsense' is not an SQLAlchemy URL"),
     (["search", "--storage", "foo://x/y"], "storage: cannot open 'foo://x/y'"),
     (["pareto", "--study", "nope"], "study: no study 'nope'"),

@@ -43,7 +43,7 @@ from .torch_adapter import TorchDispatchMode
 __all__ = [
     "count_params", "count_flops", "count_module_flops", "measure_throughput", "peak_memory", "PeakMemoryTracker",
     "resolve_device", "DTYPES", "ThroughputResult", "measure_throughput_vs_reference", "reference_architecture",
-    "ThroughputCache", "DeviceLock", "TargetShapeError", "device_name", "autocast",
+    "ThroughputCache", "DeviceLock", "TargetShapeError", "device_name", "autocast", "GpuMonitor",
 ]
 
 #: Inference dtypes of the throughput protocol: float32, or bfloat16 autocast.
@@ -468,3 +468,47 @@ def peak_memory(model: nn.Module, input_shape: tuple[int, int, int], *, batch_si
         model.zero_grad(set_to_none=True)
         model.train(was_training)
 
+
+
+class GpuMonitor:
+    """Peak training memory and GPU busy fraction while a block runs on a CUDA device (on the CPU: nothing).
+
+    ``with GpuMonitor(device) as m: train()`` then ``m.peak_memory`` (bytes, ``torch.cuda.max_memory_allocated``
+    since the block began) and ``m.busy`` (0-1: the mean of NVML's utilisation, the fraction of time a kernel
+    ran on the device, sampled every ``interval`` seconds by a background thread through
+    ``torch.cuda.utilization``; None where NVML is not installed). The busy fraction is the device's, so
+    trials sharing a GPU each see the total.
+    """
+
+    def __init__(self, device: torch.device, interval: float = 0.2) -> None:
+        self.device, self.interval = device, interval
+        self.peak_memory: int | None = None
+        self.busy: float | None = None
+        self._samples: list[float] = []
+        self._stop: Any = None
+        self._thread: Any = None
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._samples.append(float(torch.cuda.utilization(self.device)) / 100.0)
+            except Exception:  # noqa: BLE001 - NVML missing or not answering: no busy figure
+                return
+
+    def __enter__(self) -> GpuMonitor:
+        if self.device.type == "cuda":
+            import threading
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type != "cuda":
+            return
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.peak_memory = int(torch.cuda.max_memory_allocated(self.device))
+        self.busy = sum(self._samples) / len(self._samples) if self._samples else None

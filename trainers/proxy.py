@@ -36,6 +36,7 @@ from .data import ImageData
 from .measure import (
     DTYPES,
     DeviceLock,
+    GpuMonitor,
     TargetShapeError,
     ThroughputCache,
     autocast,
@@ -145,6 +146,8 @@ class TrialResult:
     target: dict[str, Any] = field(default_factory=dict)
     throughput_detail: dict[str, Any] = field(default_factory=dict)
     proxy_params: int | None = None
+    train_peak_memory: int | None = None  # bytes allocated at most while training (CUDA only)
+    gpu_busy: float | None = None  # NVML's utilisation of the device while training, 0-1 (CUDA with NVML only)
 
     def metrics(self) -> dict[str, Any]:
         """JSON-able measurements (no model)."""
@@ -152,7 +155,8 @@ class TrialResult:
             "accuracy": self.accuracy, "params": self.params, "flops": self.flops, "throughput": self.throughput,
             "peak_memory": self.peak_memory, "device": self.device, "train_seconds": self.train_seconds,
             "wall_seconds": self.wall_seconds, "target": self.target, "throughput_detail": self.throughput_detail,
-            "proxy_params": self.proxy_params,
+            "proxy_params": self.proxy_params, "train_peak_memory": self.train_peak_memory,
+            "gpu_busy": self.gpu_busy,
         }
 
 
@@ -305,7 +309,8 @@ def evaluate_architecture(arch: Architecture, data: ImageData, config: ProxyConf
                 report(epoch, {**record, "params": measured["params"], "throughput": measured["throughput"]})
 
         train_start = time.perf_counter()
-        history = train_proxy(model, data, config, report=on_epoch, device=device, lock=lock)
+        with GpuMonitor(device) as monitor:  # what packing trials on one GPU needs to know (CUDA only)
+            history = train_proxy(model, data, config, report=on_epoch, device=device, lock=lock)
         train_seconds = time.perf_counter() - train_start
         model.eval()
     finally:
@@ -313,7 +318,7 @@ def evaluate_architecture(arch: Architecture, data: ImageData, config: ProxyConf
     result = TrialResult(
         arch=arch, accuracy=history[-1]["val_accuracy"], history=history, device=device_name(device),
         train_seconds=train_seconds, wall_seconds=0.0, model=model, target=target, throughput_detail=detail,
-        proxy_params=proxy_params, **measured,
+        proxy_params=proxy_params, train_peak_memory=monitor.peak_memory, gpu_busy=monitor.busy, **measured,
     )
     result.wall_seconds = time.perf_counter() - wall_start
     return result

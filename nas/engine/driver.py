@@ -37,6 +37,7 @@ from search_spaces import SearchSpace
 from .. import objectives
 from ..study import trained_epochs
 from ..study.record import save_scheduler_state, set_trial_attrs
+from .packing import ALONE_KEY, GPU_SHARE_KEY, PackingPlan, is_out_of_memory
 from .settings import budget_violations
 from .trial import RESULT_ATTRS
 
@@ -104,6 +105,10 @@ class StudyDriver:
         self.epoch_budget = epoch_budget
         self.epochs_trained = 0  # proxy epochs trained by the trials that ended (COMPLETE or PRUNED)
         self.interrupted = False  # set by :meth:`interrupt` (Ctrl-C): no new proposal, unfinished = interrupted
+        self.packing: PackingPlan | None = None  # set by the search on a GPU cluster with --gpus-per-trial auto
+        self.shares: dict[str, float] = {}  # trial id -> the GPU share it was given (packed searches)
+        self.retry: list[tuple[optuna.Trial, str]] = []  # ran out of GPU memory packed: to run again alone
+        self.retried = 0
         from search_spaces.presets import PRESETS
 
         # a proposal that builds a paper preset is labelled one, however it was proposed (enqueued or sampled)
@@ -124,7 +129,7 @@ class StudyDriver:
         whichever is more; 0 once ``epoch_budget`` is spent (0: the search is done)."""
         if self.epoch_budget is not None and self.epochs_trained >= self.epoch_budget:
             return 0
-        return max(self.target - self.complete, self.min_sampled - self.sampled, 0)
+        return max(self.target - self.complete, self.min_sampled - self.sampled, len(self.retry), 0)
 
     # ------------------------------------------------------------------ bookkeeping
     def _index(self, number: int, state: TrialState, attrs: dict[str, Any], values: Any) -> None:
@@ -162,6 +167,13 @@ class StudyDriver:
     # ------------------------------------------------------------------ Searcher API (through DriverSearcher)
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         """A new proposal as a plain config, or ``FINISHED`` once :meth:`remaining` is 0."""
+        if self.retry and not self.interrupted:  # out of GPU memory while packed: the same trial, alone
+            trial, key = self.retry.pop(0)
+            self.live[trial_id] = (trial, key)
+            self.shares[trial_id] = 1.0
+            self.retried += 1
+            return {"arch": trial.user_attrs["arch"], "number": trial.number, "known": None, GPU_SHARE_KEY: 1.0,
+                    ALONE_KEY: True}
         if self.remaining() <= 0 or self.interrupted:
             return self.FINISHED
         for _ in range(self.max_refusals):
@@ -177,7 +189,10 @@ class StudyDriver:
                 self.refuse(trial, costs, broken)
                 continue
             self.live[trial_id] = (trial, key)
-            return {"arch": arch.to_dict(), "number": trial.number, "known": known}
+            config = {"arch": arch.to_dict(), "number": trial.number, "known": known}
+            if self.packing is not None:
+                self.shares[trial_id] = config[GPU_SHARE_KEY] = self.packing.share()
+            return config
         self.stalled = (f"{self.max_refusals} proposals in a row broke the budgets by their known cost "
                         f"({', '.join(f'{k} {v:,.6g}' for k, v in self.budgets.items())}); loosen a budget or narrow "
                         "the space to smaller designs")
@@ -214,6 +229,14 @@ class StudyDriver:
             return
         trial, _ = entry
         result = _unflatten(result or {})
+        share = self.shares.pop(trial_id, None)
+        if self.packing is not None:
+            self.packing.observe(result, alone=share == 1.0)
+            if share is not None and share < 1.0 and is_out_of_memory(result.get("fail_reason")) \
+                    and not self.interrupted:  # packing's fault, not the design's: run it again, alone
+                self.packing.on_out_of_memory()
+                self.retry.append(entry)
+                return
         if result.get("refused"):  # measured by the worker before training, over a budget
             measured = {k: result[k] for k in (*objectives.names(), "flops", "peak_memory", "target",
                                                "throughput_detail") if result.get(k) is not None}
@@ -266,6 +289,17 @@ class StudyDriver:
         numbers = []
         for trial_id in list(self.live):
             trial, _ = self.live.pop(trial_id)
+            self._fail(trial, reason)
+            numbers.append(trial.number)
+        if self.interrupted:
+            numbers += self.abandon_retries("interrupted")
+        return numbers
+
+    def abandon_retries(self, reason: str = STOPPED) -> list[int]:
+        """Fail the trials waiting to run again alone (the search ended first); their numbers."""
+        numbers = []
+        while self.retry:
+            trial, _ = self.retry.pop(0)
             self._fail(trial, reason)
             numbers.append(trial.number)
         return numbers

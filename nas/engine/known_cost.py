@@ -206,7 +206,7 @@ class KnownCostSampler(BaseSampler):
     """
 
     def __init__(self, context: CostContext, seed: int | None = None, n_startup_trials: int = 8,
-                 n_random: int = 256, n_mutants: int = 256, pool: int = 1024, noise: float = 0.01) -> None:
+                 n_random: int = 128, n_mutants: int = 128, pool: int = 2048, noise: float = 0.01) -> None:
         if n_random < 0 or n_mutants < 0:
             raise ValueError(f"n_random: n_random and n_mutants must be >= 0, got {n_random}, {n_mutants}")
         self.context, self.n_startup_trials = context, n_startup_trials

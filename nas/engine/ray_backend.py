@@ -13,6 +13,7 @@ leaves behind if the driver is killed.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -26,12 +27,14 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
+from ray.tune import PlacementGroupFactory
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from search_spaces import Architecture
 
 from .. import objectives
 from .driver import StudyDriver
+from .packing import GPU_SHARE_KEY
 from .settings import SearchConfig, SearchError, TrialEvent
 from .trial import run_trial
 
@@ -94,6 +97,12 @@ def start_ray(address: str | None) -> bool:
 def cluster_gpus() -> float:
     """GPUs in the Ray cluster (0 on a CPU-only machine, or before Ray is started)."""
     return float(ray.cluster_resources().get("GPU", 0.0)) if ray.is_initialized() else 0.0
+
+
+def trial_resources(cpus: float, config: dict[str, Any]) -> PlacementGroupFactory:
+    """Ray resources of one trial of a packed search: ``cpus`` CPUs and the GPU share its config carries
+    (:data:`nas.engine.packing.GPU_SHARE_KEY`; a whole GPU for a retry alone)."""
+    return PlacementGroupFactory([{"CPU": cpus, "GPU": float(config.get(GPU_SHARE_KEY, 1.0))}])
 
 
 def _trainable(config: dict[str, Any], settings: dict[str, Any], data: Any) -> None:
@@ -275,8 +284,12 @@ def run_round(config: SearchConfig, driver: StudyDriver, remaining: int, budget:
         tune_config, run_config = round_configs(config, handles[0], remaining, budget, driver.scheduler, handles[1])
         # The data set travels once through Ray's object store; actors are reused across trials, so a
         # trial does not pay for a new worker process (imports, data) each time.
+        gpus = cluster_gpus()
+        resources: Any = {"cpu": config.cpus_per_trial, "gpu": config.resolved_gpus_per_trial(gpus)}
+        if driver.packing is not None:  # packed: each trial asks for the share its config carries
+            resources = functools.partial(trial_resources, config.cpus_per_trial)
         trainable = tune.with_resources(tune.with_parameters(_trainable, settings=config.worker_settings(), data=data),
-                                        {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
+                                        resources)
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
         with warnings.catch_warnings():  # Tune warns a scheduler needs unbuffered results: quiet_ray made them so
             warnings.filterwarnings("ignore", message=".*TUNE_RESULT_BUFFER_LENGTH.*")

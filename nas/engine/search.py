@@ -150,6 +150,7 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, meta: 
     try:
         started_ray = False  # for the finally below, should start_ray itself be interrupted
         started_ray = start_ray(config.address) or ray_started
+        driver.packing = _packing_plan(config)
         _run_rounds(config, driver, study, meta, data, progress)
     finally:
         try:
@@ -209,6 +210,23 @@ def _catch_sigint(driver: Any, message: bytes = b"\nvitnas: stopping after Ctrl-
     return lambda: signal.signal(signal.SIGINT, previous)
 
 
+def _packing_plan(config: SearchConfig) -> Any:
+    """The :class:`nas.engine.packing.PackingPlan` of a search on a GPU cluster with ``--gpus-per-trial auto``
+    (None otherwise: a CPU search runs as before, one trial at a time unless asked). The GPU memory is this
+    machine's first GPU's, else 16 GiB (a cluster whose head has no GPU)."""
+    from .ray_backend import cluster_gpus
+
+    if not config.packed(cluster_gpus()):
+        return None
+    import torch
+
+    from .packing import PackingPlan
+    from .settings import MAX_PER_GPU
+
+    memory = torch.cuda.mem_get_info(0)[1] if torch.cuda.is_available() else 16 * 2**30
+    return PackingPlan(gpu_memory=float(memory), max_per_gpu=MAX_PER_GPU)
+
+
 def _cost_context(config: SearchConfig, driver: Any, meta: StudyMeta) -> Any:
     """The :class:`nas.engine.known_cost.CostContext` of a ``knowncost`` search (None for other samplers): the
     space at the proxy's size, the deployment shape, the study's bounds, the budgets, and the presets (as
@@ -251,3 +269,4 @@ def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, meta: St
             if progress:
                 progress(TrialEvent("stalled", -1, reason="two rounds in a row completed no trial; stopping"))
             break
+    driver.abandon_retries()

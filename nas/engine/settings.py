@@ -21,6 +21,8 @@ __all__ = ["option", "SAMPLERS", "DTYPES", "BUDGETS", "budget_violations", "Sear
            "make_sampler", "population_size", "GPThenNSGAII", "GP_HANDOVER"]
 
 SAMPLERS: tuple[str, ...] = ("auto", "nsga2", "tpe", "random", "gp", "knowncost")
+#: Most trials a packed search (``--gpus-per-trial auto``) puts on one GPU.
+MAX_PER_GPU = 16
 #: Complete trials after which the default sampler (``auto``) hands over from GPSampler to NSGA-II.
 GP_HANDOVER = 200
 #: Complete trials of a search whose ``trials`` is left at None.
@@ -38,12 +40,14 @@ class SearchError(ValueError):
     """A search setting outside its allowed values (the message names the setting)."""
 
 
-def option(default: Any, help: str, *, cli: bool = True, worker: bool = False, amount: bool = False) -> Any:
+def option(default: Any, help: str, *, cli: bool = True, worker: bool = False, amount: bool = False,
+           text: bool = False) -> Any:
     """One setting of :class:`SearchConfig`, declared once: its default and help text, whether ``vitnas search``
     offers it as an option (``cli``; the CLI's options are generated from these fields), whether a Ray worker's
     trial body reads it (``worker``: :meth:`SearchConfig.worker_settings`), and whether the CLI takes it as an
     amount with a suffix (``amount``: ``1.5M``, ``2GiB``)."""
-    return field(default=default, metadata={"help": help, "cli": cli, "worker": worker, "amount": amount})
+    return field(default=default, metadata={"help": help, "cli": cli, "worker": worker, "amount": amount,
+                                            "text": text})
 
 
 @dataclass
@@ -125,7 +129,10 @@ class SearchConfig:
     presets: bool = option(True, "Enqueue the paper presets as the first trials (with the default --trials, a warm "
                                  "start: as many sampled designs follow).")
     cpus_per_trial: float = option(1.0, "CPUs per trial (Ray resources).", worker=True)
-    gpus_per_trial: float = option(0.0, "GPUs per trial; fractions share a GPU.")
+    gpus_per_trial: float | str = option(
+        "auto", "GPUs per trial: auto (on a CUDA cluster, trials share each GPU as the first trials' measured memory "
+                "and busy fraction allow, up to 16; a trial that runs out of memory packed is retried alone; 0 on a "
+                "machine without GPUs) or a number (fractions share a GPU).", text=True)
     max_concurrent: int = option(0, "Trials at once (0: one per GPU share, or 1 on CPU).")
     address: str | None = option(None, "Join a Ray cluster ('auto' or host:port).")
     run_dir: str = option("runs", "Folder for weights and Ray results.")
@@ -183,9 +190,17 @@ class SearchConfig:
 
         if not (finite(self.cpus_per_trial) and self.cpus_per_trial > 0):
             raise SearchError(f"cpus_per_trial: must be > 0, got {self.cpus_per_trial!r}")
-        if not (finite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
-            raise SearchError(f"gpus_per_trial: must be >= 0 (fractions allowed), got {self.gpus_per_trial!r}")
-        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+        if isinstance(self.gpus_per_trial, str) and self.gpus_per_trial != "auto":
+            try:
+                self.gpus_per_trial = float(self.gpus_per_trial)
+            except ValueError:
+                raise SearchError(f"gpus_per_trial: must be auto or a number >= 0, got {self.gpus_per_trial!r}") from None
+        if self.gpus_per_trial == "auto":
+            pass
+        elif not (finite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
+            raise SearchError(f"gpus_per_trial: must be auto or a number >= 0 (fractions allowed), "
+                              f"got {self.gpus_per_trial!r}")
+        elif self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
             raise SearchError(f"gpus_per_trial: above 1 it must be a whole number, got {self.gpus_per_trial!r}")
         if self.epoch_budget is not None:
             positive_int("epoch_budget", self.epoch_budget)
@@ -224,12 +239,28 @@ class SearchConfig:
         at its default, presets on)."""
         return self.presets and self.trials is None
 
+    def packed(self, gpus: float) -> bool:
+        """Whether trials are packed per GPU by :class:`nas.engine.packing.PackingPlan`: ``gpus_per_trial`` is
+        ``auto`` and the cluster has ``gpus`` > 0."""
+        return self.gpus_per_trial == "auto" and gpus > 0
+
+    def resolved_gpus_per_trial(self, gpus: float) -> float:
+        """The fixed GPU share of a trial: ``gpus_per_trial``, or with ``auto`` 0 on a cluster without GPUs
+        (a packed search's shares come from its plan, one per trial)."""
+        if self.gpus_per_trial == "auto":
+            return 1.0 if gpus > 0 else 0.0
+        return float(self.gpus_per_trial)
+
     def resolved_max_concurrent(self, gpus: float = 1.0) -> int:
-        """Trials at once: ``max_concurrent`` if given; else one per GPU share of the ``gpus`` GPUs in the
-        cluster when trials use GPUs; else 1 (CPU throughput is measured on an idle machine)."""
+        """Trials at once: ``max_concurrent`` if given; else, packed (``auto`` on GPUs), up to
+        :data:`MAX_PER_GPU` per GPU (Ray starts each when its share is free); else one per GPU share of the
+        ``gpus`` GPUs in the cluster when trials use GPUs; else 1 (CPU throughput is measured on an idle
+        machine)."""
         if self.max_concurrent:
             return self.max_concurrent
-        if self.gpus_per_trial > 0:
+        if self.packed(gpus):
+            return max(1, int(gpus * MAX_PER_GPU))
+        if self.gpus_per_trial != "auto" and self.gpus_per_trial > 0:
             return max(1, int(max(gpus, 1.0) / self.gpus_per_trial + 1e-9))
         return 1
 

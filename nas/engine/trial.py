@@ -29,7 +29,7 @@ __all__ = ["RESULT_ATTRS", "run_trial", "failure_result"]
 #: Trial user attributes a trained trial reports (stored by the driver, copied when a result is reused).
 RESULT_ATTRS: tuple[str, ...] = ("flops", "peak_memory", "curve", "device", "train_seconds", "wall_seconds", "weights",
                                   "weights_artifact",
-                                  "target", "throughput_detail", "proxy_params")
+                                  "target", "throughput_detail", "proxy_params", "train_peak_memory", "gpu_busy")
 
 
 class BudgetRefused(Exception):
@@ -114,5 +114,6 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
             "device": result.device, "train_seconds": round(result.train_seconds, 3),
             "wall_seconds": round(result.wall_seconds, 3), "weights": str(weights), "weights_artifact": artifact,
             "target": result.target,
-            "throughput_detail": result.throughput_detail, "proxy_params": result.proxy_params}
+            "throughput_detail": result.throughput_detail, "proxy_params": result.proxy_params,
+            "train_peak_memory": result.train_peak_memory, "gpu_busy": result.gpu_busy}
 
