@@ -231,7 +231,7 @@ class KnownCostSampler(BaseSampler):
         done = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
         if len(done) < self.n_startup_trials:
             return {}
-        return self.propose(done, seen=[t.params for t in trials if t.params])
+        return self.propose(done, seen=[t for t in trials if t.params])
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
@@ -255,14 +255,35 @@ class KnownCostSampler(BaseSampler):
             return None
         return draw.params, arch, n
 
-    def _candidates(self, front: list[FrozenTrial], trained: set[frozenset]) -> list[tuple[dict, Architecture, float]]:
+    def _keys(self, params: dict[str, Any], arch: Architecture | None) -> tuple[str, ...]:
+        """What identifies a design: its Optuna parameters, and its canonical key at the deployment size
+        (genes that build the same model, e.g. FNet at two head counts, share it)."""
+        keys = ("params:" + repr(sorted(params.items())),)
+        if arch is not None:
+            try:
+                keys += (arch.canonical_key(self.context.img_size),)
+            except (GeneError, ValueError):
+                pass
+        return keys
+
+    def _seen(self, trials: list[FrozenTrial]) -> set[str]:
+        out: set[str] = set()
+        for t in trials:
+            arch = t.user_attrs.get("arch")
+            try:
+                out.update(self._keys(t.params, Architecture.from_dict(arch) if arch else None))
+            except (GeneError, ValueError, TypeError):
+                out.update(self._keys(t.params, None))
+        return out
+
+    def _candidates(self, front: list[FrozenTrial], trained: set[str]) -> list[tuple[dict, Architecture, float]]:
         """The pool of this proposal: the standing pool topped up with ``n_random`` fresh random candidates
         (at most ``4 * n_random`` draws, so a tight budget costs bounded time), mutants of the front and the
         presets; all within ``max_params``, none already in the study."""
         if self.context.candidates is not None:  # a finite space: its designs are the pool
             if not self._pool:
                 self._pool = [c for p in self.context.candidates if (c := self._draw(p, rate=0.0)) is not None]
-            return [c for c in self._pool if frozenset(c[0].items()) not in trained]
+            return [c for c in self._pool if not trained.intersection(self._keys(c[0], c[1]))]
         fresh, draws = [], 0
         while len(fresh) < self.n_random and draws < 4 * self.n_random:
             draws += 1
@@ -278,9 +299,9 @@ class KnownCostSampler(BaseSampler):
         presets = [c for _, p in self.context.presets if (c := self._draw(p, rate=0.0)) is not None]
         out, seen = [], set(trained)
         for c in (*presets, *mutants, *self._pool):
-            key = frozenset(c[0].items())
-            if key not in seen:
-                seen.add(key)
+            keys = self._keys(c[0], c[1])
+            if not seen.intersection(keys):
+                seen.update(keys)
                 out.append(c)
         return out
 
@@ -321,17 +342,16 @@ class KnownCostSampler(BaseSampler):
                                           & (trained[:, 0] > optimistic[i]))) for i in range(len(candidates))])
         return {"ehvi": ehvi, "mu": mu, "sigma": sigma, "throughput": tput, "dominated": dominated}
 
-    def propose(self, done: list[FrozenTrial], seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def propose(self, done: list[FrozenTrial], seen: list[FrozenTrial] | None = None) -> dict[str, Any]:
         """The Optuna parameters of the candidate with the largest expected hypervolume improvement over the
-        feasible front of ``done`` (complete trials), leaving out designs already ``seen`` (the parameters of
-        every trial of the study; default: those of ``done``) and those a trained design surely dominates (see
+        feasible front of ``done`` (complete trials), leaving out designs already ``seen`` (every trial of the
+        study, by parameters and by the model they build; default: ``done``) and those a trained design surely dominates (see
         :meth:`score`). When no candidate can improve the front (every improvement is 0), a random one of those
         left. ``{}`` (a random proposal) when the study holds too little to score or no candidate is left."""
         feasible = [t for t in done if not _infeasible(t)]
         norm = np.array([self.context.bounds.normalise(list(t.values[:3])) for t in feasible])
         front = [feasible[int(i)] for i in objectives.nondominated_sort(-norm)[0]] if len(norm) else []
-        trained = {frozenset(p.items()) for p in (seen if seen is not None else [t.params for t in done])}
-        candidates = self._candidates(front, trained)
+        candidates = self._candidates(front, self._seen(seen if seen is not None else done))
         s = self.score(done, candidates)
         if not s:
             return {}
