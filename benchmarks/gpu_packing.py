@@ -50,7 +50,9 @@ def _worker(spec: dict) -> dict:
     torch.set_num_threads(1)
     data = load_dataset(spec["dataset"], spec.get("data_dir"), train_subset=spec.get("train_subset"),
                         val_subset=spec.get("val_subset"), img_size=spec.get("img_size"))
-    config = ProxyConfig(epochs=spec["epochs"], seed=spec["seed"], device=spec["device"], cache_path=None)
+    config = ProxyConfig(epochs=spec["epochs"], seed=spec["seed"], device=spec["device"], cache_path=None,
+                         measure_rounds=spec.get("measure_rounds", 15),
+                         min_block_seconds=spec.get("min_block_seconds", 0.04))
     result = evaluate_architecture(PRESETS[spec["preset"]], data, config)
     return {"seed": spec["seed"], "accuracy": result.accuracy, "throughput": result.throughput,
             "train_seconds": result.train_seconds, "wall_seconds": result.wall_seconds,
@@ -155,19 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="CPU, digits, 1 epoch, 200 images, packs 1,2")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--bare", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:  # one trial's process
         args.out.write_text(json.dumps(_worker(json.loads(args.worker))))
-        return 0
-    if args.bare is not None:
-        args.out.write_text(json.dumps(_bare_loop(json.loads(args.bare))))
         return 0
     import torch
 
     if args.dry_run:
         spec = {"dataset": "digits", "data_dir": None, "train_subset": 200, "val_subset": 100, "img_size": None,
-                "epochs": 1, "preset": "vix_fnet", "device": "cpu"}
+                "epochs": 1, "preset": "vix_fnet", "device": "cpu", "measure_rounds": 3, "min_block_seconds": 0.01}
         packs = [1, 2]
     else:
         if not torch.cuda.is_available():
@@ -178,11 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         packs = [int(v) for v in args.packs.split(",")]
     result = {"spec": spec, "mps": _mps_running(), "device": torch.cuda.get_device_name(0) if spec["device"] ==
               "cuda" else "cpu", "packs": []}
+    torch.set_num_threads(1)
+    result["trainer"] = _bare_loop(spec)  # alone on the device, before any pack
     with tempfile.TemporaryDirectory() as tmp:
-        bare_out = Path(tmp) / "bare.json"
-        subprocess.run([sys.executable, "-m", "benchmarks.gpu_packing", "--bare", json.dumps(spec), "--out",
-                        str(bare_out)], cwd=ROOT, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-        result["trainer"] = json.loads(bare_out.read_text())
         for k in packs:
             row = run_pack(k, spec, Path(tmp))
             result["packs"].append(row)

@@ -48,9 +48,13 @@ def packages_pickled(obj) -> set[str]:
 
 
 def _driver(tmp_path, sampler: str, scheduler) -> StudyDriver:
+    from nas import objectives
+    from nas.engine.known_cost import CostContext
+
+    context = CostContext(SPACE.for_image(8), 8, 1, 10, objectives.hv_bounds())  # knowncost's; others ignore it
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / f'{sampler}.db'}", study_name=sampler,
                                 directions=["maximize", "minimize", "maximize"],
-                                sampler=make_sampler(sampler, seed=0, trials=12, population=4))
+                                sampler=make_sampler(sampler, seed=0, trials=12, population=4, context=context))
     return StudyDriver(study, SPACE.for_image(8), 8, target=2, scheduler=scheduler)
 
 
@@ -123,7 +127,8 @@ def one_ray():
 
 
 #: Every sampler, with the two early-stopping rules shared between them.
-RUNS = [("auto", "pareto"), ("nsga2", "asha"), ("tpe", "pareto"), ("gp", "asha"), ("random", "pareto")]
+RUNS = [("auto", "pareto"), ("nsga2", "asha"), ("tpe", "pareto"), ("gp", "asha"), ("random", "pareto"),
+        ("knowncost", "pareto")]
 
 
 @pytest.mark.slow
