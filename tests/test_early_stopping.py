@@ -57,6 +57,9 @@ def test_a_stopped_trial_is_pruned_with_its_rung_and_curve_and_never_on_the_fron
     assert set(resumed.rung_entries(1)) == {"a", "b", "c"} and set(resumed.stopped) == {"c"}
     assert _scheduler(SearchConfig(epochs=3, grace_period=1, eta=2), study).rung_entries(1) == {}  # other rungs
     assert _scheduler(SearchConfig(epochs=1), study) is None  # nothing to stop with one epoch
+    curve = _scheduler(SearchConfig(epochs=3, grace_period=1, eta=3, scheduler="curve"), study)
+    assert curve.curve_aware and set(curve.stopped) == {"c"}  # the same rungs, the curve-aware rule
+    assert not resumed.curve_aware
 
 
 @pytest.mark.parametrize("order", [("a", "b", "c"), ("c", "b", "a"), ("b", "c", "a")])

@@ -98,7 +98,7 @@ __all__ = ["ParetoASHA", "AccuracyASHA", "SCHEDULERS", "HINT_KEY", "EPOCH_FIELD"
 
 #: Early-stopping rules a search can use (``SearchConfig.scheduler``): ``pareto`` (:class:`ParetoASHA`, the
 #: default) or ``asha`` (:class:`AccuracyASHA`, Ray Tune's ASHA on accuracy alone: the baseline).
-SCHEDULERS: tuple[str, ...] = ("pareto", "asha")
+SCHEDULERS: tuple[str, ...] = ("pareto", "curve", "asha")
 
 #: Config key holding ``{objective name: value}`` estimates of the objectives other than accuracy.
 HINT_KEY = "objectives_hint"

@@ -183,6 +183,7 @@ def _scheduler(config: SearchConfig, study: optuna.Study, meta: StudyMeta | None
             state.get("grace_period"), state.get("eta"), state.get("max_t")) == (config.grace_period, config.eta,
                                                                                   config.epochs):
         scheduler.set_state(state)
+    scheduler.curve_aware = config.scheduler == "curve"  # the rule is the search's, whatever the stored state's
     return scheduler
 
 

@@ -28,7 +28,7 @@ GP_HANDOVER = 200
 #: Complete trials of a search whose ``trials`` is left at None.
 DEFAULT_TRIALS = 12
 #: Early-stopping rules (as ``nas.engine.scheduler.SCHEDULERS``; kept here so settings load no Ray).
-SCHEDULERS: tuple[str, ...] = ("pareto", "asha")
+SCHEDULERS: tuple[str, ...] = ("pareto", "curve", "asha")
 #: Inference dtypes of the deployment shape (as ``trainers.measure.DTYPES``; kept here so settings load no torch).
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 #: Budget settings: name -> (objective or attribute it bounds, "max" or "min").
@@ -161,8 +161,9 @@ class SearchConfig:
                                         "PRUNED and do not count as --trials.")
     grace_period: int = option(1, "First rung of early stopping (epochs).")
     eta: int = option(3, "Early stopping keeps the first front and the top 1/eta at each rung.")
-    scheduler: str = option("pareto", "Early-stopping rule: pareto (the objectives) or asha (Ray Tune's ASHA on "
-                                      "accuracy alone, a baseline).")
+    scheduler: str = option("pareto", "Early-stopping rule: pareto (the objectives), curve (pareto, but a trial stops "
+                                      "only when even its optimistic predicted final accuracy is dominated by a fully "
+                                      "trained trial) or asha (Ray Tune's ASHA on accuracy alone, a baseline).")
 
     def validate(self) -> None:
         """Raise :class:`SearchError` naming the first setting outside its allowed values."""
