@@ -137,7 +137,7 @@ def test_the_asha_baseline_prunes_through_the_same_driver_and_is_not_restored():
     # A resumed search's Pareto scheduler does not read the baseline's state; a resumed baseline starts afresh.
     assert _scheduler(SearchConfig(epochs=3, grace_period=1, eta=3), study).rung_entries(1) == {}
     assert _scheduler(SearchConfig(epochs=3, grace_period=1, eta=3, scheduler="asha"), study).stopped == {}
-    with pytest.raises(SearchError, match="^scheduler: unknown value 'hyperband'; allowed: pareto, asha"):
+    with pytest.raises(SearchError, match="^scheduler: unknown value 'hyperband'; allowed: pareto, curve, asha"):
         SearchConfig(scheduler="hyperband").validate()
 
 
