@@ -126,15 +126,15 @@ def one_ray():
         ray.shutdown()
 
 
-#: Every sampler, with the two early-stopping rules shared between them.
-RUNS = [("auto", "pareto"), ("nsga2", "asha"), ("tpe", "pareto"), ("gp", "asha"), ("random", "pareto"),
-        ("knowncost", "pareto")]
+#: Real searches: the default, NSGA-II (the sampler optuna 5.1 made unpicklable) and the known-cost sampler, with
+#: the three early-stopping rules shared between them. Every sampler's path to the Tuner is checked above, in
+#: process; these show that a search through Ray ends with the study complete.
+RUNS = [("auto", "pareto"), ("nsga2", "asha"), ("knowncost", "curve")]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("sampler", "scheduler"), RUNS)
-def test_a_two_trial_search_runs_end_to_end_with_every_sampler(tmp_path, one_ray, sampler, scheduler):
-    assert {s for s, _ in RUNS} == set(SAMPLERS)
+def test_a_two_trial_search_runs_end_to_end(tmp_path, one_ray, sampler, scheduler):
     config = SearchConfig(study=f"s-{sampler}", trials=2, epochs=2, sampler=sampler, scheduler=scheduler,
                           storage=f"sqlite:///{tmp_path / 'study.db'}", run_dir=str(tmp_path / "runs"),
                           space=SPACE, presets=False, train_subset=100, val_subset=50, seed=1)
