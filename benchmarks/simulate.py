@@ -190,6 +190,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("today_retrain", "auto", "pareto", "proxy", presets=True, retrain=0.5,
            about="today's default on half the budget, then vitnas retrain of its front (27 epochs, 1 seed)"),
     Method("auto_pareto", "auto", "pareto", about="auto sampler (GPSampler, then NSGA-II), ParetoASHA, full"),
+    Method("today_no_presets", "auto", "pareto", "proxy", about="today's default with --no-presets"),
+    Method("knowncost_proxy", "knowncost", "pareto", "proxy",
+           about="known-cost EHVI (presets among its candidates), ParetoASHA on the 6-epoch proxy"),
+    Method("knowncost_proxy_retrain", "knowncost", "pareto", "proxy", retrain=0.5,
+           about="knowncost_proxy on half the budget, then vitnas retrain of its front (27 epochs, 1 seed)"),
     Method("knowncost", "knowncost", about="known-cost EHVI (params exact, throughput predicted), full budget"),
     Method("knowncost_pareto", "knowncost", "pareto", about="known-cost EHVI, ParetoASHA (grace 1, eta 3), full"),
     Method("pareto_curve", "random", "pareto", curve=True,
@@ -483,6 +488,20 @@ def _print(out: dict[str, Any]) -> None:
           "design beat on both costs and on truth; 'refused': median proposals over --max-params (0 epochs)")
 
 
+def markdown(out: dict[str, Any]) -> str:
+    """The comparison as a markdown table (docs/benchmarks.md), methods by their median truth HV at ``B``."""
+    rows = sorted(out["methods"].items(), key=lambda kv: -kv[1]["hv"]["1B"][1])
+    lines = ["| method | what | truth HV at B/4 | B/2 | B (quartiles) | reaches random's final at | truly optimal "
+             "stopped | wasted epochs | trials |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, m in rows:
+        hv = m["hv"]
+        to = "—" if m["epochs_to"] is None else f"{m['epochs_to'] / out['budget_epochs']:.2f} B"
+        lines.append(f"| {name} | {m['about']} | {hv['0.25B'][1]:.3f} | {hv['0.5B'][1]:.3f} | {hv['1B'][1]:.3f} "
+                     f"({hv['1B'][0]:.3f}-{hv['1B'][2]:.3f}) | {to} | {m['optimal_stopped']:.0%} "
+                     f"({m['optimal_seen']}) | {m['wasted_epochs']:g} | {m['trials']:g} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", default="default", help="a method name, 'default', or 'all' (see --list)")
@@ -493,10 +512,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-params", type=float, default=None,
                    help="a params budget: designs over it are refused at 0 epochs (vitnas search --max-params)")
     p.add_argument("--list", action="store_true", help="list the methods and exit")
+    p.add_argument("--markdown", action="store_true", help="print the comparison as a markdown table")
+    p.add_argument("--from-json", type=Path, default=None, help="print a stored --json result (no replay)")
     args = p.parse_args(argv)
     if args.list:
         for m in METHODS.values():
             print(f"{m.name:<22}{m.about}" + ("  [default]" if m.name == DEFAULT_METHOD else ""))
+        return 0
+    if args.from_json is not None:
+        out = json.loads(args.from_json.read_text())
+        if args.markdown:
+            print(markdown(out))
+        else:
+            _print(out)
         return 0
     if args.seeds < 1:
         p.error(f"seeds: must be >= 1, got {args.seeds}")
@@ -519,7 +547,10 @@ def main(argv: list[str] | None = None) -> int:
                                                       f"{r.trace[-1][2] if r.trace else 0:.4f}", file=sys.stderr))
     except ValueError as e:
         p.error(str(e))
-    _print(out)
+    if args.markdown:
+        print(markdown(out))
+    else:
+        _print(out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0
