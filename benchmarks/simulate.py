@@ -34,10 +34,9 @@ front members, with bounds spanning the table. A method that trusts a lucky seed
 by what its picks really reach.
 
 The budget ``B`` is in epochs: by default ``27 x max(4, designs // 10)``, the cost of full-budget random
-search training a tenth of the table. It is kept small against the table so that no method can try most of
-the table's designs (a 6-epoch proxy screens 45% of it at ``B``): the space holds millions of designs, the
-table only a sample, and a method that exhausts the sample looks better than it would on the space. Curves
-are read at ``B/4, B/2, 3B/4, B``.
+search training a tenth of the table. It is kept small against the table because the space holds millions
+of designs and the table only a sample: a method that exhausts the sample (a 6-epoch proxy with early
+stopping can) looks better than it would on the space. Curves are read at ``B/4, B/2, 3B/4, B``.
 """
 
 from __future__ import annotations
