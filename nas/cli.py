@@ -225,7 +225,10 @@ def _warm_start_note(st: Any, sampler: str) -> None:
 
     ended = [t for t in st.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     presets = sum(1 for t in ended if t.user_attrs.get("preset"))
-    if presets:
+    if presets and sampler == "knowncost":  # not a warm start: presets were candidates, trained by their costs
+        console.print(f"presets: {presets} paper preset(s) were worth training by their known costs, among "
+                      f"{len(ended)} designs", highlight=False, markup=False)
+    elif presets:
         by = sampler
         if sampler == "auto":  # name the sampler behind each design: NSGA-II marks the trials it handles
             from .study.optuna_adapter import sampled_by_nsga2
