@@ -70,10 +70,10 @@ def test_presets_come_first_and_snap_to_themselves(table):
 
 def test_retraining_the_proxy_front_charges_full_runs(table):
     t, _ = table
-    run = _replay(table, "today_retrain", budget=t.epochs * 6)
+    run = _replay(table, "today_retrain", budget=t.epochs * 4)
     steps = [b - a for (a, _, _), (b, _, _) in zip(run.trace, run.trace[1:], strict=False)]
     assert t.epochs in steps  # the retrain of a front member costs the full protocol
-    assert run.trace[-1][0] <= t.epochs * 6
+    assert run.trace[-1][0] <= t.epochs * 4
 
 
 def test_command_prints_the_curve_and_writes_json(tmp_path, capsys):

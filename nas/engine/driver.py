@@ -233,7 +233,7 @@ class StudyDriver:
         if self.packing is not None:
             self.packing.observe(result, alone=share == 1.0)
             if share is not None and share < 1.0 and is_out_of_memory(result.get("fail_reason")) \
-                    and not self.interrupted:  # packing's fault, not the design's: run it again, alone
+                    and not self.interrupted:  # packing's doing, not the design's: run it again, alone
                 self.packing.on_out_of_memory()
                 self.retry.append(entry)
                 return
