@@ -38,6 +38,7 @@ from search_spaces import SearchSpace
 from search_spaces.genes import Architecture, GeneError
 
 from .. import objectives
+from ..study.front import is_infeasible
 
 __all__ = ["KnownCostSampler", "ThroughputPredictor", "CostContext", "features", "expected_improvement",
            "hypervolume_improvement"]
@@ -314,7 +315,7 @@ class KnownCostSampler(BaseSampler):
         trained designs with genes.
         """
         ctx, bounds = self.context, self.context.bounds
-        feasible = [t for t in done if not _infeasible(t) and "arch" in t.user_attrs]
+        feasible = [t for t in done if not is_infeasible(t) and "arch" in t.user_attrs]
         if len(feasible) < 2 or not candidates:
             return {}
         x_done = [features(Architecture.from_dict(t.user_attrs["arch"]), t.values[1], ctx.img_size) for t in feasible]
@@ -348,7 +349,7 @@ class KnownCostSampler(BaseSampler):
         study, by parameters and by the model they build; default: ``done``) and those a trained design surely dominates (see
         :meth:`score`). When no candidate can improve the front (every improvement is 0), a random one of those
         left. ``{}`` (a random proposal) when the study holds too little to score or no candidate is left."""
-        feasible = [t for t in done if not _infeasible(t)]
+        feasible = [t for t in done if not is_infeasible(t)]
         norm = np.array([self.context.bounds.normalise(list(t.values[:3])) for t in feasible])
         front = [feasible[int(i)] for i in objectives.nondominated_sort(-norm)[0]] if len(norm) else []
         candidates = self._candidates(front, self._seen(seen if seen is not None else done))
@@ -370,8 +371,3 @@ class KnownCostSampler(BaseSampler):
                      "candidates": len(candidates)}
         return candidates[i][0]
 
-
-def _infeasible(t: FrozenTrial) -> bool:
-    from ..study.front import is_infeasible
-
-    return is_infeasible(t)
