@@ -370,4 +370,3 @@ class KnownCostSampler(BaseSampler):
                      "accuracy_mean": float(s["mu"][i]), "accuracy_std": float(s["sigma"][i]),
                      "candidates": len(candidates)}
         return candidates[i][0]
-
