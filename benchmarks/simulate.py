@@ -415,11 +415,25 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(values), q[2]
 
 
+#: What a forked replay worker reads (set by :func:`simulate` before the pool forks).
+_JOB: dict[str, Any] = {}
+
+
+def _replay_job(name: str, seed: int) -> Run:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: the pool is the parallelism
+    j = _JOB
+    return replay(METHODS[name], j["table"], j["space"], seed, j["budget"], j["bounds"], j["true_front"],
+                  j["max_params"])
+
+
 def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = None,
-             progress=None, max_params: float | None = None) -> dict[str, Any]:
+             progress=None, max_params: float | None = None, jobs: int = 1) -> dict[str, Any]:
     """Replay each method for seeds ``0 .. seeds-1``; return per method the truth-HV quartiles at
     ``B/4, B/2, 3B/4, B``, epochs to reach random search's final median, and the fraction of truly
-    Pareto-optimal designs the method stopped early.
+    Pareto-optimal designs the method stopped early. ``jobs > 1`` replays seeds in that many forked
+    processes (one thread each); the result is the same as with one.
 
     Raises:
         ValueError: an unknown method name.
@@ -441,11 +455,22 @@ def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = 
                            "true_front": len(true_front),
                            "table_best_hv": _truth_hv([d for d in table.designs if d.key in true_front], bounds),
                            "bounds": bounds.to_dict(), "seeds": seeds, "methods": {}}
+    pool = None
+    if jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        _JOB.update(table=table, space=space, budget=budget, bounds=bounds, true_front=true_front,
+                    max_params=max_params)
+        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
     for name in methods:
         t0 = time.perf_counter()
         runs = []
+        if pool is not None:
+            futures = [pool.submit(_replay_job, name, s) for s in range(seeds)]
         for s in range(seeds):
-            runs.append(replay(METHODS[name], table, space, s, budget, bounds, true_front, max_params))
+            runs.append(futures[s].result() if pool is not None else
+                        replay(METHODS[name], table, space, s, budget, bounds, true_front, max_params))
             if progress:
                 progress(name, s, runs[-1])
         seen = sum(r.optimal_seen for r in runs)
@@ -462,12 +487,30 @@ def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = 
             "wasted_epochs": statistics.median(r.wasted for r in runs),
             "simulated_hours": statistics.median(r.trace[-1][1] for r in runs if r.trace) / 3600,
         }
+    if pool is not None:
+        pool.shutdown()
+    _epochs_to_random(out)
+    return out
+
+
+def _epochs_to_random(out: dict[str, Any]) -> None:
     if "random" in out["methods"]:
         target = out["methods"]["random"]["hv"]["1B"][1]
         out["random_final_median"] = target
         for m in out["methods"].values():
             m["epochs_to"] = next((e for e, q in m["curve"] if q[1] >= target), None)
-    return out
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new``'s methods added to (or replacing) ``old``'s, when both replayed the same table under the same
+    budget and seeds; else ``new`` alone. Lets a long comparison run method by method into one file."""
+    plain = json.loads(json.dumps(new))
+    same = all(old.get(k) == plain.get(k) for k in ("budget_epochs", "designs", "seeds", "max_params", "bounds"))
+    if not same:
+        return new
+    merged = {**old, "methods": {**old["methods"], **new["methods"]}}
+    _epochs_to_random(merged)
+    return merged
 
 
 def _print(out: dict[str, Any]) -> None:
@@ -507,7 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=30)
     p.add_argument("--budget", type=int, default=None, help="epochs (default: 27 x max(4, designs // 10))")
     p.add_argument("--table", type=Path, default=DEFAULT_TABLE)
-    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--json", type=Path, default=None,
+                   help="write the results here (merged into a file of the same table, budget and seeds)")
+    p.add_argument("--jobs", type=int, default=1, help="replay seeds in this many processes (one core each)")
     p.add_argument("--max-params", type=float, default=None,
                    help="a params budget: designs over it are refused at 0 epochs (vitnas search --max-params)")
     p.add_argument("--list", action="store_true", help="list the methods and exit")
@@ -527,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.seeds < 1:
         p.error(f"seeds: must be >= 1, got {args.seeds}")
+    if args.jobs < 1:
+        p.error(f"jobs: must be >= 1, got {args.jobs}")
     names = list(METHODS) if args.method == "all" else [
         DEFAULT_METHOD if n == "default" else n for n in args.method.split(",")]
     if "moasha" in names:
@@ -541,11 +588,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         table = Table.load(args.table)
-        out = simulate(names, args.seeds, table, args.budget, max_params=args.max_params,
+        out = simulate(names, args.seeds, table, args.budget, max_params=args.max_params, jobs=args.jobs,
                        progress=lambda n, s, r: print(f"  {n} seed {s}: {r.trials} trials, truth HV "
                                                       f"{r.trace[-1][2] if r.trace else 0:.4f}", file=sys.stderr))
     except ValueError as e:
         p.error(str(e))
+    if args.json and args.json.exists():
+        out = merge(json.loads(args.json.read_text()), out)
     if args.markdown:
         print(markdown(out))
     else:

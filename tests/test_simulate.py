@@ -86,6 +86,11 @@ def test_command_prints_the_curve_and_writes_json(tmp_path, capsys):
     lo, med, hi = data["methods"]["random"]["hv"]["1B"]
     assert 0 < lo <= med <= hi <= data["table_best_hv"] + 1e-12
     assert objectives.HVBounds.from_dict(data["bounds"])
+    # a second method run into the same file is merged in beside the first
+    assert sim.main(["--method", "pareto_asha", "--seeds", "2", "--budget", "108", "--json", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert set(merged["methods"]) == {"random", "asha", "pareto_asha"}
+    assert merged["methods"]["asha"] == data["methods"]["asha"]
     with pytest.raises(SystemExit) as e:
         sim.main(["--method", "nope", "--seeds", "1"])
     assert e.value.code == 2 and "method: unknown value 'nope'" in capsys.readouterr().err
@@ -101,3 +106,11 @@ def test_a_params_budget_refuses_designs_at_no_cost_and_the_front_is_within_it(t
     assert all(by_key[k].params <= limit for k in t.true_front(limit))
     ks = sim.replay(sim.METHODS["knowncost"], t, space, 2, t.epochs * 3, t.bounds(), t.true_front(limit), limit)
     assert all(by_key[k].params <= limit for k in ks.order) and ks.trace[-1][0] == 81
+
+
+def test_seeds_replayed_in_forked_processes_give_the_same_result(table):
+    t, _ = table
+    one = sim.simulate(["asha"], 2, t, 54)
+    two = sim.simulate(["asha"], 2, t, 54, jobs=2)
+    assert one["methods"]["asha"]["hv"] == two["methods"]["asha"]["hv"]
+    assert one["methods"]["asha"]["curve"] == two["methods"]["asha"]["curve"]
