@@ -1,0 +1,215 @@
+"""Live confirmation of the simulator: real searches at the table's scale, each front scored by the truth.
+
+    python -m benchmarks.live --method default --seeds 0 1 2    # three real searches with vitnas' defaults
+    python -m benchmarks.live --method random --seeds 0 1 2     # three full-budget random searches
+    python -m benchmarks.live --report                          # each run beside the simulator's quartiles
+
+:mod:`benchmarks.simulate` replays searches over the recorded table; this script checks that replay against
+the real thing. Each run is a real ``vitnas search`` (:func:`nas.run_search`: Ray Tune trials over an
+Optuna study in SQLite, one trial at a time) on Fashion-MNIST at the table's protocol (16 px, the same
+2,000 training and 1,000 validation images, the same trainer), with the simulated method's settings and its
+budget ``B`` as ``epoch_budget``. Its front (:func:`nas.study.pareto_front`, what the search observed) is
+then scored as the simulator scores a replayed front: every member by its **truth**, the mean final
+accuracy of two full-budget runs (27 epochs, seeds 0 and 1), and the table's params and throughput. A front
+member the table holds is looked up; one it does not is trained and timed here under the table's protocol,
+and its rows are kept in ``benchmarks/results/live_truth_fashion_mnist.jsonl`` (the table's format), so a
+design is trained for its truth once.
+
+Results go to ``benchmarks/results/live_fashion_mnist.json``, one entry per method and seed; a run already
+there is not run again. The goal (docs/benchmarks.md): the live runs land inside the simulator's
+interquartile range of truth hypervolume at ``B``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import simulate as sim  # noqa: E402
+from benchmarks import table as tbl  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = RESULTS / "live_fashion_mnist.json"
+DEFAULT_TRUTH = RESULTS / "live_truth_fashion_mnist.jsonl"
+DEFAULT_SIM = RESULTS / "simulate_fashion_mnist.json"
+
+
+def search_config(method: sim.Method, table: sim.Table, seed: int, budget: int, workdir: Path, data_dir: str):
+    """The :class:`nas.SearchConfig` of a real search that does what the simulator replays for ``method``.
+
+    Raises:
+        ValueError: a method the live search cannot run (Ray's Hyperband, Syne Tune's MOASHA, a retrain).
+    """
+    from nas.engine.search import SearchConfig
+
+    if method.scheduler in ("hyperband", "moasha") or method.retrain:
+        raise ValueError(f"method: {method.name} is simulated only; live: a method of vitnas' own settings")
+    proto = table.protocol
+    name = f"live-{method.name}-s{seed}"
+    return SearchConfig(
+        study=name, trials=100_000, epoch_budget=budget, seed=seed,
+        epochs=table.proxy_epochs if method.fidelity == "proxy" else table.epochs,
+        dataset="fashion_mnist", data_dir=data_dir, img_size=int(proto["img_size"]),
+        train_subset=int(proto["train_subset"]), val_subset=int(proto["val_subset"]),
+        storage=f"sqlite:///{workdir / f'{name}.db'}", run_dir=str(workdir / "runs"),
+        sampler=method.sampler, presets=method.presets or method.sampler == "knowncost",
+        early_stopping=method.scheduler != "none", scheduler="curve" if method.curve else
+        ("asha" if method.scheduler == "accuracy" else "pareto"),
+        grace_period=method.grace, eta=method.eta, max_concurrent=1)
+
+
+class Truth:
+    """The truth of a design: the table's where it holds the design, else two full-budget runs recorded
+    here under the table's protocol (and kept in ``path`` for the next run)."""
+
+    def __init__(self, table: sim.Table, path: Path, data_dir: str) -> None:
+        self.table, self.path, self.data_dir = table, path, data_dir
+        self.by_key = {d.key: d for d in table.designs}
+        self._data = None
+
+    def _rows(self, key: str) -> list[dict]:
+        proto = self.table.protocol
+        return [r for r in tbl.read_rows(self.path) if r["key"] == key and r.get("protocol") == proto]
+
+    def of(self, arch: Any) -> tuple[float, float, float, bool]:
+        """``(truth, params, throughput, in_table)`` of an :class:`search_spaces.Architecture`."""
+        key = arch.canonical_key(int(self.table.protocol["img_size"]))
+        if key in self.by_key:
+            d = self.by_key[key]
+            return d.truth, d.params, d.throughput, True
+        have = {(r["kind"], r.get("seed", 0)) for r in self._rows(key)}
+        for kind, seed in [("cost", 0)] + [("full", s) for s in range(2)]:
+            if (kind, seed) in have:
+                continue
+            data = self._load()
+            base = {"key": key, "arch": arch.to_dict(), "preset": "", "kind": kind, "seed": seed,
+                    "protocol": self.table.protocol, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            if kind == "cost":
+                row = {**base, **tbl._cost(arch, data)}
+            else:
+                row = {**base, "epochs": self.table.epochs, **tbl._train(arch, data, self.table.epochs, seed)}
+                print(f"    truth of {arch.describe()}: seed {seed} {row['final']} in {row['seconds']:.0f} s",
+                      file=sys.stderr, flush=True)
+            tbl._append(self.path, row)
+        rows = self._rows(key)
+        cost = next(r for r in rows if r["kind"] == "cost")
+        finals = [r["final"] for r in rows if r["kind"] == "full" and r.get("final") is not None]
+        truth = statistics.fmean(finals) if finals else 0.0
+        return truth, float(cost["params"]), float(cost["throughput"]), False
+
+    def _load(self):
+        if self._data is None:
+            from trainers import load_dataset
+
+            proto = self.table.protocol
+            self._data = load_dataset("fashion_mnist", self.data_dir, train_subset=int(proto["train_subset"]),
+                                      val_subset=int(proto["val_subset"]), img_size=int(proto["img_size"]))
+        return self._data
+
+
+def run_one(method: sim.Method, seed: int, table: sim.Table, budget: int, workdir: Path, truth: Truth,
+            data_dir: str) -> dict[str, Any]:
+    """One real search and its front scored by the truth (a dict for the results file)."""
+    import optuna
+
+    from nas import objectives
+    from nas.engine.search import run_search
+    from nas.study import pareto_front, trained_epochs
+    from search_spaces import Architecture
+
+    started = time.time()
+    cfg = search_config(method, table, seed, budget, workdir, data_dir)
+    study = run_search(cfg)
+    wall = time.time() - started
+    study = optuna.load_study(study_name=cfg.study, storage=cfg.storage)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    epochs = sum(trained_epochs(t.state, t.user_attrs) for t in trials)
+    members = []
+    for t in pareto_front(study):
+        arch = Architecture.from_dict(t.user_attrs["arch"])
+        acc, params, thr, known = truth.of(arch)
+        members.append({"trial": t.number, "design": arch.describe(), "observed_accuracy": t.values[0],
+                        "truth": acc, "params": params, "throughput": thr, "in_table": known})
+    hv = objectives.normalised_hypervolume([[m["truth"], m["params"], m["throughput"]] for m in members],
+                                           table.bounds())
+    return {"method": method.name, "seed": seed, "budget_epochs": budget, "epochs": epochs,
+            "trials": len(trials), "wall_s": round(wall, 1), "truth_hv": hv, "front": members,
+            "designs": len(table.designs)}
+
+
+def report(out: dict[str, Any], sim_out: dict[str, Any] | None) -> str:
+    """Each method's live truth HVs beside the simulator's quartiles at ``B`` (a markdown table)."""
+    lines = ["| method | live truth HV at B (per seed) | live median | simulator at B: median (quartiles) | "
+             "inside the quartiles |", "|---|---|---:|---:|---:|"]
+    by_method: dict[str, list[dict]] = {}
+    for run in out["runs"].values():
+        by_method.setdefault(run["method"], []).append(run)
+    for name, runs in by_method.items():
+        hvs = [r["truth_hv"] for r in sorted(runs, key=lambda r: r["seed"])]
+        q = None
+        if sim_out and name in sim_out.get("methods", {}) and sim_out.get("budget_epochs") == runs[0]["budget_epochs"]:
+            q = sim_out["methods"][name]["hv"]["1B"]
+        inside = "—" if q is None else f"{sum(q[0] <= h <= q[2] for h in hvs)} of {len(hvs)}"
+        sim_cell = "—" if q is None else f"{q[1]:.3f} ({q[0]:.3f}-{q[2]:.3f})"
+        lines.append(f"| {name} | {', '.join(f'{h:.3f}' for h in hvs)} | {statistics.median(hvs):.3f} | "
+                     f"{sim_cell} | {inside} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--method", default="default", help="a simulator method of vitnas' own settings, or 'default'")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--budget", type=int, default=None, help="epochs (default: the simulator's B for the table)")
+    p.add_argument("--table", type=Path, default=sim.DEFAULT_TABLE)
+    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/vitnas-live"), help="the studies and run folders")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--truth", type=Path, default=DEFAULT_TRUTH)
+    p.add_argument("--simulated", type=Path, default=DEFAULT_SIM, help="the simulator's --json output")
+    p.add_argument("--report", action="store_true", help="print the runs beside the simulator and exit")
+    args = p.parse_args(argv)
+    out = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
+    sim_out = json.loads(args.simulated.read_text()) if args.simulated.exists() else None
+    if args.report:
+        print(report(out, sim_out))
+        return 0
+    name = sim.DEFAULT_METHOD if args.method == "default" else args.method
+    if name not in sim.METHODS:
+        p.error(f"method: unknown value {args.method!r}; allowed: {', '.join(sim.METHODS)}, default")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    table = sim.Table.load(args.table)
+    budget = args.budget or sim.default_budget(table)
+    try:
+        search_config(sim.METHODS[name], table, 0, budget, args.workdir, args.data_dir)
+    except ValueError as e:
+        p.error(str(e))
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    truth = Truth(table, args.truth, args.data_dir)
+    for seed in args.seeds:
+        key = f"{name}/{seed}/{budget}"
+        if key in out["runs"]:
+            print(f"{key}: done before (truth HV {out['runs'][key]['truth_hv']:.4f})")
+            continue
+        run = run_one(sim.METHODS[name], seed, table, budget, args.workdir, truth, args.data_dir)
+        out["runs"][key] = run
+        args.out.write_text(json.dumps(out, indent=1))
+        print(f"{key}: {run['trials']} trials, {run['epochs']} epochs, {run['wall_s']:.0f} s; front of "
+              f"{len(run['front'])} ({sum(m['in_table'] for m in run['front'])} in the table); truth HV "
+              f"{run['truth_hv']:.4f}")
+    print(report(out, sim_out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
