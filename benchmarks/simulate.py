@@ -554,6 +554,34 @@ def markdown(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def figure(out: dict[str, Any], methods: list[str] | None = None, stem: str = "simulate_truth_hv_fashion_mnist"):
+    """Truth hypervolume against epochs spent (median line, quartile band) for ``methods`` (default: every
+    method in ``out``), written by :func:`benchmarks._common.save_figure`. Returns the path written."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    from benchmarks import _common as C
+
+    names = [m for m in (methods or list(out["methods"])) if m in out["methods"]]
+    colors = qualitative.Dark24
+    fig = go.Figure()
+    for i, name in enumerate(names):
+        curve = out["methods"][name]["curve"]
+        xs, lo, med, hi = [c[0] for c in curve], [c[1][0] for c in curve], [c[1][1] for c in curve], \
+            [c[1][2] for c in curve]
+        color = colors[i % len(colors)]
+        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=hi + lo[::-1], fill="toself", fillcolor=color, opacity=0.12,
+                                 line=dict(width=0, shape="hv"), hoverinfo="skip", showlegend=False, legendgroup=name))
+        fig.add_trace(go.Scatter(x=xs, y=med, name=name, mode="lines", legendgroup=name,
+                                 line=dict(color=color, shape="hv", width=3 if name == DEFAULT_METHOD else 1.5)))
+    fig.add_hline(y=out["table_best_hv"], line=dict(dash="dot", color="gray"),
+                  annotation_text="the table's truly optimal designs")
+    fig.update_layout(title=f"Truth hypervolume against epochs ({out['designs']} designs; median over "
+                            f"{out['seeds']} seeds, band: quartiles)", xaxis_title="epochs spent",
+                      yaxis_title="truth hypervolume of the method's front", width=1000, height=600)
+    return C.save_figure(fig, stem)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", default="default", help="a method name, 'default', or 'all' (see --list)")
@@ -568,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="list the methods and exit")
     p.add_argument("--markdown", action="store_true", help="print the comparison as a markdown table")
     p.add_argument("--from-json", type=Path, default=None, help="print a stored --json result (no replay)")
+    p.add_argument("--figure", default=None, metavar="METHODS",
+                   help="with --from-json: draw these methods' truth-HV curves (comma-separated, or 'all')")
     args = p.parse_args(argv)
     if args.list:
         for m in METHODS.values():
@@ -575,7 +605,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.from_json is not None:
         out = json.loads(args.from_json.read_text())
-        if args.markdown:
+        if args.figure:
+            print(figure(out, None if args.figure == "all" else args.figure.split(",")))
+        elif args.markdown:
             print(markdown(out))
         else:
             _print(out)
