@@ -191,6 +191,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            about="today's default on half the budget, then vitnas retrain of its front (27 epochs, 1 seed)"),
     Method("auto_pareto", "auto", "pareto", about="auto sampler (GPSampler, then NSGA-II), ParetoASHA, full"),
     Method("today_no_presets", "auto", "pareto", "proxy", about="today's default with --no-presets"),
+    Method("today_curve", "auto", "pareto", "proxy", presets=True, curve=True,
+           about="today's default with curve-aware ParetoASHA (--scheduler curve)"),
     Method("knowncost_proxy", "knowncost", "pareto", "proxy",
            about="known-cost EHVI (presets among its candidates), ParetoASHA on the 6-epoch proxy"),
     Method("knowncost_proxy_retrain", "knowncost", "pareto", "proxy", retrain=0.5,
