@@ -51,7 +51,7 @@ def test_a_stopped_trial_is_pruned_with_its_rung_and_curve_and_never_on_the_fron
     assert pruned[0].number not in {t.number for t in pareto_front(study)}
     assert driver.complete == 2 and driver.pruned == 1  # a pruned trial does not count towards the target
     # The state travels with the study; a resumed search's scheduler continues the same rungs.
-    cfg = SearchConfig(epochs=3, grace_period=1, eta=3)
+    cfg = SearchConfig(epochs=3, grace_period=1, eta=3, scheduler="pareto")
     resumed = _scheduler(cfg, study)
     assert resumed.get_state() == scheduler.get_state()
     assert set(resumed.rung_entries(1)) == {"a", "b", "c"} and set(resumed.stopped) == {"c"}
@@ -157,13 +157,14 @@ def test_the_gp_sampler_proposes_valid_genes_after_its_start_up_trials():
     assert driver.complete == 5 and all(t.state == TrialState.COMPLETE for t in study.trials)
 
 
-def test_the_default_sampler_is_gp_then_nsga2_past_its_handover(monkeypatch):
-    """``auto`` (the default): GPSampler proposes while the study holds fewer complete trials than the
-    hand-over, NSGA-II afterwards (it marks the trials it handles with their generation); the search's
-    warm-start line counts the designs each proposed."""
+def test_the_auto_sampler_is_gp_then_nsga2_past_its_handover(monkeypatch):
+    """``auto``: GPSampler proposes while the study holds fewer complete trials than the hand-over, NSGA-II
+    afterwards (it marks the trials it handles with their generation); the search's warm-start line counts
+    the designs each proposed. (The default is ``knowncost`` with the curve-aware rule, chosen on the
+    recorded table.)"""
     from nas.engine.settings import GP_HANDOVER, GPThenNSGAII, make_sampler
 
-    assert SearchConfig().sampler == "auto"
+    assert (SearchConfig().sampler, SearchConfig().scheduler) == ("knowncost", "curve")
     default = make_sampler("auto", seed=0, trials=12)
     assert isinstance(default, GPThenNSGAII) and default.handover == GP_HANDOVER
     study = create_or_load_study(optuna.storages.InMemoryStorage(), "auto", meta=StudyMeta(num_classes=10))

@@ -117,10 +117,11 @@ class SearchConfig:
     img_size: int | None = option(None, "Resize the proxy's images to this side in px (default: the data set's own; "
                                         "e.g. 16 for Fashion-MNIST on a CPU).")
     storage: str = option(DEFAULT_STORAGE, "SQLAlchemy URL of the Optuna storage.")
-    sampler: str = option("auto", "auto (GPSampler, then NSGA-II past 200 complete trials), nsga2, tpe, random, gp "
-                                  "(Optuna's GPSampler) or knowncost (expected hypervolume improvement where only "
-                                  "accuracy is uncertain: params exact, throughput measured or predicted; the presets "
-                                  "are trained only when their known costs can move the front).")
+    sampler: str = option("knowncost", "knowncost (expected hypervolume improvement where only accuracy is "
+                                       "uncertain: params exact, throughput measured or predicted; the presets are "
+                                       "trained only when their known costs can move the front), auto (GPSampler, "
+                                       "then NSGA-II past 200 complete trials), nsga2, tpe, random or gp (Optuna's "
+                                       "GPSampler).")
     population_size: int | None = option(None, "NSGA-II population (default: sized to --trials).")
     seed: int = option(0, "Seed of the sampler and of every trial.", worker=True)
     space: SearchSpace | None = option(None, "The search space (a notebook's SearchSpace; None: the default space; "
@@ -161,9 +162,10 @@ class SearchConfig:
                                         "PRUNED and do not count as --trials.")
     grace_period: int = option(1, "First rung of early stopping (epochs).")
     eta: int = option(3, "Early stopping keeps the first front and the top 1/eta at each rung.")
-    scheduler: str = option("pareto", "Early-stopping rule: pareto (the objectives), curve (pareto, but a trial stops "
-                                      "only when even its optimistic predicted final accuracy is dominated by a fully "
-                                      "trained trial) or asha (Ray Tune's ASHA on accuracy alone, a baseline).")
+    scheduler: str = option("curve", "Early-stopping rule: curve (a trial stops only when even its optimistic "
+                                     "predicted final accuracy is dominated by a fully trained trial; none stops "
+                                     "before four trials finished), pareto (the objectives at each rung) or asha "
+                                     "(Ray Tune's ASHA on accuracy alone, a baseline).")
 
     def validate(self) -> None:
         """Raise :class:`SearchError` naming the first setting outside its allowed values."""
