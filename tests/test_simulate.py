@@ -56,9 +56,11 @@ def test_full_budget_random_charges_27_epochs_a_design_and_is_scored_by_truth(ta
 
 
 def test_pareto_asha_stops_designs_early_and_spends_no_more_than_the_budget(table):
-    run = _replay(table, "pareto_asha", seed=1, budget=27 * 4)
-    assert run.stopped >= 1 and run.trials > 4  # epochs saved by stopping buy more designs
-    assert run.trace[-1][0] <= 27 * 4
+    runs = [_replay(table, "pareto_asha", seed=s, budget=27 * 4) for s in range(4)]
+    assert all(r.trace[-1][0] <= 27 * 4 for r in runs)
+    # epochs saved by stopping buy more designs than the budget's four full trainings
+    assert any(r.stopped >= 1 and r.trials > 4 for r in runs)
+    assert all(r.trials > 4 for r in runs if r.stopped)
 
 
 def test_presets_come_first_and_snap_to_themselves(table):
