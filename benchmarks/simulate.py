@@ -210,7 +210,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            about="auto sampler with the presets first, ParetoASHA, full budget"),
 )}
 #: The method vitnas' defaults correspond to (the search's own default settings, replayed).
-DEFAULT_METHOD = "auto_pareto"
+DEFAULT_METHOD = "knowncost_proxy_curve"
 
 
 # ---------------------------------------------------------------------------------------------- replay
