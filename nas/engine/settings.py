@@ -69,8 +69,10 @@ class SearchConfig:
             resumed study must use the same.
         storage: SQLAlchemy URL of the Optuna storage (default ``sqlite:///runs/vitnas.db``). Only the
             driver opens it; Ray workers never see it.
-        sampler: ``auto`` (default: Optuna's GPSampler for a study's first :data:`GP_HANDOVER` complete
-            trials, NSGA-II after; see :class:`GPThenNSGAII`), ``nsga2``, ``tpe``, ``random`` or ``gp``;
+        sampler: ``knowncost`` (default: :class:`nas.engine.known_cost.KnownCostSampler`, chosen on the
+            recorded table, docs/benchmarks.md), ``auto`` (Optuna's GPSampler for a study's first
+            :data:`GP_HANDOVER` complete trials, NSGA-II after; see :class:`GPThenNSGAII`), ``nsga2``,
+            ``tpe``, ``random`` or ``gp``;
             population_size: NSGA-II population (None: sized to the budget, between 4 and 50).
         seed: seeds the sampler and every trial's training.
         space: the search space (None: the default :class:`~search_spaces.SearchSpace`); config: a YAML/TOML
@@ -326,8 +328,8 @@ def population_size(trials: int, given: int | None = None) -> int:
 
 
 class GPThenNSGAII(optuna.samplers.BaseSampler):
-    """vitnas' default sampler: Optuna's GPSampler while the study holds fewer than ``handover`` complete
-    trials, NSGA-II from then on.
+    """``--sampler auto`` (vitnas' default before the recorded table): Optuna's GPSampler while the study
+    holds fewer than ``handover`` complete trials, NSGA-II from then on.
 
     Chosen by measurement (docs/benchmarks.md): at 72 proxy epochs (5 seeds) GPSampler with the paper
     presets and Pareto-aware early stopping reached 1.14x random search's hypervolume on Fashion-MNIST
@@ -394,7 +396,7 @@ def make_sampler(name: str, seed: int, trials: int, population: int | None = Non
     random start-up trials; genes outside its intersection search space (per-head and per-mechanism genes)
     are sampled at random.
 
-    ``auto`` (the default) is :class:`GPThenNSGAII` with these GPSampler and NSGA-II settings.
+    ``auto`` (the former default) is :class:`GPThenNSGAII` with these GPSampler and NSGA-II settings.
 
     ``knowncost`` is :class:`nas.engine.known_cost.KnownCostSampler`; it needs ``context``
     (:class:`nas.engine.known_cost.CostContext`: the space, the deployment shape, the bounds and budgets).
