@@ -23,7 +23,7 @@ __all__ = ["option", "SAMPLERS", "DTYPES", "BUDGETS", "budget_violations", "Sear
 SAMPLERS: tuple[str, ...] = ("auto", "nsga2", "tpe", "random", "gp", "knowncost")
 #: Most trials a packed search (``--gpus-per-trial auto``) puts on one GPU.
 MAX_PER_GPU = 16
-#: Complete trials after which the default sampler (``auto``) hands over from GPSampler to NSGA-II.
+#: Complete trials after which ``--sampler auto`` hands over from GPSampler to NSGA-II.
 GP_HANDOVER = 200
 #: Complete trials of a search whose ``trials`` is left at None.
 DEFAULT_TRIALS = 12
