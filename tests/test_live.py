@@ -1,0 +1,40 @@
+"""benchmarks.live turns a simulated method into the real search's settings and reports live runs beside
+the simulator's quartiles (the searches themselves are a benchmark, not part of the suite)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import live
+from benchmarks import simulate as sim
+
+
+@pytest.fixture(scope="module")
+def table():
+    return sim.Table.load()
+
+
+def test_the_default_and_random_map_to_the_searches_they_replay(table, tmp_path):
+    budget = sim.default_budget(table)
+    default = live.search_config(sim.METHODS[sim.DEFAULT_METHOD], table, 2, budget, tmp_path, "data")
+    default.validate()
+    assert (default.sampler, default.scheduler, default.early_stopping) == ("knowncost", "curve", True)
+    assert default.epochs == table.proxy_epochs and default.epoch_budget == budget and default.seed == 2
+    assert (default.img_size, default.train_subset, default.val_subset) == (16, 2000, 1000)
+    assert default.storage == f"sqlite:///{Path(tmp_path) / 'live-knowncost_proxy_curve-s2.db'}"
+    random = live.search_config(sim.METHODS["random"], table, 0, budget, tmp_path, "data")
+    assert (random.sampler, random.early_stopping, random.presets, random.epochs) == ("random", False, False, 27)
+    with pytest.raises(ValueError, match="moasha is simulated only"):
+        live.search_config(sim.METHODS["moasha"], table, 0, budget, tmp_path, "data")
+
+
+def test_the_report_counts_live_runs_inside_the_simulators_quartiles():
+    runs = {f"random/{s}/162": {"method": "random", "seed": s, "budget_epochs": 162, "truth_hv": hv}
+            for s, hv in enumerate([0.30, 0.35, 0.50])}
+    simulated = {"budget_epochs": 162, "methods": {"random": {"hv": {"1B": [0.25, 0.32, 0.40]}}}}
+    text = live.report({"runs": runs}, simulated)
+    assert "| random | 0.300, 0.350, 0.500 | 0.350 | 0.320 (0.250-0.400) | 2 of 3 |" in text
+    # another budget than the simulator's: no comparison is claimed
+    assert "| — | — |" in live.report({"runs": runs}, {**simulated, "budget_epochs": 108})
