@@ -77,7 +77,9 @@ class SearchConfig:
         seed: seeds the sampler and every trial's training.
         space: the search space (None: the default :class:`~search_spaces.SearchSpace`); config: a YAML/TOML
             file narrowing it.
-        presets: enqueue the paper presets that lie in the space as the first trials (see ``trials``).
+        presets: the paper presets that lie in the space take part: under ``knowncost`` (the default) as
+            candidates, trained only when their known costs can move the front; under the other samplers
+            enqueued as the first trials (see ``trials``).
         cpus_per_trial, gpus_per_trial: Ray resources per trial (fractions allowed for GPUs).
         max_concurrent: trials at once (0: one per GPU share when GPUs are used, else 1 so CPU
             throughput is measured on an idle machine).
@@ -129,8 +131,9 @@ class SearchConfig:
     space: SearchSpace | None = option(None, "The search space (a notebook's SearchSpace; None: the default space; "
                                              "the CLI takes --config).", cli=False)
     config: str | None = option(None, "YAML or TOML file narrowing the gene domains.")
-    presets: bool = option(True, "Enqueue the paper presets as the first trials (with the default --trials, a warm "
-                                 "start: as many sampled designs follow).")
+    presets: bool = option(True, "Let the paper presets take part: under knowncost as candidates trained when their "
+                                 "known costs can move the front; under the other samplers enqueued as the first "
+                                 "trials (with the default --trials, a warm start: as many sampled designs follow).")
     cpus_per_trial: float = option(1.0, "CPUs per trial (Ray resources).", worker=True)
     gpus_per_trial: float | str = option(
         "auto", "GPUs per trial: auto (on a CUDA cluster, trials share each GPU as the first trials' measured memory "
