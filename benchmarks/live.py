@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in sim.METHODS:
         p.error(f"method: unknown value {args.method!r}; allowed: {', '.join(sim.METHODS)}, default")
     import optuna
+    import torch
 
+    torch.set_num_threads(1)  # the truth runs on one core, as the table was recorded (each trial has its own)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     table = sim.Table.load(args.table)
     budget = args.budget or sim.default_budget(table)

@@ -173,6 +173,7 @@ class Method:
     eta: int = 3
     retrain: float = 0.0
     curve: bool = False  # ParetoASHA's learning-curve-aware stopping
+    startup: int | None = None  # knowncost's random start-up proposals (None: make_sampler's rule)
     about: str = ""
 
 
@@ -199,6 +200,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            about="knowncost_proxy on half the budget, then vitnas retrain of its front (27 epochs, 1 seed)"),
     Method("knowncost_proxy_curve", "knowncost", "pareto", "proxy", curve=True,
            about="known-cost EHVI, curve-aware ParetoASHA on the 6-epoch proxy"),
+    Method("knowncost_proxy_curve_s8", "knowncost", "pareto", "proxy", curve=True, startup=8,
+           about="the default with 8 random start-up proposals (vitnas before the table chose 2)"),
     Method("knowncost", "knowncost", about="known-cost EHVI (params exact, throughput predicted), full budget"),
     Method("knowncost_pareto", "knowncost", "pareto", about="known-cost EHVI, ParetoASHA (grace 1, eta 3), full"),
     Method("pareto_curve", "random", "pareto", curve=True,
@@ -315,6 +318,8 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
         context = CostContext(space, int(table.protocol.get("img_size", 16)), 1, 10, bounds, max_params=max_params,
                               candidates=tuple(d.optuna_params for d in table.designs))
     sampler = make_sampler(method.sampler, seed, max(4, int(search_budget // max_t)), context=context)
+    if method.startup is not None:
+        sampler.n_startup_trials = method.startup
     study = optuna.create_study(directions=[o.direction for o in objectives.spec()[:3]], sampler=sampler)
     choices = space.param_choices()
     dists = {k: CategoricalDistribution(v) for k, v in choices.items()}
