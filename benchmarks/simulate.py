@@ -201,7 +201,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("knowncost_proxy_curve", "knowncost", "pareto", "proxy", curve=True,
            about="known-cost EHVI, curve-aware ParetoASHA on the 6-epoch proxy"),
     Method("knowncost_proxy_curve_s8", "knowncost", "pareto", "proxy", curve=True, startup=8,
-           about="the default with 8 random start-up proposals (vitnas before the table chose 2)"),
+           about="the default with the former 8 random start-up proposals (min(8, trials // 3))"),
     Method("knowncost", "knowncost", about="known-cost EHVI (params exact, throughput predicted), full budget"),
     Method("knowncost_pareto", "knowncost", "pareto", about="known-cost EHVI, ParetoASHA (grace 1, eta 3), full"),
     Method("pareto_curve", "random", "pareto", curve=True,

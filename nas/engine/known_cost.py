@@ -197,7 +197,7 @@ class KnownCostSampler(BaseSampler):
     study's complete trials, the spread floored at ``noise``). Candidates over ``max_params`` are dropped;
     over ``min_throughput`` by a fitted prediction, too. The candidate of largest :func:`expected_improvement`
     is proposed. Before ``n_startup_trials`` complete trials (default 2, the fewest the forest scores from; on the
-    recorded table 8 lost 46% of the truth hypervolume at a quarter of the budget), proposals are random
+    recorded table 8 lost 43% of the truth hypervolume at a quarter of the budget), proposals are random
     (Optuna's RandomSampler).
 
     Composes with Optuna as any sampler: enqueued trials come first, constraints (refused proposals are
