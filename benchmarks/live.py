@@ -23,6 +23,7 @@ interquartile range of truth hypervolume at ``B``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -115,9 +116,32 @@ class Truth:
         return self._data
 
 
+def _table_only(table: sim.Table):
+    """Make a ``knowncost`` search's candidates the table's designs (what the simulator's replay chooses
+    from), by wrapping the search's cost context; returns the undo. The sampler's two random start-up
+    proposals still come from the whole space."""
+    import dataclasses
+
+    from nas.engine import search
+    from search_spaces import SearchSpace
+    from search_spaces.genes import Architecture
+
+    space = SearchSpace().for_image(int(table.protocol["img_size"]))
+    candidates = tuple(space.to_params(Architecture.from_dict(d.arch)) for d in table.designs)
+    original = search._cost_context
+
+    def restricted(config, driver, meta):
+        ctx = original(config, driver, meta)
+        return None if ctx is None else dataclasses.replace(ctx, candidates=candidates)
+
+    search._cost_context = restricted
+    return lambda: setattr(search, "_cost_context", original)
+
+
 def run_one(method: sim.Method, seed: int, table: sim.Table, budget: int, workdir: Path, truth: Truth,
-            data_dir: str) -> dict[str, Any]:
-    """One real search and its front scored by the truth (a dict for the results file)."""
+            data_dir: str, table_only: bool = False) -> dict[str, Any]:
+    """One real search and its front scored by the truth (a dict for the results file). ``table_only``: a
+    ``knowncost`` search proposes among the table's designs only, as the replay does."""
     import optuna
 
     from nas import objectives
@@ -127,7 +151,13 @@ def run_one(method: sim.Method, seed: int, table: sim.Table, budget: int, workdi
 
     started = time.time()
     cfg = search_config(method, table, seed, budget, workdir, data_dir)
-    study = run_search(cfg)
+    if table_only:
+        cfg = dataclasses.replace(cfg, study=cfg.study + "-table", storage=cfg.storage.replace(".db", "-table.db"))
+    undo = _table_only(table) if table_only else (lambda: None)
+    try:
+        study = run_search(cfg)
+    finally:
+        undo()
     wall = time.time() - started
     study = optuna.load_study(study_name=cfg.study, storage=cfg.storage)
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
@@ -140,7 +170,8 @@ def run_one(method: sim.Method, seed: int, table: sim.Table, budget: int, workdi
                         "truth": acc, "params": params, "throughput": thr, "in_table": known})
     hv = objectives.normalised_hypervolume([[m["truth"], m["params"], m["throughput"]] for m in members],
                                            table.bounds())
-    return {"method": method.name, "seed": seed, "budget_epochs": budget, "epochs": epochs,
+    return {"method": method.name + (" (table only)" if table_only else ""), "seed": seed,
+            "budget_epochs": budget, "epochs": epochs,
             "trials": len(trials), "wall_s": round(wall, 1), "truth_hv": hv, "front": members,
             "designs": len(table.designs)}
 
@@ -154,9 +185,9 @@ def report(out: dict[str, Any], sim_out: dict[str, Any] | None) -> str:
         by_method.setdefault(run["method"], []).append(run)
     for name, runs in by_method.items():
         hvs = [r["truth_hv"] for r in sorted(runs, key=lambda r: r["seed"])]
-        q = None
-        if sim_out and name in sim_out.get("methods", {}) and sim_out.get("budget_epochs") == runs[0]["budget_epochs"]:
-            q = sim_out["methods"][name]["hv"]["1B"]
+        q, simulated = None, name.removesuffix(" (table only)")
+        if sim_out and simulated in sim_out.get("methods", {}) and sim_out.get("budget_epochs") == runs[0]["budget_epochs"]:
+            q = sim_out["methods"][simulated]["hv"]["1B"]
         inside = "—" if q is None else f"{sum(q[0] <= h <= q[2] for h in hvs)} of {len(hvs)}"
         sim_cell = "—" if q is None else f"{q[1]:.3f} ({q[0]:.3f}-{q[2]:.3f})"
         lines.append(f"| {name} | {', '.join(f'{h:.3f}' for h in hvs)} | {statistics.median(hvs):.3f} | "
@@ -175,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--truth", type=Path, default=DEFAULT_TRUTH)
     p.add_argument("--simulated", type=Path, default=DEFAULT_SIM, help="the simulator's --json output")
+    p.add_argument("--table-only", action="store_true",
+                   help="a knowncost search proposes among the table's designs only (as the replay does)")
     p.add_argument("--report", action="store_true", help="print the runs beside the simulator and exit")
     args = p.parse_args(argv)
     out = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
@@ -199,11 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     truth = Truth(table, args.truth, args.data_dir)
     for seed in args.seeds:
-        key = f"{name}/{seed}/{budget}"
+        key = f"{name}{'@table' if args.table_only else ''}/{seed}/{budget}"
         if key in out["runs"]:
             print(f"{key}: done before (truth HV {out['runs'][key]['truth_hv']:.4f})")
             continue
-        run = run_one(sim.METHODS[name], seed, table, budget, args.workdir, truth, args.data_dir)
+        run = run_one(sim.METHODS[name], seed, table, budget, args.workdir, truth, args.data_dir, args.table_only)
         out["runs"][key] = run
         args.out.write_text(json.dumps(out, indent=1))
         print(f"{key}: {run['trials']} trials, {run['epochs']} epochs, {run['wall_s']:.0f} s; front of "
