@@ -38,3 +38,28 @@ def test_the_report_counts_live_runs_inside_the_simulators_quartiles():
     assert "| random | 0.300, 0.350, 0.500 | 0.350 | 0.320 (0.250-0.400) | 2 of 3 |" in text
     # another budget than the simulator's: no comparison is claimed
     assert "| — | — |" in live.report({"runs": runs}, {**simulated, "budget_epochs": 108})
+
+
+def test_table_only_makes_the_tables_designs_the_knowncost_candidates_and_undoes(table):
+    from types import SimpleNamespace
+
+    import optuna
+
+    from nas.engine import search
+    from search_spaces import SearchSpace
+
+    space = SearchSpace().for_image(16)
+    driver = SimpleNamespace(space=space, target_img_size=16, img_size=16, channels=(1, 10))
+    meta = {}  # a study's user attributes: default bounds
+    original = search._cost_context
+    undo = live._table_only(table)
+    try:
+        cfg = SimpleNamespace(sampler="knowncost", presets=False, max_params=None, min_throughput=None)
+        ctx = search._cost_context(cfg, driver, meta)
+        assert len(ctx.candidates) == len(table.designs)
+        assert all(space.contains(space.suggest(optuna.trial.FixedTrial(c))) for c in ctx.candidates[:5])
+        assert search._cost_context(SimpleNamespace(sampler="random"), driver, meta) is None
+    finally:
+        undo()
+    assert search._cost_context is original
+
