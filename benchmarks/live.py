@@ -120,8 +120,6 @@ def _table_only(table: sim.Table):
     """Make a ``knowncost`` search's candidates the table's designs (what the simulator's replay chooses
     from), by wrapping the search's cost context; returns the undo. The sampler's two random start-up
     proposals still come from the whole space."""
-    import dataclasses
-
     from nas.engine import search
     from search_spaces import SearchSpace
     from search_spaces.genes import Architecture
