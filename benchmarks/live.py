@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     name = sim.DEFAULT_METHOD if args.method == "default" else args.method
     if name not in sim.METHODS:
         p.error(f"method: unknown value {args.method!r}; allowed: {', '.join(sim.METHODS)}, default")
+    if args.table_only and sim.METHODS[name].sampler != "knowncost":
+        p.error(f"table-only: restricts a knowncost search; {name} samples with {sim.METHODS[name].sampler}")
     import optuna
     import torch
 

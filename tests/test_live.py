@@ -63,3 +63,12 @@ def test_table_only_makes_the_tables_designs_the_knowncost_candidates_and_undoes
         undo()
     assert search._cost_context is original
 
+
+
+def test_table_only_with_a_method_that_is_not_knowncost_is_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        live.main(["--method", "random", "--table-only", "--out", str(tmp_path / "out.json")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith("table-only: restricts a knowncost search; random samples with random")
+    assert not (tmp_path / "out.json").exists()  # nothing run, nothing written
