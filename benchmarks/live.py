@@ -104,7 +104,7 @@ class Truth:
         cost = next(r for r in rows if r["kind"] == "cost")
         finals = [r["final"] for r in rows if r["kind"] == "full" and r.get("final") is not None]
         truth = statistics.fmean(finals) if finals else 0.0
-        return truth, float(cost["params"]), float(cost["throughput"]), False
+        return truth, float(cost["params"]), float(cost["throughput_ratio"]) * self.table.reference_img_s, False
 
     def _load(self):
         if self._data is None:
@@ -140,12 +140,7 @@ def run_one(method: sim.Method, seed: int, table: sim.Table, budget: int, workdi
             data_dir: str, table_only: bool = False) -> dict[str, Any]:
     """One real search and its front scored by the truth (a dict for the results file). ``table_only``: a
     ``knowncost`` search proposes among the table's designs only, as the replay does."""
-    import optuna
-
-    from nas import objectives
     from nas.engine.search import run_search
-    from nas.study import pareto_front, trained_epochs
-    from search_spaces import Architecture
 
     started = time.time()
     cfg = search_config(method, table, seed, budget, workdir, data_dir)
@@ -153,43 +148,83 @@ def run_one(method: sim.Method, seed: int, table: sim.Table, budget: int, workdi
         cfg = dataclasses.replace(cfg, study=cfg.study + "-table", storage=cfg.storage.replace(".db", "-table.db"))
     undo = _table_only(table) if table_only else (lambda: None)
     try:
-        study = run_search(cfg)
+        run_search(cfg)
     finally:
         undo()
     wall = time.time() - started
-    study = optuna.load_study(study_name=cfg.study, storage=cfg.storage)
+    scored = score(cfg.study, cfg.storage, table, truth)
+    return {"method": method.name + (" (table only)" if table_only else ""), "seed": seed,
+            "budget_epochs": budget, "wall_s": round(wall, 1), **scored, "designs": len(table.designs),
+            "study": cfg.study, "storage": cfg.storage}
+
+
+def rescore(out: dict[str, Any], table: sim.Table, truth: Truth, workdir: Path) -> list[str]:
+    """Score every stored run's front again by the truth (after the table or its truth changed), reading
+    its study from ``workdir``; returns the keys of the runs whose study is gone (left as they were)."""
+    missing = []
+    for key, run in out["runs"].items():
+        name, seed, _ = key.split("/")
+        method, _, where = name.partition("@")
+        study = run.get("study") or f"live-{method}-s{seed}" + ("-table" if where == "table" else "")
+        storage = run.get("storage") or f"sqlite:///{workdir / f'{study}.db'}"
+        if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
+            missing.append(key)
+            continue
+        run.update(score(study, storage, table, truth), study=study, storage=storage,
+                   designs=len(table.designs))
+    return missing
+
+
+def score(study_name: str, storage: str, table: sim.Table, truth: Truth) -> dict[str, Any]:
+    """A finished search's front (:func:`nas.study.pareto_front`, what it observed) scored by the truth:
+    ``epochs``, ``trials``, ``truth_hv`` and the ``front`` members (each with its truth, the table's params and
+    throughput, and its canonical ``key``)."""
+    import optuna
+
+    from nas import objectives
+    from nas.study import pareto_front, trained_epochs
+    from search_spaces import Architecture
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     epochs = sum(trained_epochs(t.state, t.user_attrs) for t in trials)
     members = []
     for t in pareto_front(study):
         arch = Architecture.from_dict(t.user_attrs["arch"])
         acc, params, thr, known = truth.of(arch)
-        members.append({"trial": t.number, "design": arch.describe(), "observed_accuracy": t.values[0],
-                        "truth": acc, "params": params, "throughput": thr, "in_table": known})
+        members.append({"trial": t.number, "design": arch.describe(), "key": arch.canonical_key(
+            int(table.protocol["img_size"])), "observed_accuracy": t.values[0], "observed_throughput": t.values[2],
+            "truth": acc, "params": params, "throughput": thr, "in_table": known})
     hv = objectives.normalised_hypervolume([[m["truth"], m["params"], m["throughput"]] for m in members],
                                            table.bounds())
-    return {"method": method.name + (" (table only)" if table_only else ""), "seed": seed,
-            "budget_epochs": budget, "epochs": epochs,
-            "trials": len(trials), "wall_s": round(wall, 1), "truth_hv": hv, "front": members,
-            "designs": len(table.designs)}
+    return {"epochs": epochs, "trials": len(trials), "truth_hv": hv, "front": members}
+
+
+def percentile(value: float, replays: list[float]) -> float:
+    """Where ``value`` falls among the replays, 0-100: the share of replays below it, ties counted half
+    (a faithful simulator puts live runs anywhere in 0-100 with equal chance; half inside the quartiles)."""
+    below = sum(r < value for r in replays) + 0.5 * sum(r == value for r in replays)
+    return 100 * below / len(replays)
 
 
 def report(out: dict[str, Any], sim_out: dict[str, Any] | None) -> str:
     """Each method's live truth HVs beside the simulator's quartiles at ``B`` (a markdown table)."""
     lines = ["| method | live truth HV at B (per seed) | live median | simulator at B: median (quartiles) | "
-             "inside the quartiles |", "|---|---|---:|---:|---:|"]
+             "inside the quartiles | percentile among the replays |", "|---|---|---:|---:|---:|---|"]
     by_method: dict[str, list[dict]] = {}
     for run in out["runs"].values():
         by_method.setdefault(run["method"], []).append(run)
     for name, runs in by_method.items():
         hvs = [r["truth_hv"] for r in sorted(runs, key=lambda r: r["seed"])]
-        q, simulated = None, name.removesuffix(" (table only)")
+        q, finals, simulated = None, None, name.removesuffix(" (table only)")
         if sim_out and simulated in sim_out.get("methods", {}) and sim_out.get("budget_epochs") == runs[0]["budget_epochs"]:
             q = sim_out["methods"][simulated]["hv"]["1B"]
+            finals = sim_out["methods"][simulated].get("final_hv")
         inside = "—" if q is None else f"{sum(q[0] <= h <= q[2] for h in hvs)} of {len(hvs)}"
         sim_cell = "—" if q is None else f"{q[1]:.3f} ({q[0]:.3f}-{q[2]:.3f})"
+        ranks = "—" if not finals else ", ".join(f"{percentile(h, finals):.0f}" for h in hvs)
         lines.append(f"| {name} | {', '.join(f'{h:.3f}' for h in hvs)} | {statistics.median(hvs):.3f} | "
-                     f"{sim_cell} | {inside} |")
+                     f"{sim_cell} | {inside} | {ranks} |")
     return "\n".join(lines)
 
 
@@ -207,10 +242,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table-only", action="store_true",
                    help="a knowncost search proposes among the table's designs only (as the replay does)")
     p.add_argument("--report", action="store_true", help="print the runs beside the simulator and exit")
+    p.add_argument("--rescore", action="store_true",
+                   help="score every stored run's front again by the table's truth (studies read from --workdir)")
     args = p.parse_args(argv)
     out = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
     sim_out = json.loads(args.simulated.read_text()) if args.simulated.exists() else None
     if args.report:
+        print(report(out, sim_out))
+        return 0
+    if args.rescore:
+        table = sim.Table.load(args.table)
+        missing = rescore(out, table, Truth(table, args.truth, args.data_dir), args.workdir)
+        args.out.write_text(json.dumps(out, indent=1))
+        for key in missing:
+            print(f"{key}: study not found in {args.workdir}; left as scored before", file=sys.stderr)
         print(report(out, sim_out))
         return 0
     name = sim.DEFAULT_METHOD if args.method == "default" else args.method

@@ -87,10 +87,17 @@ class Table:
     protocol: dict
     epochs: int
     proxy_epochs: int
+    reference_img_s: float = 0.0  # the one reference speed every design's throughput ratio is scaled by
 
     @classmethod
     def load(cls, path: Path = DEFAULT_TABLE) -> Table:
         """Read the JSON lines of :mod:`benchmarks.table`; designs missing a run are left out.
+
+        A design's throughput is its measured speed relative to the reference model (``throughput_ratio``)
+        times **one** reference speed for the whole table, the median of the reference timings of its rows:
+        the search's convention (ratio times a reference speed calibrated once per machine). Each row's own
+        ``throughput`` multiplies by the reference timed beside that design, which varies 2x over the table
+        (5,900-12,700 img/s, the machine shared by two recorders) and would add that noise to the truth.
 
         Raises:
             ValueError: the file holds no complete design.
@@ -105,22 +112,24 @@ class Table:
             d = by_key.setdefault(row["key"], {"arch": row["arch"], "preset": row.get("preset", ""), "full": {}})
             protocol = row.get("protocol") or protocol
             if row["kind"] == "cost":
-                d["params"], d["throughput"] = float(row["params"]), float(row["throughput"])
+                d["params"], d["ratio"] = float(row["params"]), float(row["throughput_ratio"])
+                d["reference"] = float(row["throughput_reference_img_s"])
             elif row["kind"] == "full":
                 d["full"][int(row["seed"])] = row["curve"]
             elif row["kind"] == "proxy":
                 d["proxy"] = row["curve"]
-        designs = []
-        for key, d in by_key.items():
-            if "params" in d and "proxy" in d and len(d["full"]) >= 2:
-                full = {s: c for s, c in sorted(d["full"].items())}
-                truth = statistics.fmean(c[-1]["val_accuracy"] for c in full.values())
-                designs.append(Design(key, d["arch"], d["preset"], d["params"], d["throughput"], full, d["proxy"],
-                                      truth))
-        if not designs:
+        complete = {k: d for k, d in by_key.items() if "params" in d and "proxy" in d and len(d["full"]) >= 2}
+        if not complete:
             raise ValueError(f"table: {path} holds no complete design (cost, two full-budget runs and the proxy)")
+        reference = statistics.median(d["reference"] for d in complete.values())
+        designs = []
+        for key, d in complete.items():
+            full = {s: c for s, c in sorted(d["full"].items())}
+            truth = statistics.fmean(c[-1]["val_accuracy"] for c in full.values())
+            designs.append(Design(key, d["arch"], d["preset"], d["params"], d["ratio"] * reference, full, d["proxy"],
+                                  truth))
         epochs = len(next(iter(designs[0].full.values())))
-        return cls(sorted(designs, key=lambda d: d.key), protocol, epochs, len(designs[0].proxy))
+        return cls(sorted(designs, key=lambda d: d.key), protocol, epochs, len(designs[0].proxy), reference)
 
     def bounds(self):
         """Hypervolume bounds spanning the table: every observed and true accuracy, params and throughput."""
@@ -494,6 +503,7 @@ def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = 
         out["methods"][name] = {
             "about": METHODS[name].about,
             "hv": {f"{p / budget:g}B": _quartiles([hv_at(r, p) for r in runs]) for p in points},
+            "final_hv": [hv_at(r, budget) for r in runs],  # per seed, at B
             "epochs_to": None,
             "curve": [(e, _quartiles([hv_at(r, e) for r in runs])) for e in range(0, budget + 1, max(1, budget // 40))],
             "trials": statistics.median(r.trials for r in runs),

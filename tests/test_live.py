@@ -40,6 +40,47 @@ def test_the_report_counts_live_runs_inside_the_simulators_quartiles():
     assert "| — | — |" in live.report({"runs": runs}, {**simulated, "budget_epochs": 108})
 
 
+def test_the_report_places_each_live_run_among_the_replays():
+    runs = {f"random/{s}/162": {"method": "random", "seed": s, "budget_epochs": 162, "truth_hv": hv}
+            for s, hv in enumerate([0.10, 0.30, 0.90])}
+    replays = [i / 10 for i in range(1, 9)]  # 0.1 .. 0.8
+    simulated = {"budget_epochs": 162, "methods": {"random": {"hv": {"1B": [0.275, 0.45, 0.625]},
+                                                              "final_hv": replays}}}
+    assert live.percentile(0.90, replays) == 100 and live.percentile(0.05, replays) == 0
+    assert live.percentile(0.30, replays) == pytest.approx(100 * 2.5 / 8)  # a tie counts half
+    assert "| 1 of 3 | 6, 31, 100 |" in live.report({"runs": runs}, simulated)
+
+
+def test_rescore_scores_a_stored_study_s_front_by_the_tables_truth(table, tmp_path):
+    import optuna
+
+    from nas import objectives
+    from nas.study import pareto_front
+
+    picks = sorted(table.designs, key=lambda d: -d.truth)[:4] + sorted(table.designs, key=lambda d: d.params)[:2]
+    storage = f"sqlite:///{tmp_path / 'live-random-s0.db'}"
+    study = optuna.create_study(study_name="live-random-s0", storage=storage,
+                                directions=["maximize", "minimize", "maximize"])
+    for i, d in enumerate(picks):  # what a search observed: a made-up accuracy, a throughput off by up to 20%
+        study.add_trial(optuna.trial.create_trial(
+            values=[0.5 + 0.05 * i, d.params, d.throughput * (0.8 + 0.08 * i)],
+            distributions={}, params={}, user_attrs={"arch": d.arch, "curve": [{}] * 27}))
+    out = {"runs": {"random/0/162": {"method": "random", "seed": 0, "budget_epochs": 162, "truth_hv": -1.0}}}
+    truth = live.Truth(table, tmp_path / "truth.jsonl", "data")
+    assert live.rescore(out, table, truth, tmp_path) == []
+    run = out["runs"]["random/0/162"]
+    front = pareto_front(optuna.load_study(study_name="live-random-s0", storage=storage))
+    by_key = {d.key: d for d in table.designs}
+    members = [by_key[m["key"]] for m in run["front"]]
+    assert [m["trial"] for m in run["front"]] == [t.number for t in front]  # chosen by what was observed
+    assert run["truth_hv"] == pytest.approx(objectives.normalised_hypervolume(
+        [[d.truth, d.params, d.throughput] for d in members], table.bounds()))  # scored by the truth
+    assert run["epochs"] == 27 * len(picks) and run["trials"] == len(picks)
+    assert not (tmp_path / "truth.jsonl").exists()  # every member was in the table: nothing trained
+    gone = {"runs": {"random/1/162": {"method": "random", "seed": 1, "budget_epochs": 162, "truth_hv": 0.3}}}
+    assert live.rescore(gone, table, truth, tmp_path) == ["random/1/162"] and gone["runs"]["random/1/162"]["truth_hv"] == 0.3
+
+
 def test_table_only_makes_the_tables_designs_the_knowncost_candidates_and_undoes(table):
     from types import SimpleNamespace
 

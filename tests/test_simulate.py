@@ -41,6 +41,22 @@ def test_the_truth_is_the_mean_of_two_recorded_seeds_and_the_front_is_by_truth(t
         assert (d.key in front) == (not beaten), by_key[d.key].arch
 
 
+def test_a_designs_throughput_is_its_ratio_times_one_reference_speed_for_the_table(table):
+    import statistics
+
+    from benchmarks.table import read_rows
+
+    t, _ = table
+    cost = {r["key"]: r for r in read_rows(sim.DEFAULT_TABLE) if r["kind"] == "cost" and not r.get("error")}
+    rows = [cost[d.key] for d in t.designs]
+    assert t.reference_img_s == pytest.approx(statistics.median(r["throughput_reference_img_s"] for r in rows))
+    for d, r in zip(t.designs, rows):
+        assert d.throughput == pytest.approx(r["throughput_ratio"] * t.reference_img_s)
+    # the ranking by throughput is the ranking by measured ratio, whatever the reference timed beside a design
+    by_ratio = sorted(t.designs, key=lambda d: cost[d.key]["throughput_ratio"])
+    assert [d.key for d in by_ratio] == [d.key for d in sorted(t.designs, key=lambda d: d.throughput)]
+
+
 def test_full_budget_random_charges_27_epochs_a_design_and_is_scored_by_truth(table):
     t, _ = table
     run = _replay(table, "random", seed=3)
