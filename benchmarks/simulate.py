@@ -560,13 +560,14 @@ def _print(out: dict[str, Any]) -> None:
 def markdown(out: dict[str, Any]) -> str:
     """The comparison as a markdown table (docs/benchmarks.md), methods by their median truth HV at ``B``."""
     rows = sorted(out["methods"].items(), key=lambda kv: -kv[1]["hv"]["1B"][1])
-    lines = ["| method | what | truth HV at B/4 | B/2 | B (quartiles) | reaches random's final at | truly optimal "
-             "stopped | wasted epochs | trials |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| method | what | truth HV at B/4 | B/2 | B (quartiles) | mean at B | reaches random's final at | "
+             "truly optimal stopped | wasted epochs | trials |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, m in rows:
         hv = m["hv"]
         to = "—" if m["epochs_to"] is None else f"{m['epochs_to'] / out['budget_epochs']:.2f} B"
+        mean = f"{statistics.fmean(m['final_hv']):.3f}" if m.get("final_hv") else "—"
         lines.append(f"| {name} | {m['about']} | {hv['0.25B'][1]:.3f} | {hv['0.5B'][1]:.3f} | {hv['1B'][1]:.3f} "
-                     f"({hv['1B'][0]:.3f}-{hv['1B'][2]:.3f}) | {to} | {m['optimal_stopped']:.0%} "
+                     f"({hv['1B'][0]:.3f}-{hv['1B'][2]:.3f}) | {mean} | {to} | {m['optimal_stopped']:.0%} "
                      f"({m['optimal_seen']}) | {m['wasted_epochs']:g} | {m['trials']:g} |")
     return "\n".join(lines)
 
