@@ -3,6 +3,7 @@
     python -m benchmarks.live --method default --seeds 0 1 2    # three real searches with vitnas' defaults
     python -m benchmarks.live --method random --seeds 0 1 2     # three full-budget random searches
     python -m benchmarks.live --report                          # each run beside the simulator's quartiles
+    python -m benchmarks.live --rescore                         # score the stored runs again (the table changed)
 
 :mod:`benchmarks.simulate` replays searches over the recorded table; this script checks that replay against
 the real thing. Each run is a real ``vitnas search`` (:func:`nas.run_search`: Ray Tune trials over an
