@@ -303,11 +303,13 @@ def _observed_front(observed: dict[int, list[float]], table: Table) -> list[Desi
 
 
 def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, true_front: set[str],
-           max_params: float | None = None) -> Run:
+           max_params: float | None = None, search_bounds=None) -> Run:
     """Replay ``method`` over ``table`` with simulation seed ``seed`` until ``budget`` epochs are spent (or
     the table runs out of unused designs). With ``max_params``, a design over it is refused before training
     as vitnas' driver refuses it (0 epochs; told to the sampler as complete and infeasible, one Optuna
-    constraint), and feasible trials carry the constraint too. Returns the :class:`Run`."""
+    constraint), and feasible trials carry the constraint too. ``search_bounds``: the hypervolume bounds the
+    sampler and the scheduler work with (default ``bounds``, the table's; :func:`study_bounds` gives those of
+    a real search); the truth is always scored on ``bounds``. Returns the :class:`Run`."""
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
@@ -318,13 +320,14 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
     from nas.engine.settings import make_sampler
 
     rng = random.Random(seed)
+    sb = search_bounds or bounds
     max_t = table.proxy_epochs if method.fidelity == "proxy" else table.epochs
     search_budget = budget * (1 - method.retrain)
     context = None
     if method.sampler == "knowncost":  # params exact, throughput predicted; the space restricted to the table
         from nas.engine.known_cost import CostContext
 
-        context = CostContext(space, int(table.protocol.get("img_size", 16)), 1, 10, bounds, max_params=max_params,
+        context = CostContext(space, int(table.protocol.get("img_size", 16)), 1, 10, sb, max_params=max_params,
                               candidates=tuple(d.optuna_params for d in table.designs))
     sampler = make_sampler(method.sampler, seed, max(4, int(search_budget // max_t)), context=context)
     if method.startup is not None:
@@ -336,7 +339,7 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
         for d in table.designs:
             if d.preset:
                 study.enqueue_trial(d.optuna_params)
-    scheduler = _scheduler(method, max_t, bounds, seed)
+    scheduler = _scheduler(method, max_t, sb, seed)
     snap = Snapper(table, space, rng)
     observed: dict[int, list[float]] = {}
     spent, seconds, trace, stopped_n, order, refused, wasted = 0, 0.0, [], 0, [], 0, 0
@@ -353,7 +356,7 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
             refused += 1
             study.add_trial(create_trial(params=d.optuna_params, distributions=dist, system_attrs=system_attrs,
                                          user_attrs={"arch": d.arch, "refused": True},
-                                         values=[bounds.bounds[0][0], d.params, bounds.bounds[2][0]],
+                                         values=[sb.bounds[0][0], d.params, sb.bounds[2][0]],
                                          constraints={"max_params": d.params - max_params}))
             if refused > 500:
                 break
@@ -434,6 +437,17 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(values), q[2]
 
 
+def study_bounds(table: Table, space):
+    """The hypervolume bounds a real search on the table's data stores (:func:`nas.objectives.hv_bounds`):
+    accuracy from chance (1/10) to 1, params over the space's extremes at the table's image size, throughput
+    the fixed :data:`nas.objectives.THROUGHPUT_RANGE`."""
+    from nas import objectives
+    from search_spaces.extremes import params_range
+
+    img = int(table.protocol.get("img_size", 16))
+    return objectives.hv_bounds(10, params_range(space, img, 1, 10))
+
+
 def default_budget(table: Table) -> int:
     """The comparison's budget ``B`` in epochs: ``27 x max(4, designs // 20)``, full-budget random search
     training a twentieth of the table. A tenth let the proxy methods try every design of a 48-design table
@@ -451,18 +465,21 @@ def _replay_job(name: str, seed: int) -> Run:
     torch.set_num_threads(1)  # one core per worker: the pool is the parallelism
     j = _JOB
     return replay(METHODS[name], j["table"], j["space"], seed, j["budget"], j["bounds"], j["true_front"],
-                  j["max_params"])
+                  j["max_params"], j["search_bounds"])
 
 
 def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = None,
-             progress=None, max_params: float | None = None, jobs: int = 1) -> dict[str, Any]:
+             progress=None, max_params: float | None = None, jobs: int = 1,
+             search_bounds: str = "table") -> dict[str, Any]:
     """Replay each method for seeds ``0 .. seeds-1``; return per method the truth-HV quartiles at
     ``B/4, B/2, 3B/4, B``, epochs to reach random search's final median, and the fraction of truly
     Pareto-optimal designs the method stopped early. ``jobs > 1`` replays seeds in that many forked
-    processes (one thread each); the result is the same as with one.
+    processes (one thread each); the result is the same as with one. ``search_bounds``: the bounds the
+    samplers and schedulers work with, ``table`` (spanning the table) or ``study`` (what a real search on
+    the table's data would store, :func:`study_bounds`); the truth is scored on the table's either way.
 
     Raises:
-        ValueError: an unknown method name.
+        ValueError: an unknown method name or ``search_bounds`` value.
     """
     from search_spaces import SearchSpace
     from search_spaces.genes import Architecture
@@ -474,20 +491,24 @@ def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = 
     space = SearchSpace().for_image(img)
     for d in table.designs:
         d.optuna_params = space.to_params(Architecture.from_dict(d.arch))
+    if search_bounds not in ("table", "study"):
+        raise ValueError(f"search_bounds: unknown value {search_bounds!r}; allowed: table, study")
     budget = budget or default_budget(table)
     bounds, true_front = table.bounds(), table.true_front(max_params)
+    sb = study_bounds(table, space) if search_bounds == "study" else None
     points = [budget / 4, budget / 2, 3 * budget / 4, budget]
     out: dict[str, Any] = {"budget_epochs": budget, "max_params": max_params, "designs": len(table.designs),
                            "true_front": len(true_front),
                            "table_best_hv": _truth_hv([d for d in table.designs if d.key in true_front], bounds),
-                           "bounds": bounds.to_dict(), "seeds": seeds, "methods": {}}
+                           "bounds": bounds.to_dict(), "seeds": seeds, "methods": {},
+                           "search_bounds": search_bounds}
     pool = None
     if jobs > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         _JOB.update(table=table, space=space, budget=budget, bounds=bounds, true_front=true_front,
-                    max_params=max_params)
+                    max_params=max_params, search_bounds=sb)
         pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
     for name in methods:
         t0 = time.perf_counter()
@@ -496,7 +517,7 @@ def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = 
             futures = [pool.submit(_replay_job, name, s) for s in range(seeds)]
         for s in range(seeds):
             runs.append(futures[s].result() if pool is not None else
-                        replay(METHODS[name], table, space, s, budget, bounds, true_front, max_params))
+                        replay(METHODS[name], table, space, s, budget, bounds, true_front, max_params, sb))
             if progress:
                 progress(name, s, runs[-1])
         seen = sum(r.optimal_seen for r in runs)
@@ -532,7 +553,8 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new``'s methods added to (or replacing) ``old``'s, when both replayed the same table under the same
     budget and seeds; else ``new`` alone. Lets a long comparison run method by method into one file."""
     plain = json.loads(json.dumps(new))
-    same = all(old.get(k) == plain.get(k) for k in ("budget_epochs", "designs", "seeds", "max_params", "bounds"))
+    same = all(old.get(k, "table") == plain.get(k, "table") if k == "search_bounds" else old.get(k) == plain.get(k)
+               for k in ("budget_epochs", "designs", "seeds", "max_params", "bounds", "search_bounds"))
     if not same:
         return new
     merged = {**old, "methods": {**old["methods"], **new["methods"]}}
@@ -611,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="replay seeds in this many processes (one core each)")
     p.add_argument("--max-params", type=float, default=None,
                    help="a params budget: designs over it are refused at 0 epochs (vitnas search --max-params)")
+    p.add_argument("--search-bounds", choices=("table", "study"), default="table",
+                   help="the bounds samplers and schedulers work with: the table's, or a real search's study's")
     p.add_argument("--list", action="store_true", help="list the methods and exit")
     p.add_argument("--markdown", action="store_true", help="print the comparison as a markdown table")
     p.add_argument("--from-json", type=Path, default=None, help="print a stored --json result (no replay)")
@@ -649,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         table = Table.load(args.table)
         out = simulate(names, args.seeds, table, args.budget, max_params=args.max_params, jobs=args.jobs,
+                       search_bounds=args.search_bounds,
                        progress=lambda n, s, r: print(f"  {n} seed {s}: {r.trials} trials, truth HV "
                                                       f"{r.trace[-1][2] if r.trace else 0:.4f}", file=sys.stderr))
     except ValueError as e:

@@ -132,3 +132,25 @@ def test_seeds_replayed_in_forked_processes_give_the_same_result(table):
     two = sim.simulate(["asha"], 2, t, 54, jobs=2)
     assert one["methods"]["asha"]["hv"] == two["methods"]["asha"]["hv"]
     assert one["methods"]["asha"]["curve"] == two["methods"]["asha"]["curve"]
+
+
+def test_study_bounds_are_a_real_searchs_and_the_truth_is_still_scored_on_the_tables(table):
+    from search_spaces.extremes import params_range
+
+    t, space = table
+    sb = sim.study_bounds(t, space)
+    assert sb.bounds == ((0.1, 1.0), params_range(space, 16, 1, 10), objectives.THROUGHPUT_RANGE)
+    # the rank rule ranks trials by the hypervolume it computes on its bounds: other bounds, other stops
+    runs = {name: sim.replay(sim.METHODS["pareto_asha"], t, space, 1, t.epochs * 4, t.bounds(), t.true_front(),
+                             search_bounds=b) for name, b in (("table", None), ("study", sb))}
+    best = sim._truth_hv([d for d in t.designs if d.key in t.true_front()], t.bounds())
+    for run in runs.values():
+        assert all(0.0 <= hv <= best + 1e-12 for _, _, hv in run.trace)
+    assert runs["study"].order[0] == runs["table"].order[0]  # the same random designs, in the same order
+    out = sim.simulate(["random"], 1, t, 27, search_bounds="study")
+    assert out["search_bounds"] == "study" and out["bounds"] == t.bounds().to_dict()
+    plain = {**out, "search_bounds": "table", "methods": {"asha": out["methods"]["random"]}}
+    assert set(sim.merge(plain, out)["methods"]) == {"random"}  # results under other bounds are not merged
+    assert set(sim.merge({**plain, "search_bounds": "study"}, out)["methods"]) == {"random", "asha"}
+    with pytest.raises(ValueError, match="search_bounds: unknown value 'x'; allowed: table, study"):
+        sim.simulate(["random"], 1, t, 54, search_bounds="x")
