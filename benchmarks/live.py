@@ -48,11 +48,12 @@ def search_config(method: sim.Method, table: sim.Table, seed: int, budget: int, 
     """The :class:`nas.SearchConfig` of a real search that does what the simulator replays for ``method``.
 
     Raises:
-        ValueError: a method the live search cannot run (Ray's Hyperband, Syne Tune's MOASHA, a retrain).
+        ValueError: a method the live search cannot run (Ray's Hyperband, Syne Tune's MOASHA, a retrain, a
+            sampler setting the search does not take, such as the former default's).
     """
     from nas.engine.search import SearchConfig
 
-    if method.scheduler in ("hyperband", "moasha") or method.retrain:
+    if method.scheduler in ("hyperband", "moasha") or method.retrain or method.sampler_attrs:
         raise ValueError(f"method: {method.name} is simulated only; live: a method of vitnas' own settings")
     proto = table.protocol
     name = f"live-{method.name}-s{seed}"
@@ -119,8 +120,8 @@ class Truth:
 
 def _table_only(table: sim.Table):
     """Make a ``knowncost`` search's candidates the table's designs (what the simulator's replay chooses
-    from), by wrapping the search's cost context; returns the undo. The sampler's two random start-up
-    proposals still come from the whole space."""
+    from), by wrapping the search's cost context; returns the undo. The sampler's first proposal is then the
+    table's smallest design, as in the replay; its random start-up proposal still comes from the whole space."""
     from nas.engine import search
     from search_spaces import SearchSpace
     from search_spaces.genes import Architecture

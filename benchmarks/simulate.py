@@ -183,6 +183,8 @@ class Method:
     retrain: float = 0.0
     curve: bool = False  # ParetoASHA's learning-curve-aware stopping
     startup: int | None = None  # knowncost's random start-up proposals (None: make_sampler's rule)
+    #: KnownCostSampler attributes set after make_sampler (e.g. the former default's ``calibrate=False``)
+    sampler_attrs: tuple[tuple[str, Any], ...] = ()
     about: str = ""
 
 
@@ -210,7 +212,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("knowncost_proxy_curve", "knowncost", "pareto", "proxy", curve=True,
            about="known-cost EHVI, curve-aware ParetoASHA on the 6-epoch proxy"),
     Method("knowncost_proxy_curve_s8", "knowncost", "pareto", "proxy", curve=True, startup=8,
-           about="the default with the former 8 random start-up proposals (min(8, trials // 3))"),
+           about="the default with 8 start-up proposals (the smallest, then random; the rule of min(8, trials // 3))"),
+    Method("knowncost_proxy_curve_tree_spread", "knowncost", "pareto", "proxy", curve=True,
+           sampler_attrs=(("calibrate", False), ("smallest_first", False)),
+           about="the former default: accuracy spread over trees (floor 0.01), 2 random start-up proposals"),
     Method("knowncost", "knowncost", about="known-cost EHVI (params exact, throughput predicted), full budget"),
     Method("knowncost_pareto", "knowncost", "pareto", about="known-cost EHVI, ParetoASHA (grace 1, eta 3), full"),
     Method("pareto_curve", "random", "pareto", curve=True,
@@ -332,6 +337,8 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
     sampler = make_sampler(method.sampler, seed, max(4, int(search_budget // max_t)), context=context)
     if method.startup is not None:
         sampler.n_startup_trials = method.startup
+    for attr, value in method.sampler_attrs:
+        setattr(sampler, attr, value)
     study = optuna.create_study(directions=[o.direction for o in objectives.spec()[:3]], sampler=sampler)
     choices = space.param_choices()
     dists = {k: CategoricalDistribution(v) for k, v in choices.items()}

@@ -89,7 +89,7 @@ def _fake_study(context, n, seed=0):
 
 def test_default_sampler_scores_from_the_third_proposal():
     """The search's knowncost sampler starts scoring after 2 complete trials, whatever the trial budget (on the
-    recorded table 8 random start-up proposals lost about half the truth hypervolume at a quarter of B)."""
+    recorded table 8 start-up proposals left a quarter less truth hypervolume at a quarter of B)."""
     ctx = _context()
     for trials in (6, 1_000):
         sampler = make_sampler("knowncost", 0, trials, context=ctx)
@@ -102,6 +102,58 @@ def test_default_sampler_scores_from_the_third_proposal():
         t = study.ask()
         arch = ctx.space.suggest(t)
         assert sampler.last["params"] == count_params(arch, 16, 1, 10)  # scored: the proposal is the candidate
+
+
+def test_first_proposal_is_the_smallest_candidate_then_random_until_two_are_trained():
+    """The smallest design is on every Pareto front (nothing has fewer params): the study's first proposal."""
+    base = _context()
+    rng = random.Random(5)
+    draws = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    finite = []
+    for _ in range(40):
+        t = draws.ask()
+        base.space.suggest(t)
+        finite.append(dict(t.params))
+    rng.shuffle(finite)
+    ctx = CostContext(base.space, 16, 1, 10, base.bounds, candidates=tuple(finite))
+    smallest = min(count_params(base.space.suggest(optuna.trial.FixedTrial(p)), 16, 1, 10) for p in finite)
+    sampler = KnownCostSampler(ctx, seed=0)
+    study = optuna.create_study(directions=["maximize", "minimize", "maximize"], sampler=sampler)
+    first = study.ask()
+    arch = ctx.space.suggest(first)
+    assert count_params(arch, 16, 1, 10) == smallest and sampler.last["smallest"]
+    sampler.last = {}
+    second = study.ask()  # the first still running: a random proposal, not the smallest again
+    ctx.space.suggest(second)
+    assert sampler.last == {} and second.params != first.params
+    off = KnownCostSampler(ctx, seed=0, smallest_first=False)
+    study = optuna.create_study(directions=["maximize", "minimize", "maximize"], sampler=off)
+    ctx.space.suggest(study.ask())
+    assert off.last == {}  # the former rule: random from the first proposal
+
+
+def test_accuracy_spread_is_floored_at_the_forests_out_of_bag_error():
+    """Trees that agree can all be wrong: with accuracies the genes do not explain, the calibrated spread is
+    the forest's out-of-bag error (about the noise), above the spread over trees for almost every candidate."""
+    ctx = _context()
+    study = _fake_study(ctx, 24, seed=3)
+    rng = random.Random(3)
+    noisy = optuna.create_study(directions=["maximize", "minimize", "maximize"])
+    for t in study.trials:  # accuracy: pure noise, sd 0.1, unrelated to the genes
+        noisy.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                                  user_attrs=t.user_attrs,
+                                                  values=[0.6 + rng.gauss(0, 0.1), *t.values[1:]]))
+    spreads = {}
+    for calibrate in (True, False):
+        sampler = KnownCostSampler(ctx, seed=1, n_mutants=0, calibrate=calibrate)
+        cands = sampler._candidates([], set())
+        spreads[calibrate] = sampler.score(noisy.trials, cands)["sigma"]
+    assert np.min(spreads[True]) > 0.06  # the floor: about the noise's sd (0.1)
+    assert np.all(spreads[True] >= spreads[False]) and np.mean(spreads[False] < spreads[True]) > 0.9
+    # accuracies the genes explain (the gene law, noise sd 0.01): the floor stays small
+    sampler = KnownCostSampler(ctx, seed=1, n_mutants=0)
+    s = sampler.score(study.trials, sampler._candidates([], set()))
+    assert np.median(s["sigma"]) < 0.5 * np.median(spreads[True])
 
 
 def test_sampler_proposes_inside_the_space_and_never_over_the_params_budget():
@@ -147,8 +199,9 @@ def test_presets_are_candidates_trained_only_when_their_costs_can_move_the_front
         for t in study.trials:
             st.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
                                                    user_attrs=t.user_attrs, values=values(t)))
+        # the rule under the forest's own spread (one outlier of 0.99 would lift the out-of-bag floor to ~0.1)
         sampler = KnownCostSampler(CostContext(base.space, 16, 1, 10, base.bounds, presets=presets), seed=0,
-                                   n_random=0, n_mutants=0)
+                                   n_random=0, n_mutants=0, calibrate=False)
         cands = sampler._candidates([], set())
         assert len(cands) == len(presets)  # with no random draws and no front, the pool is the presets
         return sampler, st, sampler.score(st.trials, cands)
@@ -158,7 +211,7 @@ def test_presets_are_candidates_trained_only_when_their_costs_can_move_the_front
     assert s["dominated"].sum() >= len(presets) // 2  # surely beaten: its optimistic accuracy is below 0.99
     assert np.all(s["ehvi"][s["dominated"]] < 1e-5)
     sampler = KnownCostSampler(CostContext(base.space, 16, 1, 10, base.bounds, presets=presets), seed=0,
-                               n_random=0, n_mutants=0)
+                               n_random=0, n_mutants=0, calibrate=False)
     chosen = sampler.propose(st.trials)
     beaten = [p for (_, p), d in zip(presets, s["dominated"], strict=True) if d]
     assert chosen not in beaten  # a surely dominated preset is never proposed

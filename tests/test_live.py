@@ -28,6 +28,8 @@ def test_the_default_and_random_map_to_the_searches_they_replay(table, tmp_path)
     assert (random.sampler, random.early_stopping, random.presets, random.epochs) == ("random", False, False, 27)
     with pytest.raises(ValueError, match="moasha is simulated only"):
         live.search_config(sim.METHODS["moasha"], table, 0, budget, tmp_path, "data")
+    with pytest.raises(ValueError, match="tree_spread is simulated only"):  # a sampler setting the search lacks
+        live.search_config(sim.METHODS["knowncost_proxy_curve_tree_spread"], table, 0, budget, tmp_path, "data")
 
 
 def test_the_report_counts_live_runs_inside_the_simulators_quartiles():

@@ -86,6 +86,16 @@ def test_presets_come_first_and_snap_to_themselves(table):
     assert set(run.order[:len(presets)]) == presets
 
 
+def test_the_default_trains_the_smallest_design_first_and_the_former_default_does_not(table):
+    t, _ = table
+    smallest = min(t.designs, key=lambda d: d.params).key
+    assert smallest in t.true_front()  # nothing has fewer params: on the front whatever its accuracy
+    firsts = {name: [_replay(table, name, seed=s, budget=t.proxy_epochs).order[0] for s in range(4)]
+              for name in (sim.DEFAULT_METHOD, "knowncost_proxy_curve_tree_spread")}
+    assert firsts[sim.DEFAULT_METHOD] == [smallest] * 4
+    assert firsts["knowncost_proxy_curve_tree_spread"] != [smallest] * 4  # random start-up (its sampler_attrs)
+
+
 def test_retraining_the_proxy_front_charges_full_runs(table):
     t, _ = table
     run = _replay(table, "today_retrain", budget=t.epochs * 4)

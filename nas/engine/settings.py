@@ -412,7 +412,7 @@ def make_sampler(name: str, seed: int, trials: int, population: int | None = Non
             raise SearchError("sampler: knowncost needs the study's cost context (space, deployment shape, bounds)")
         from .known_cost import KnownCostSampler
 
-        return KnownCostSampler(context, seed=seed)  # 2 random start-up trials, then known-cost EHVI
+        return KnownCostSampler(context, seed=seed)  # the smallest, then random until 2 trained; then EHVI
     if name == "auto":
         return GPThenNSGAII(make_sampler("gp", seed, trials), make_sampler("nsga2", seed, trials, population))
     if name == "nsga2":
