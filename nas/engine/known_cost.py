@@ -14,8 +14,9 @@ accuracy ``a``, the hypervolume it adds to the front ``F`` is ``HVI(a) = integra
 ``A`` is a step function whose steps sit at the front's accuracies, so with ``a ~ N(mu, sigma^2)`` (a random
 forest's mean over its trees, fitted to the study's trials; ``sigma`` its spread over trees, floored at its
 out-of-bag error, see :meth:`KnownCostSampler.oob_error`) the expectation is a sum of closed forms, one per
-step: ``E[clip(a, lo, hi) - lo]`` (the two-known-objectives case of expected hypervolume improvement; Emmerich et al., "Single- and multiobjective evolutionary optimization assisted by Gaussian
-random field metamodels", IEEE TEC 10(4), 2006). A candidate that a trained design beats on both costs and
+step: ``E[clip(a, lo, hi) - lo]`` (the two-known-objectives case of expected hypervolume improvement;
+Emmerich et al., "Single- and multiobjective evolutionary optimization assisted by Gaussian random field
+metamodels", IEEE TEC 10(4), 2006). A candidate that a trained design beats on both costs and
 is more accurate than its plausible range gets ~0 and is never proposed; one over ``max_params`` is never
 in the pool.
 """
