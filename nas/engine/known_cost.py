@@ -319,7 +319,11 @@ class KnownCostSampler(BaseSampler):
         """The floor of the accuracy spread: the root-mean-square out-of-bag error of ``forest`` on the trained
         designs' ``accuracy`` (each design predicted by the trees that never saw it: how wrong the trees are
         together on a design, which their spread, how much they disagree, does not measure), and at least
-        ``noise``. ``noise`` alone when ``calibrate`` is off or no design was left out of any tree."""
+        ``noise``. ``noise`` alone when ``calibrate`` is off or no design was left out of any tree.
+
+        ``forest``: a fitted ``RandomForestRegressor`` (``oob_score=True``); ``accuracy``: shape ``(n,)``, the
+        trained designs' accuracies (fraction, 0-1) it was fitted to. Returns accuracy units (fraction). Source:
+        the out-of-bag estimate of Breiman, "Random forests", Machine Learning 45, 2001. Raises nothing."""
         if not self.calibrate:
             return self.noise
         oob = np.asarray(getattr(forest, "oob_prediction_", []), dtype=float).reshape(-1)
