@@ -221,6 +221,10 @@ class NasViT(nn.Module):
         return global_pool
 
     def _init_weights(self) -> None:
+        if any(p.is_meta for p in self.parameters()):
+            # Built on the meta device (exact parameter counts, e.g. search_spaces.extremes): meta tensors hold
+            # no values, so initialising them changes nothing, and it is most of the build's time there.
+            return
         if self.pos_embed is not None:
             trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
