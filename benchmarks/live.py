@@ -121,7 +121,7 @@ class Truth:
 def _table_only(table: sim.Table):
     """Make a ``knowncost`` search's candidates the table's designs (what the simulator's replay chooses
     from), by wrapping the search's cost context; returns the undo. The sampler's first proposal is then the
-    table's smallest design, as in the replay; its random start-up proposal still comes from the whole space."""
+    table's smallest design, as in the replay, and its random start-up proposal a table design too."""
     from nas.engine import search
     from search_spaces import SearchSpace
     from search_spaces.genes import Architecture

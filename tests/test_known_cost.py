@@ -3,6 +3,7 @@ where only accuracy is uncertain (nas.engine.known_cost)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -125,11 +126,24 @@ def test_first_proposal_is_the_smallest_candidate_then_random_until_two_are_trai
     sampler.last = {}
     second = study.ask()  # the first still running: a random proposal, not the smallest again
     ctx.space.suggest(second)
-    assert sampler.last == {} and second.params != first.params
+    assert sampler.last["random"] and second.params != first.params
+    # in a finite space the random start-up proposals stay inside it and never repeat a design
+    proposed = [first.params, second.params]
+    for _ in range(len(finite) - 2):
+        t = study.ask()
+        ctx.space.suggest(t)
+        proposed.append(dict(t.params))
+    assert sorted(map(repr, map(sorted, map(dict.items, proposed)))) == sorted(repr(sorted(p.items())) for p in finite)
+    whole = KnownCostSampler(dataclasses.replace(ctx, candidates=None), seed=0)
+    study = optuna.create_study(directions=["maximize", "minimize", "maximize"], sampler=whole)
+    ctx.space.suggest(study.ask())
+    whole.last = {}
+    ctx.space.suggest(study.ask())
+    assert whole.last == {}  # a space too big to list: Optuna's RandomSampler
     off = KnownCostSampler(ctx, seed=0, smallest_first=False)
     study = optuna.create_study(directions=["maximize", "minimize", "maximize"], sampler=off)
     ctx.space.suggest(study.ask())
-    assert off.last == {}  # the former rule: random from the first proposal
+    assert off.last["random"] and "smallest" not in off.last  # the former rule: random from the first proposal
 
 
 def test_accuracy_spread_is_floored_at_the_forests_out_of_bag_error():

@@ -201,7 +201,8 @@ class KnownCostSampler(BaseSampler):
     the fewest the forest scores from; on the recorded table 8 left 24% less truth hypervolume at a quarter
     of the budget), the study's first proposal is the candidate of fewest params when ``smallest_first`` (the
     smallest design is on the Pareto front whatever its accuracy: nothing has fewer params; in a space too big
-    to list, the smallest of the pool's draws) and the others are random (Optuna's RandomSampler).
+    to list, the smallest of the pool's draws) and the others are random: Optuna's RandomSampler, or in a
+    finite space (``context.candidates``) a candidate drawn uniformly among those not yet tried.
 
     Composes with Optuna as any sampler: enqueued trials come first, constraints (refused proposals are
     complete and infeasible) keep those trials off the front it scores against, and the study is the only
@@ -240,7 +241,9 @@ class KnownCostSampler(BaseSampler):
         seen = [t for t in trials if t.params]
         if len(done) < self.n_startup_trials:
             first = not any(t.state != TrialState.FAIL for t in seen)
-            return self.smallest(seen) if self.smallest_first and first else {}
+            if self.smallest_first and first:
+                return self.smallest(seen)
+            return self.random_candidate(seen) if self.context.candidates is not None else {}
         return self.propose(done, seen=seen)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
@@ -377,6 +380,16 @@ class KnownCostSampler(BaseSampler):
             return {}
         c = min(candidates, key=lambda c: c[2])
         self.last = {"params": c[2], "candidates": len(candidates), "smallest": True}
+        return c[0]
+
+    def random_candidate(self, seen: list[FrozenTrial]) -> dict[str, Any]:
+        """The Optuna parameters of a candidate drawn uniformly among those not yet ``seen`` (``{}``: none left):
+        the random start-up proposal of a finite space, which stays inside it."""
+        candidates = self._candidates([], self._seen(seen))
+        if not candidates:
+            return {}
+        c = candidates[self._rng.randrange(len(candidates))]
+        self.last = {"params": c[2], "candidates": len(candidates), "random": True}
         return c[0]
 
     def propose(self, done: list[FrozenTrial], seen: list[FrozenTrial] | None = None) -> dict[str, Any]:
