@@ -74,9 +74,19 @@ class Design:
     proxy: list[dict]
     truth: float = 0.0
     optuna_params: dict = field(default_factory=dict)
+    #: shorter proxies recorded besides the main one (``benchmarks.table --extra-proxy-epochs``): epochs -> curve
+    short_proxies: dict[int, list[dict]] = field(default_factory=dict)
 
     def costs(self) -> list[float]:
         return [self.params, self.throughput]
+
+    def proxy_run(self, epochs: int) -> list[dict]:
+        """The recorded proxy run of ``epochs`` epochs (the main proxy or a shorter one).
+
+        Raises:
+            KeyError: no proxy of that length was recorded for this design.
+        """
+        return self.proxy if epochs == len(self.proxy) else self.short_proxies[epochs]
 
 
 @dataclass
@@ -116,8 +126,11 @@ class Table:
                 d["reference"] = float(row["throughput_reference_img_s"])
             elif row["kind"] == "full":
                 d["full"][int(row["seed"])] = row["curve"]
-            elif row["kind"] == "proxy":
+            elif row["kind"] == "proxy" and int(row.get("epochs", len(row["curve"]))) == int(
+                    (row.get("protocol") or {}).get("proxy_epochs", len(row["curve"]))):
                 d["proxy"] = row["curve"]
+            elif row["kind"] == "proxy":  # a shorter proxy (its own cosine schedule), kept beside the main one
+                d.setdefault("short", {})[int(row["epochs"])] = row["curve"]
         complete = {k: d for k, d in by_key.items() if "params" in d and "proxy" in d and len(d["full"]) >= 2}
         if not complete:
             raise ValueError(f"table: {path} holds no complete design (cost, two full-budget runs and the proxy)")
@@ -127,9 +140,14 @@ class Table:
             full = {s: c for s, c in sorted(d["full"].items())}
             truth = statistics.fmean(c[-1]["val_accuracy"] for c in full.values())
             designs.append(Design(key, d["arch"], d["preset"], d["params"], d["ratio"] * reference, full, d["proxy"],
-                                  truth))
+                                  truth, short_proxies=dict(d.get("short", {}))))
         epochs = len(next(iter(designs[0].full.values())))
         return cls(sorted(designs, key=lambda d: d.key), protocol, epochs, len(designs[0].proxy), reference)
+
+    def proxy_lengths(self) -> list[int]:
+        """The proxy lengths (epochs) recorded for every design: the main proxy's and each complete shorter one."""
+        short = set.intersection(*(set(d.short_proxies) for d in self.designs)) if self.designs else set()
+        return sorted({self.proxy_epochs, *short})
 
     def bounds(self):
         """Hypervolume bounds spanning the table: every observed and true accuracy, params and throughput."""
@@ -169,7 +187,9 @@ class Method:
     ``sampler``: a :func:`nas.engine.settings.make_sampler` name; ``scheduler``: ``none``, ``pareto``
     (vitnas' ParetoASHA), ``accuracy`` (vitnas' AccuracyASHA), ``hyperband`` (Ray's AsyncHyperBandScheduler,
     3 brackets) or ``moasha`` (Syne Tune's); ``fidelity``: ``full`` (the 27-epoch runs) or ``proxy`` (the
-    6-epoch proxy runs); ``retrain``: after ``1 - retrain`` of the budget on the proxy, the proxy front is
+    6-epoch proxy runs); ``proxy_epochs``: with ``fidelity="proxy"``, which recorded proxy (None: the table's
+    main one, 6 epochs; 3: the 3-epoch proxy, its cosine schedule sized to 3 epochs); ``retrain``: after
+    ``1 - retrain`` of the budget on the proxy, the proxy front is
     retrained under the full protocol, most accurate first, and the front is then chosen by those runs.
     """
 
@@ -181,6 +201,7 @@ class Method:
     grace: int = 1
     eta: int = 3
     retrain: float = 0.0
+    proxy_epochs: int | None = None
     curve: bool = False  # ParetoASHA's learning-curve-aware stopping
     startup: int | None = None  # knowncost's random start-up proposals (None: make_sampler's rule)
     #: KnownCostSampler attributes set after make_sampler (e.g. the former default's ``calibrate=False``)
@@ -216,6 +237,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("knowncost_proxy_curve_tree_spread", "knowncost", "pareto", "proxy", curve=True,
            sampler_attrs=(("calibrate", False), ("smallest_first", False)),
            about="the former default: accuracy spread over trees (floor 0.01), 2 random start-up proposals"),
+    Method("knowncost_proxy3_curve", "knowncost", "pareto", "proxy", curve=True, proxy_epochs=3,
+           about="the default on the 3-epoch proxy (--epochs 3): twice the designs for the same epochs"),
+    Method("knowncost_proxy3", "knowncost", "pareto", "proxy", proxy_epochs=3,
+           about="known-cost EHVI, ParetoASHA (rank rule, rung 1) on the 3-epoch proxy"),
+    Method("knowncost_proxy3_nostop", "knowncost", "none", "proxy", proxy_epochs=3,
+           about="known-cost EHVI on the 3-epoch proxy, no early stopping"),
     Method("knowncost", "knowncost", about="known-cost EHVI (params exact, throughput predicted), full budget"),
     Method("knowncost_pareto", "knowncost", "pareto", about="known-cost EHVI, ParetoASHA (grace 1, eta 3), full"),
     Method("pareto_curve", "random", "pareto", curve=True,
@@ -326,7 +353,10 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
 
     rng = random.Random(seed)
     sb = search_bounds or bounds
-    max_t = table.proxy_epochs if method.fidelity == "proxy" else table.epochs
+    max_t = (method.proxy_epochs or table.proxy_epochs) if method.fidelity == "proxy" else table.epochs
+    if method.fidelity == "proxy" and max_t not in table.proxy_lengths():
+        raise ValueError(f"method {method.name}: proxy_epochs {max_t} is not recorded for every table design "
+                         f"(recorded: {table.proxy_lengths()}; python -m benchmarks.table record adds it)")
     search_budget = budget * (1 - method.retrain)
     context = None
     if method.sampler == "knowncost":  # params exact, throughput predicted; the space restricted to the table
@@ -372,7 +402,7 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
         # a design an already-trained design beats on both costs and on truth: its epochs are wasted
         beaten = any(table.designs[j].truth >= d.truth and table.designs[j].params <= d.params
                      and table.designs[j].throughput >= d.throughput for j in observed)
-        curve = d.proxy if method.fidelity == "proxy" else d.full[rng.choice(sorted(d.full))]
+        curve = d.proxy_run(max_t) if method.fidelity == "proxy" else d.full[rng.choice(sorted(d.full))]
         rt = _RayTrial(str(asked.number), {HINT_KEY: {"params": d.params, "throughput": d.throughput}})
         if scheduler is not None and hasattr(scheduler, "on_trial_add"):
             scheduler.on_trial_add(None, rt)

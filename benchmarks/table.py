@@ -21,6 +21,9 @@ Protocol (the defaults; every row stores the protocol it was trained under):
   seeds 0 and 1, and the **short proxy** (``--proxy-epochs`` 6, the search's default) under seed 0, each
   with its per-epoch validation accuracy, training loss and seconds; ``trainers.train_proxy`` is the
   trainer, exactly as in a search trial;
+- per design, shorter proxies too (``--extra-proxy-epochs``, default 3: a cosine schedule sized to 3 epochs,
+  seed 0), so the simulator can weigh the budget per design; a table recorded before they existed is
+  completed by running ``record`` again;
 - costs once per design at the deployment shape (16 px, batch 64, float32, this CPU): params (exact),
   FLOPs (fvcore, multiply-adds per image) and throughput (vitnas' protocol against the reference model);
 - one thread (``torch.set_num_threads``), so the table records in the background on a shared machine.
@@ -172,10 +175,12 @@ def record(args: argparse.Namespace) -> None:
     for index, (key, genes, preset) in enumerate(todo):
         if index % args.shards != args.shard:
             continue
-        runs = [("cost", 0, 0), ("proxy", args.proxy_epochs, 0)] + [("full", args.epochs, s) for s in range(args.seeds)]
+        runs = [("cost", 0, 0), ("proxy", args.proxy_epochs, 0), *(("proxy", e, 0) for e in args.extra_proxy_epochs),
+                *(("full", args.epochs, s) for s in range(args.seeds))]
         # Read again before each design: another recorder (another shard, or one resumed) may have written it.
-        done = {(r["key"], r["kind"], r.get("seed", 0)) for r in read_rows(path) if r.get("protocol") == proto}
-        missing = [r for r in runs if (key, r[0], r[2]) not in done]
+        done = {(r["key"], r["kind"], r.get("seed", 0), r.get("epochs", 0)) for r in read_rows(path)
+                if r.get("protocol") == proto}
+        missing = [r for r in runs if (key, r[0], r[2], r[1]) not in done]
         if not missing:
             continue
         if args.limit is not None and recorded >= args.limit:
@@ -197,11 +202,13 @@ def record(args: argparse.Namespace) -> None:
 def summary(args: argparse.Namespace) -> None:
     rows = [r for r in read_rows(Path(args.out)) if r.get("protocol") == protocol(args)]
     by_key: dict[str, dict] = defaultdict(dict)
-    for r in rows:
-        by_key[r["key"]][(r["kind"], r.get("seed", 0))] = r
+    for r in rows:  # a shorter proxy is kind "proxy<epochs>" here, so it never stands for the main one
+        extra = r["kind"] == "proxy" and r.get("epochs", args.proxy_epochs) != args.proxy_epochs
+        by_key[r["key"]][(f"proxy{r['epochs']}" if extra else r["kind"], r.get("seed", 0))] = r
     complete = [k for k, runs in by_key.items()
                 if {("cost", 0), ("proxy", 0), *(("full", s) for s in range(args.seeds))} <= set(runs)]
-    seconds = [sum(r.get("seconds", 0) for r in by_key[k].values()) for k in complete]
+    seconds = [sum(r.get("seconds", 0) for (kind, _), r in by_key[k].items() if kind in ("proxy", "full"))
+               for k in complete]
     kinds = Counter(by_key[k][("cost", 0)]["arch"]["attention"] for k in complete)
     print(f"{len(complete)} complete designs of {len(by_key)} started; attention: {dict(sorted(kinds.items()))}")
     if seconds:
@@ -227,6 +234,17 @@ def summary(args: argparse.Namespace) -> None:
               f"|difference| median {gaps[len(gaps) // 2]:.4f}, max {gaps[-1]:.4f}")
         print(f"Kendall tau against the truth: the {args.proxy_epochs}-epoch proxy {kendalltau(proxy, truth)[0]:.2f}; "
               f"epoch {args.proxy_epochs} of the full runs {kendalltau(at_proxy, truth)[0]:.2f}")
+        for e in args.extra_proxy_epochs:
+            have = [i for i, k in enumerate(trained) if (by_key[k].get((f"proxy{e}", 0)) or {}).get("final") is not None]
+            if len(have) >= 3:
+                short = [by_key[trained[i]][(f"proxy{e}", 0)]["final"] for i in have]
+                at_e = [sum(by_key[trained[i]][("full", s)]["curve"][e - 1]["val_accuracy"] for s in range(args.seeds))
+                        / args.seeds for i in have]
+                secs = sorted(by_key[trained[i]][(f"proxy{e}", 0)]["seconds"] for i in have)
+                print(f"  the {e}-epoch proxy ({len(have)} designs, {sum(secs) / 60:.0f} min in all): Kendall tau "
+                      f"{kendalltau(short, [truth[i] for i in have])[0]:.2f} against the truth, "
+                      f"{kendalltau(short, [proxy[i] for i in have])[0]:.2f} against the {args.proxy_epochs}-epoch proxy; "
+                      f"epoch {e} of the full runs {kendalltau(at_e, [truth[i] for i in have])[0]:.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -238,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=27, help="full-budget epochs")
     parser.add_argument("--proxy-epochs", type=int, default=6)
+    parser.add_argument("--extra-proxy-epochs", type=lambda s: [int(x) for x in s.split(",") if x], default=[3],
+                        help="shorter proxies also recorded per design, comma-separated epochs ('' for none)")
     parser.add_argument("--seeds", type=int, default=2, help="full-budget seeds")
     parser.add_argument("--img-size", type=int, default=16)
     parser.add_argument("--train-subset", type=int, default=2000)

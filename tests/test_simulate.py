@@ -164,3 +164,31 @@ def test_study_bounds_are_a_real_searchs_and_the_truth_is_still_scored_on_the_ta
     assert set(sim.merge({**plain, "search_bounds": "study"}, out)["methods"]) == {"random", "asha"}
     with pytest.raises(ValueError, match="search_bounds: unknown value 'x'; allowed: table, study"):
         sim.simulate(["random"], 1, t, 54, search_bounds="x")
+
+
+def test_a_shorter_recorded_proxy_is_its_own_run_and_a_missing_one_is_a_clear_error(table, tmp_path):
+    import dataclasses
+
+    from benchmarks.table import read_rows
+
+    t, space = table
+    assert t.proxy_lengths() == [3, 6]
+    for d in t.designs:  # the 3-epoch proxy is its own run (schedule sized to 3 epochs), not the 6-epoch one cut
+        assert len(d.proxy_run(3)) == 3 and d.proxy_run(6) is d.proxy and len(d.proxy) == 6
+    assert sum(d.proxy_run(3)[-1]["val_accuracy"] != d.proxy[2]["val_accuracy"] for d in t.designs) > len(t.designs) // 2
+    run = _replay(table, "knowncost_proxy3_nostop", budget=3 * 5)
+    assert len(run.order) == 5 and run.trace[-1][0] == 15  # five designs of 3 epochs each
+    # a table where one design lacks the 3-epoch proxy: the main proxy still loads, the short one is refused
+    rows = read_rows(sim.DEFAULT_TABLE)
+    drop = next(i for i, r in enumerate(rows) if r["kind"] == "proxy" and r.get("epochs") == 3)
+    path = tmp_path / "table.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for i, r in enumerate(rows) if i != drop))
+    partial = sim.Table.load(path)
+    assert partial.proxy_lengths() == [6] and len(partial.designs) == len(t.designs)
+    for d in partial.designs:
+        d.optuna_params = space.to_params(Architecture.from_dict(d.arch))
+    with pytest.raises(ValueError, match="proxy_epochs 3 is not recorded"):
+        sim.replay(sim.METHODS["knowncost_proxy3_curve"], partial, space, 0, 30, partial.bounds(), partial.true_front())
+    with pytest.raises(ValueError, match="proxy_epochs 4 is not recorded"):
+        sim.replay(dataclasses.replace(sim.METHODS["knowncost_proxy3_curve"], proxy_epochs=4), t, space, 0, 30,
+                   t.bounds(), t.true_front())
