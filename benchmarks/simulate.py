@@ -23,7 +23,8 @@ What is real and what is simulated:
   ``AccuracyASHA``, Ray's ``AsyncHyperBandScheduler`` with three brackets, Syne Tune's MOASHA
   (:mod:`benchmarks._moasha`, when syne-tune is installed);
 - **training is the table**: a trial of design ``d`` under simulation seed ``s`` reads one of ``d``'s two
-  recorded full-budget runs (chosen at random by ``s``), epoch by epoch, or its recorded 6-epoch proxy run;
+  recorded full-budget runs (chosen at random by ``s``), epoch by epoch, or its recorded 6-epoch proxy run
+  (the 3-epoch one for a method with ``proxy_epochs=3``);
   it is charged the epochs it ran and their recorded seconds. Trials run one at a time (one worker).
 
 **The truth of a design** is its mean final accuracy over the two recorded full-budget seeds. A method's front
