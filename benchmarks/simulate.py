@@ -205,6 +205,17 @@ class Method:
     proxy_epochs: int | None = None
     curve: bool = False  # ParetoASHA's learning-curve-aware stopping
     startup: int | None = None  # knowncost's random start-up proposals (None: make_sampler's rule)
+    #: promotion at one synchronous rung: for this fraction of the search budget trials run ``proxy_epochs``
+    #: epochs; then the Pareto front of those runs is promoted to the table's main proxy (most accurate first),
+    #: the other first-stage designs count as stopped at that rung, and the search goes on with the main proxy
+    #: (0: no promotion)
+    promote_at: float = 0.0
+    #: with ``promote_at``: the first stage runs the first ``proxy_epochs`` epochs of the main proxy (its cosine
+    #: schedule sized to the main length) and promotion resumes them, charging the epochs left (ASHA's pause and
+    #: resume); without it, the first stage is the recorded shorter proxy and promotion trains from scratch
+    resume: bool = False
+    #: with ``promote_at``: how many of the rung's non-dominated fronts are promoted (1: its Pareto front)
+    promote_fronts: int = 1
     #: KnownCostSampler attributes set after make_sampler (e.g. the former default's ``calibrate=False``)
     sampler_attrs: tuple[tuple[str, Any], ...] = ()
     about: str = ""
@@ -244,6 +255,18 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            about="known-cost EHVI, ParetoASHA (rank rule, rung 1) on the 3-epoch proxy"),
     Method("knowncost_proxy3_nostop", "knowncost", "none", "proxy", proxy_epochs=3,
            about="known-cost EHVI on the 3-epoch proxy, no early stopping"),
+    Method("knowncost_promote_restart", "knowncost", "pareto", "proxy", curve=True, proxy_epochs=3, promote_at=0.25,
+           about="the 3-epoch proxy for B/4, then its Pareto front retrained on the 6-epoch proxy, then 6 epochs"),
+    Method("knowncost_promote_resume", "knowncost", "pareto", "proxy", curve=True, proxy_epochs=3, promote_at=0.25,
+           resume=True, about="6-epoch runs paused at epoch 3 for B/4, then their Pareto front resumed to 6, then 6"),
+    Method("knowncost_promote_resume_2f", "knowncost", "pareto", "proxy", curve=True, proxy_epochs=3,
+           promote_at=0.25, resume=True, promote_fronts=2,
+           about="knowncost_promote_resume promoting the rung's first two non-dominated fronts"),
+    Method("knowncost_promote_resume_3f", "knowncost", "pareto", "proxy", curve=True, proxy_epochs=3,
+           promote_at=0.25, resume=True, promote_fronts=3,
+           about="knowncost_promote_resume promoting the rung's first three non-dominated fronts"),
+    Method("knowncost_proxy_g3", "knowncost", "pareto", "proxy", grace=3,
+           about="known-cost EHVI, ParetoASHA's rank rule at one rung, epoch 3 of the 6-epoch proxy"),
     Method("knowncost", "knowncost", about="known-cost EHVI (params exact, throughput predicted), full budget"),
     Method("knowncost_pareto", "knowncost", "pareto", about="known-cost EHVI, ParetoASHA (grace 1, eta 3), full"),
     Method("pareto_curve", "random", "pareto", curve=True,
@@ -321,6 +344,7 @@ class Run:
     refused: int = 0  # proposals over the params budget, refused at 0 epochs
     wasted: int = 0  # epochs spent on designs an already-trained design beat on both costs and on truth
     order: list[str] = field(default_factory=list)  # the keys of the designs trained, in order
+    promoted: list[str] = field(default_factory=list)  # the keys promoted at the rung (``Method.promote_at``)
 
 
 def _truth_hv(front: list[Design], bounds) -> float:
@@ -355,7 +379,10 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
     rng = random.Random(seed)
     sb = search_bounds or bounds
     max_t = (method.proxy_epochs or table.proxy_epochs) if method.fidelity == "proxy" else table.epochs
-    if method.fidelity == "proxy" and max_t not in table.proxy_lengths():
+    if method.resume and not (method.promote_at and max_t < table.proxy_epochs):
+        raise ValueError(f"method {method.name}: resume needs promote_at and proxy_epochs below the main proxy's "
+                         f"{table.proxy_epochs}")
+    if method.fidelity == "proxy" and max_t not in table.proxy_lengths() and not method.resume:
         raise ValueError(f"method {method.name}: proxy_epochs {max_t} is not recorded for every table design "
                          f"(recorded: {table.proxy_lengths()}; python -m benchmarks.table record adds it)")
     search_budget = budget * (1 - method.retrain)
@@ -382,7 +409,18 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
     observed: dict[int, list[float]] = {}
     spent, seconds, trace, stopped_n, order, refused, wasted = 0, 0.0, [], 0, [], 0, 0
     seen_optimal, stopped_optimal = 0, 0
+    promoted, promoted_keys = not method.promote_at, []
     while spent < search_budget and snap.unused:
+        if not promoted and spent >= method.promote_at * search_budget:
+            promoted, max_t = True, table.proxy_epochs
+            study, spent, seconds, demoted, promoted_keys = _promote(study, observed, table, sampler, max_t, spent, seconds,
+                                                      search_budget, trace, bounds,
+                                                      method.proxy_epochs if method.resume else 0,
+                                                      method.promote_fronts)
+            stopped_n += len(demoted)  # stopped at the rung: never trained further
+            stopped_optimal += sum(table.designs[i].key in true_front for i in demoted)
+            scheduler = _scheduler(method, max_t, sb, seed)
+            continue
         asked = study.ask()
         space.suggest(asked)
         i = snap.take(asked.params)
@@ -403,7 +441,10 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
         # a design an already-trained design beats on both costs and on truth: its epochs are wasted
         beaten = any(table.designs[j].truth >= d.truth and table.designs[j].params <= d.params
                      and table.designs[j].throughput >= d.throughput for j in observed)
-        curve = d.proxy_run(max_t) if method.fidelity == "proxy" else d.full[rng.choice(sorted(d.full))]
+        if method.resume and not promoted:
+            curve = d.proxy[:max_t]
+        else:
+            curve = d.proxy_run(max_t) if method.fidelity == "proxy" else d.full[rng.choice(sorted(d.full))]
         rt = _RayTrial(str(asked.number), {HINT_KEY: {"params": d.params, "throughput": d.throughput}})
         if scheduler is not None and hasattr(scheduler, "on_trial_add"):
             scheduler.on_trial_add(None, rt)
@@ -454,7 +495,55 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
             observed[i] = [run[-1]["val_accuracy"], d.params, d.throughput]
             trace.append((spent, seconds, _truth_hv(_observed_front(observed, table), bounds)))
     return Run(method.name, seed, trace, len(order), stopped_n, seen_optimal, stopped_optimal, refused, wasted,
-               order)
+               order, promoted_keys)
+
+
+def _promote(study, observed: dict[int, list[float]], table: Table, sampler, max_t: int, spent: int,
+             seconds: float, budget: float, trace: list, bounds, resumed: int = 0, fronts: int = 1):
+    """Promotion at one synchronous rung (successive halving keeping the rung's first Pareto front): the
+    designs on the front of ``observed`` (first-stage results) are trained on the ``max_t``-epoch proxy, most
+    accurate first, until ``budget`` epochs are spent; ``resumed`` > 0: they resume after that many epochs (a
+    paused run), else they train from scratch. The search goes on in a new study where the promoted designs
+    are complete with their ``max_t``-epoch accuracy and the other first-stage designs are pruned (seen, never
+    proposed again); they leave ``observed`` (updated in place) too. Returns (study, spent, seconds, the
+    indices of the designs stopped at the rung, the keys of those promoted)."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from nas import objectives
+
+    keys_in = list(observed)
+    ranks = objectives.nondominated_sort([[-observed[k][0], observed[k][1], -observed[k][2]] for k in keys_in])
+    front = {keys_in[int(j)] for r in ranks[:fronts] for j in r}
+    by_params = {repr(sorted(table.designs[i].optuna_params.items())): i for i in observed}
+    new = optuna.create_study(directions=study.directions, sampler=sampler)
+    dists = {}
+    for t in study.get_trials(deepcopy=False):
+        i = by_params.get(repr(sorted(t.params.items()))) if t.state == TrialState.COMPLETE else None
+        if i is None:
+            new.add_trial(t)
+            continue
+        dists[i] = t.distributions
+        if i not in front:
+            new.add_trial(create_trial(params=t.params, distributions=t.distributions, state=TrialState.PRUNED,
+                                       user_attrs=dict(t.user_attrs), system_attrs=dict(t.system_attrs)))
+    demoted = [j for j in observed if j not in front]
+    for i in demoted:
+        del observed[i]
+    keys = []
+    for i in sorted(front, key=lambda k: -observed[k][0]):
+        if spent >= budget:
+            break
+        d = table.designs[i]
+        keys.append(d.key)
+        run = d.proxy_run(max_t)
+        spent += max_t - resumed
+        seconds += sum(float(p["seconds"]) for p in run[resumed:])
+        observed[i] = [run[-1]["val_accuracy"], d.params, d.throughput]
+        new.add_trial(create_trial(params=d.optuna_params, distributions=dists[i], values=observed[i],
+                                   user_attrs={"arch": d.arch}))
+        trace.append((spent, seconds, _truth_hv(_observed_front(observed, table), bounds)))
+    return new, spent, seconds, demoted, keys
 
 
 def hv_at(run: Run, epochs: float) -> float:

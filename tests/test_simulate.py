@@ -192,3 +192,30 @@ def test_a_shorter_recorded_proxy_is_its_own_run_and_a_missing_one_is_a_clear_er
     with pytest.raises(ValueError, match="proxy_epochs 4 is not recorded"):
         sim.replay(dataclasses.replace(sim.METHODS["knowncost_proxy3_curve"], proxy_epochs=4), t, space, 0, 30,
                    t.bounds(), t.true_front())
+
+
+def test_promotion_pauses_runs_at_the_rung_and_resumes_only_the_rungs_pareto_front(table):
+    import dataclasses
+
+    t, space = table
+    run = _replay(table, "knowncost_promote_resume", budget=60)  # the rung's stage: the first 15 epochs
+    first = [e for e, _, _ in run.trace[:5]]
+    assert first == [3, 6, 9, 12, 15]  # five designs paused after 3 epochs of the 6-epoch proxy
+    stage = [next(d for d in t.designs if d.key == k) for k in run.order[:5]]
+    rows = [[d.proxy[2]["val_accuracy"], *d.costs()] for d in stage]  # epoch 3 of the 6-epoch run
+    front = {stage[i].key for i in sim._front_indices(rows)}
+    assert set(run.promoted) == front and 0 < len(front) < 5
+    by_key = {d.key: d for d in stage}
+    accs = [by_key[k].proxy[2]["val_accuracy"] for k in run.promoted]
+    assert accs == sorted(accs, reverse=True)  # most accurate first
+    # each promoted design resumes: 3 more epochs, not 6
+    assert [e for e, _, _ in run.trace[5:5 + len(front)]] == [15 + 3 * (j + 1) for j in range(len(front))]
+    assert run.stopped >= 5 - len(front)  # the rest stopped at the rung
+    assert run.trace[-1][0] <= 60 and run.order[5:] and not set(run.order[5:]) & set(run.order[:5])
+    # restarting instead charges the whole 6-epoch run per promoted design
+    restart = _replay(table, "knowncost_promote_restart", budget=60)
+    k = len(restart.promoted)
+    assert [e for e, _, _ in restart.trace[5:5 + k]] == [15 + 6 * (j + 1) for j in range(k)]
+    with pytest.raises(ValueError, match="resume needs promote_at"):
+        sim.replay(dataclasses.replace(sim.METHODS["knowncost_promote_resume"], promote_at=0.0), t, space, 0, 30,
+                   t.bounds(), t.true_front())
