@@ -260,3 +260,35 @@ def test_peak_memory_tracker_counts_live_tensors():
     assert tracker.peak == 8000
     assert tracker.current == 2000
     assert math.isfinite(c.sum().item())
+
+
+def test_a_run_paused_and_resumed_from_its_saved_state_is_the_uninterrupted_run(digits, tmp_path):
+    """Pause after epoch 2 of a 3-epoch run (schedule sized to 3), save the state with torch.save, build a
+    fresh model (other initial weights), resume: the curve and the weights are the uninterrupted run's."""
+    from trainers.proxy import seed_everything
+
+    data = load_dataset("digits", train_subset=320, val_subset=100)
+    arch = Architecture(embed_dim=32, depth=1, num_heads=2, patch_size=4)
+    config = ProxyConfig(epochs=3, seed=3)
+
+    def fresh(seed):
+        seed_everything(seed)
+        return build_model(arch, img_size=16, in_chans=1, num_classes=10)
+
+    whole_model = fresh(0)
+    whole = train_proxy(whole_model, data, config)
+    paused_model, state = fresh(0), {}
+    first = train_proxy(paused_model, data, config, pause_at=2, state=state)
+    assert first == whole[:2] and state["epoch"] == 2 and len(state["history"]) == 2
+    torch.save(state, tmp_path / "paused.pt")
+    resumed_model = fresh(1)  # other initial weights and RNG: all of it must come from the state
+    seen = []
+    rest = train_proxy(resumed_model, data, config, report=lambda e, r: seen.append(e),
+                       state=torch.load(tmp_path / "paused.pt", weights_only=False))
+    assert rest == whole and seen == [3]
+    for (name, a), b in zip(whole_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match=r"^pause_at: must be an integer in \[3, 2\]"):
+        train_proxy(fresh(0), data, config, pause_at=2, state=torch.load(tmp_path / "paused.pt", weights_only=False))
+    with pytest.raises(ValueError, match="^state: pause_at needs a dict"):
+        train_proxy(fresh(0), data, config, pause_at=1)

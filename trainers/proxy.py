@@ -198,17 +198,38 @@ def _resident(data: ImageData, device: torch.device) -> tuple[torch.Tensor, torc
 
 
 def train_proxy(model: nn.Module, data: ImageData, config: ProxyConfig, report: ReportFn | None = None,
-                device: torch.device | None = None, lock: DeviceLock | None = None) -> list[dict[str, float]]:
+                device: torch.device | None = None, lock: DeviceLock | None = None, *,
+                pause_at: int | None = None, state: dict[str, Any] | None = None) -> list[dict[str, float]]:
     """Train ``model`` in place for ``config.epochs`` epochs; return the per-epoch history.
 
     ``lock``: held shared for each step, so a throughput measurement on the same device (which holds it
     exclusively) never overlaps a training step.
 
+    Pause and resume (successive halving with promotion, ASHA's pause, arXiv 1810.05934): with ``pause_at``
+    the run stops after that epoch, its schedule still sized to ``config.epochs``, and ``state`` (a dict) is
+    filled with what resuming needs: ``epoch``, ``model`` and ``optimizer`` state dicts (AdamW's moments),
+    ``update`` (the schedule's step), the batch-order generator's and torch's RNG states and the history so
+    far; plain tensors and numbers, for ``torch.save``. Given such a ``state`` (and no ``pause_at``, or a
+    later one), the run resumes there: the weights are loaded into ``model`` and the returned history is the
+    whole run's. On the CPU, pausing and resuming gives the same curve as one uninterrupted run.
+
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (the message says at which step); checked every
             ``config.check_every`` steps and at the end of each epoch, so up to that many steps may run first.
+        ValueError: ``pause_at`` not in ``[1, config.epochs)`` or not after the resumed epoch, or ``pause_at``
+            without a ``state`` dict to fill.
     """
+    start = int(state["epoch"]) if state else 0
+    if pause_at is not None and (not isinstance(pause_at, int) or not start < pause_at < config.epochs):
+        raise ValueError(f"pause_at: must be an integer in [{start + 1}, {config.epochs - 1}] (after the resumed "
+                         f"epoch {start}, before the run's {config.epochs} epochs), got {pause_at!r}")
+    if pause_at is not None and state is None:
+        raise ValueError("state: pause_at needs a dict to fill with the paused run's state")
+    if start >= config.epochs:
+        raise ValueError(f"state: the paused run is at epoch {start}, not before the run's {config.epochs} epochs")
     device = device or resolve_device(config.device)
+    if start:
+        model.load_state_dict(state["model"])
     model.to(device)
     x_all, y_all = _resident(data, device)
     steps_per_epoch = max(1, math.ceil(len(data.y_train) / config.batch_size))
@@ -220,8 +241,15 @@ def train_proxy(model: nn.Module, data: ImageData, config: ProxyConfig, report: 
     g = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
     update = 0
+    if start:
+        optimizer.load_state_dict(state["optimizer"])
+        update = int(state["update"])
+        scheduler.step_update(update)
+        g.set_state(state["generator"])
+        torch.set_rng_state(state["rng"])
+        history = [dict(r) for r in state["history"]]
     step_lock = lock.shared if lock is not None else nullcontext
-    for epoch in range(config.epochs):
+    for epoch in range(start, pause_at or config.epochs):
         model.train()
         perm = torch.randperm(len(data.y_train), generator=g).to(x_all.device)
         total = torch.zeros((), device=device)
@@ -254,6 +282,11 @@ def train_proxy(model: nn.Module, data: ImageData, config: ProxyConfig, report: 
         history.append(record)
         if report is not None:
             report(epoch + 1, record)
+    if pause_at is not None:
+        state.clear()
+        state.update(epoch=pause_at, update=update, history=[dict(r) for r in history], generator=g.get_state(),
+                     rng=torch.get_rng_state(), model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                     optimizer=optimizer.state_dict())
     return history
 
 
