@@ -247,9 +247,54 @@ def summary(args: argparse.Namespace) -> None:
                       f"epoch {e} of the full runs {kendalltau(at_e, [truth[i] for i in have])[0]:.2f}")
 
 
+def resume_check(args: argparse.Namespace) -> None:
+    """What the replay's promotion assumes (``benchmarks.simulate``, ``Method.resume``): a proxy run paused at
+    epoch ``--pause-at`` and resumed from its saved state (``train_proxy(pause_at=..., state=...)`` and
+    ``torch.save``) is the recorded uninterrupted run. For the ``--designs`` table designs of the cheapest
+    recorded proxy, trains the main proxy uninterrupted and paused then resumed, and prints the largest
+    per-epoch accuracy difference between the two and against the recorded curve."""
+    import tempfile
+
+    import torch
+
+    from search_spaces import Architecture, build_model
+    from trainers import ProxyConfig, load_dataset, train_proxy
+    from trainers.proxy import seed_everything
+
+    torch.set_num_threads(args.threads)
+    proto = protocol(args)
+    recorded = {r["key"]: r for r in read_rows(Path(args.out)) if r.get("protocol") == proto and r["kind"] == "proxy"
+                and r.get("epochs") == args.proxy_epochs and r.get("final") is not None}
+    data = load_dataset("fashion_mnist", args.data_dir, train_subset=args.train_subset, val_subset=args.val_subset,
+                        img_size=args.img_size)
+    config = ProxyConfig(epochs=args.proxy_epochs, device="cpu", seed=0)
+    for row in sorted(recorded.values(), key=lambda r: r["seconds"])[:args.designs]:
+        arch = Architecture.from_dict(row["arch"])
+
+        def fresh(arch=arch):
+            seed_everything(0)  # as the recorder builds it
+            return build_model(arch, img_size=data.img_size, in_chans=data.in_chans, num_classes=data.num_classes)
+
+        whole = train_proxy(fresh(), data, config, device=torch.device("cpu"))
+        state: dict = {}
+        train_proxy(fresh(), data, config, device=torch.device("cpu"), pause_at=args.pause_at, state=state)
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(state, Path(tmp) / "paused.pt")
+            state = torch.load(Path(tmp) / "paused.pt", weights_only=False)
+        seed_everything(1)  # another RNG and other initial weights before resuming: the state must carry it all
+        resumed = train_proxy(build_model(arch, img_size=data.img_size, in_chans=data.in_chans,
+                                          num_classes=data.num_classes), data, config, device=torch.device("cpu"),
+                              state=state)
+        vs_whole = max(abs(a["val_accuracy"] - b["val_accuracy"]) for a, b in zip(whole, resumed))
+        vs_table = max(abs(a["val_accuracy"] - b["val_accuracy"]) for a, b in zip(row["curve"], resumed))
+        print(f"{arch.describe()}: resumed at epoch {args.pause_at}, final {resumed[-1]['val_accuracy']:.4f}; "
+              f"largest |difference| against the uninterrupted run {vs_whole:.4f}, against the table's {vs_table:.4f}",
+              flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("command", choices=["record", "summary"])
+    parser.add_argument("command", choices=["record", "summary", "resume-check"])
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--designs", type=int, default=120, help="sampled designs (besides the presets)")
@@ -266,8 +311,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="record at most this many more designs")
     parser.add_argument("--shard", type=int, default=0, help="with --shards N: record designs i with i %% N == SHARD")
     parser.add_argument("--shards", type=int, default=1, help="recorders side by side, each on its own shard")
+    parser.add_argument("--pause-at", type=int, default=3, help="resume-check: the epoch the proxy pauses after")
     args = parser.parse_args(argv)
-    record(args) if args.command == "record" else summary(args)
+    {"record": record, "summary": summary, "resume-check": resume_check}[args.command](args)
 
 
 if __name__ == "__main__":
