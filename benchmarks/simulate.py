@@ -206,7 +206,7 @@ class Method:
     curve: bool = False  # ParetoASHA's learning-curve-aware stopping
     startup: int | None = None  # knowncost's random start-up proposals (None: make_sampler's rule)
     #: promotion at one synchronous rung: for this fraction of the search budget trials run ``proxy_epochs``
-    #: epochs; then the Pareto front of those runs is promoted to the table's main proxy (most accurate first),
+    #: epochs; then the Pareto front of those runs (``promote_fronts``) goes on to the main proxy (most accurate first),
     #: the other first-stage designs count as stopped at that rung, and the search goes on with the main proxy
     #: (0: no promotion)
     promote_at: float = 0.0
@@ -500,8 +500,9 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
 
 def _promote(study, observed: dict[int, list[float]], table: Table, sampler, max_t: int, spent: int,
              seconds: float, budget: float, trace: list, bounds, resumed: int = 0, fronts: int = 1):
-    """Promotion at one synchronous rung (successive halving keeping the rung's first Pareto front): the
-    designs on the front of ``observed`` (first-stage results) are trained on the ``max_t``-epoch proxy, most
+    """Promotion at one synchronous rung (successive halving keeping the rung's first ``fronts``
+    non-dominated fronts; 1: its Pareto front): the designs on those fronts of ``observed`` (first-stage
+    results, accuracy, params and throughput) are trained on the ``max_t``-epoch proxy, most
     accurate first, until ``budget`` epochs are spent; ``resumed`` > 0: they resume after that many epochs (a
     paused run), else they train from scratch. The search goes on in a new study where the promoted designs
     are complete with their ``max_t``-epoch accuracy and the other first-stage designs are pruned (seen, never
