@@ -271,8 +271,8 @@ def resume_check(args: argparse.Namespace) -> None:
     for row in sorted(recorded.values(), key=lambda r: r["seconds"])[:args.designs]:
         arch = Architecture.from_dict(row["arch"])
 
-        def fresh(arch=arch):
-            seed_everything(0)  # as the recorder builds it
+        def fresh(seed: int = 0, arch=arch):  # seed 0: as the recorder builds it
+            seed_everything(seed)
             return build_model(arch, img_size=data.img_size, in_chans=data.in_chans, num_classes=data.num_classes)
 
         whole = train_proxy(fresh(), data, config, device=torch.device("cpu"))
@@ -281,10 +281,8 @@ def resume_check(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(state, Path(tmp) / "paused.pt")
             state = torch.load(Path(tmp) / "paused.pt", weights_only=False)
-        seed_everything(1)  # another RNG and other initial weights before resuming: the state must carry it all
-        resumed = train_proxy(build_model(arch, img_size=data.img_size, in_chans=data.in_chans,
-                                          num_classes=data.num_classes), data, config, device=torch.device("cpu"),
-                              state=state)
+        # another RNG and other initial weights before resuming: the state must carry it all
+        resumed = train_proxy(fresh(1), data, config, device=torch.device("cpu"), state=state)
         vs_whole = max(abs(a["val_accuracy"] - b["val_accuracy"]) for a, b in zip(whole, resumed))
         vs_table = max(abs(a["val_accuracy"] - b["val_accuracy"]) for a, b in zip(row["curve"], resumed))
         print(f"{arch.describe()}: resumed at epoch {args.pause_at}, final {resumed[-1]['val_accuracy']:.4f}; "
