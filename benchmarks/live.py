@@ -53,13 +53,19 @@ def search_config(method: sim.Method, table: sim.Table, seed: int, budget: int, 
     """
     from nas.engine.search import SearchConfig
 
-    if method.scheduler in ("hyperband", "moasha") or method.retrain or method.sampler_attrs:
-        raise ValueError(f"method: {method.name} is simulated only; live: a method of vitnas' own settings")
+    if method.scheduler in ("hyperband", "moasha") or method.retrain or method.sampler_attrs or (
+            method.promote_at and not (method.resume and method.proxy_epochs == table.proxy_epochs // 2)):
+        raise ValueError(f"method: {method.name} is simulated only; live: a method of vitnas' own settings "
+                         "(promotion: paused runs resumed at half the proxy's epochs)")
     proto = table.protocol
     name = f"live-{method.name}-s{seed}"
+    if method.resume:  # the search's promotion: the main proxy's runs pause at its half, then resume
+        epochs = table.proxy_epochs
+    else:
+        epochs = (method.proxy_epochs or table.proxy_epochs) if method.fidelity == "proxy" else table.epochs
     return SearchConfig(
-        study=name, trials=100_000, epoch_budget=budget, seed=seed,
-        epochs=(method.proxy_epochs or table.proxy_epochs) if method.fidelity == "proxy" else table.epochs,
+        study=name, trials=100_000, epoch_budget=budget, seed=seed, epochs=epochs,
+        promote_at=method.promote_at, promote_fronts=method.promote_fronts,
         dataset="fashion_mnist", data_dir=data_dir, img_size=int(proto["img_size"]),
         train_subset=int(proto["train_subset"]), val_subset=int(proto["val_subset"]),
         storage=f"sqlite:///{workdir / f'{name}.db'}", run_dir=str(workdir / "runs"),

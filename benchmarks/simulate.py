@@ -278,7 +278,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            about="auto sampler with the presets first, ParetoASHA, full budget"),
 )}
 #: The method vitnas' defaults correspond to (the search's own default settings, replayed).
-DEFAULT_METHOD = "knowncost_proxy_curve"
+DEFAULT_METHOD = "knowncost_promote_resume_3f"
 
 
 # ---------------------------------------------------------------------------------------------- replay

@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import objectives
-from nas.study import read_trials
+from nas.study import read_trials, superseded
 from search_spaces import registry
 from search_spaces.genes import ATTENTIONS, Architecture, GeneError
 
@@ -230,8 +230,9 @@ def load_data(study: optuna.Study | StudyData, bounds: objectives.HVBounds | Non
         a = arch.get("attention") if isinstance(arch, dict) else t.params.get("attention")
         attention.append(a if a in ATTENTION_COLORS else "other")
         genes.append(_describe(t, _arch_of(t, archs)))
-    # As study.best_trials (as nas.study.pareto_front).
-    front = {t.number for t in objectives.front_trials(finite, study.directions)}
+    # As study.best_trials (as nas.study.pareto_front: trials paused at the promotion rung leave it once promoted).
+    gone = superseded(study)
+    front = {t.number for t in objectives.front_trials([t for t in finite if t.number not in gone], study.directions)}
     metric_names = getattr(study, "metric_names", None) or list(names)
     return StudyData(
         study_name=study.study_name, directions=list(study.directions), trials=trials, complete=complete,

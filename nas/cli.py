@@ -294,7 +294,7 @@ def _search(**options: Any) -> None:
             if "study" not in opened:
                 opened["study"] = load_study(storage, study)
             return sum(1 for t in opened["study"].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                       if not t.user_attrs.get("refused"))
+                       if not t.user_attrs.get("refused") and not t.user_attrs.get("paused_at"))
         except ValueError:
             return 0
 
@@ -308,8 +308,9 @@ def _search(**options: Any) -> None:
             m = ev.metrics
             reused = f" (reused trial {m['reused_from']})" if m.get("reused_from") is not None else ""
             measured = "  ".join(o.brief(m.get(o.name)) for o in objectives.spec())
-            progress.console.print(f"  [green]trial {ev.number:>3}[/] {escape(measured)}  {escape(str(ev.arch))}{reused}",
-                                   highlight=False)
+            paused = f" paused at epoch {m['paused_at']}" if m.get("paused_at") else ""
+            progress.console.print(f"  [green]trial {ev.number:>3}[/]{paused} {escape(measured)}  {escape(str(ev.arch))}"
+                                   f"{reused}", highlight=False)
             progress.update(task, completed=done_count())
         elif ev.kind == "pruned":
             m = ev.metrics
@@ -324,6 +325,8 @@ def _search(**options: Any) -> None:
         elif ev.kind == "stopped":
             progress.console.print(f"  [yellow]trial {ev.number:>3} stopped[/] by the time budget  {escape(str(ev.arch))}",
                                    highlight=False)
+        elif ev.kind == "promoted":
+            progress.console.print(f"  [cyan]{escape(str(ev.reason))}[/]", highlight=False)
         elif ev.kind == "stalled":
             progress.console.print(f"  [yellow]stopped:[/] {escape(str(ev.reason))}", highlight=False)
         elif ev.kind == "fail":

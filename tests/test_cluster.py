@@ -35,7 +35,7 @@ def _search(tmp_path, storage, *extra, trials=3):
     # Image subsets keep the proxy training short; what is checked is the storage and the concurrency.
     cmd = [sys.executable, "-m", "nas", "search", "--study", "cluster", "--trials", str(trials), "--epochs", "2",
            "--train-subset", "200", "--val-subset", "100", "--config", str(tmp_path / "space.yaml"), "--no-presets",
-           "--storage", storage, "--run-dir", str(tmp_path / "runs"), "--max-concurrent", "2", *extra]
+           "--storage", storage, "--run-dir", str(tmp_path / "runs"), "--max-concurrent", "2", "--promote-at", "0", *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", **RAY_ENV)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

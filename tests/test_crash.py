@@ -53,8 +53,15 @@ def test_sigkill_then_rerun_reaches_the_target(tmp_path):
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
     assert second.returncode == 0, second.stderr[-2000:]
     trials = _trials(storage)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 4  # exactly the target
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("paused_at")]
+    assert len(complete) == 4  # exactly the target (trials paused at the promotion rung are not complete ones)
+    # the kill came while trials paused at the rung (a quarter of 4 x 3 epochs); the rerun promoted them, and
+    # each promoted trial resumed once from its state file
+    record = optuna.load_study(study_name="crash", storage=storage).user_attrs["promotion"]
+    assert record["paused"] and all(trials[n].user_attrs["paused_at"] == 1 for n in record["paused"])
+    resumed = [t.user_attrs["resumed_from"]["trial"] for t in complete if t.user_attrs.get("resumed_from")]
+    assert sorted(resumed) == sorted(record["promoted"])
+    assert all(os.path.isfile(trials[n].user_attrs["paused_state"]) for n in record["paused"])
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     for number in running:
         assert trials[number].state == TrialState.FAIL

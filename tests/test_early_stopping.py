@@ -97,8 +97,8 @@ def test_search_with_a_pruned_trial_end_to_end(tmp_path, small_space):
                 return decision
 
         factory = search._scheduler
-        def scheduler(config, study, meta):
-            made = factory(config, study, meta)
+        def scheduler(config, study, meta, *rest):
+            made = factory(config, study, meta, *rest)
             made.__class__ = StopTrialOne
             return made
         search._scheduler = scheduler
@@ -106,7 +106,7 @@ def test_search_with_a_pruned_trial_end_to_end(tmp_path, small_space):
     """)
     args = ["search", "--study", "es", "--trials", "2", "--epochs", "2", "--train-subset", "200", "--val-subset",
             "100", "--no-presets", "--sampler", "random", "--storage", storage, "--run-dir", str(tmp_path / "runs"),
-            "--config", small_space]  # small designs: the scheduler, not the space, is under test
+            "--config", small_space, "--promote-at", "0"]  # small designs, no rung: the scheduler is under test
     env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200")
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

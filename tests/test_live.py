@@ -23,9 +23,16 @@ def test_the_default_and_random_map_to_the_searches_they_replay(table, tmp_path)
     assert (default.sampler, default.scheduler, default.early_stopping) == ("knowncost", "curve", True)
     assert default.epochs == table.proxy_epochs and default.epoch_budget == budget and default.seed == 2
     assert (default.img_size, default.train_subset, default.val_subset) == (16, 2000, 1000)
-    assert default.storage == f"sqlite:///{Path(tmp_path) / 'live-knowncost_proxy_curve-s2.db'}"
+    assert default.storage == f"sqlite:///{Path(tmp_path) / 'live-knowncost_promote_resume_3f-s2.db'}"
+    # the replayed promotion is the search's own default: rung at half the proxy, B/4, three fronts
+    fresh = type(default)()
+    assert (default.promote_at, default.promote_fronts, default.rung_epochs) == (
+        fresh.promote_at, fresh.promote_fronts, sim.METHODS[sim.DEFAULT_METHOD].proxy_epochs)
     random = live.search_config(sim.METHODS["random"], table, 0, budget, tmp_path, "data")
     assert (random.sampler, random.early_stopping, random.presets, random.epochs) == ("random", False, False, 27)
+    assert random.promote_at == 0 and random.rung_epochs is None
+    with pytest.raises(ValueError, match="promote_restart is simulated only"):  # a restart cannot be resumed
+        live.search_config(sim.METHODS["knowncost_promote_restart"], table, 0, budget, tmp_path, "data")
     with pytest.raises(ValueError, match="moasha is simulated only"):
         live.search_config(sim.METHODS["moasha"], table, 0, budget, tmp_path, "data")
     with pytest.raises(ValueError, match="tree_spread is simulated only"):  # a sampler setting the search lacks

@@ -137,7 +137,8 @@ RUNS = [("auto", "pareto"), ("nsga2", "asha"), ("knowncost", "curve")]
 def test_a_two_trial_search_runs_end_to_end(tmp_path, one_ray, sampler, scheduler):
     config = SearchConfig(study=f"s-{sampler}", trials=2, epochs=2, sampler=sampler, scheduler=scheduler,
                           storage=f"sqlite:///{tmp_path / 'study.db'}", run_dir=str(tmp_path / "runs"),
-                          space=SPACE, presets=False, train_subset=100, val_subset=50, seed=1)
+                          space=SPACE, presets=False, train_subset=100, val_subset=50, seed=1,
+                          promote_at=0)  # every trial the full proxy (promotion: tests/test_promotion.py)
     study = run_search(config)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 2

@@ -293,8 +293,12 @@ def train_proxy(model: nn.Module, data: ImageData, config: ProxyConfig, report: 
 def evaluate_architecture(arch: Architecture, data: ImageData, config: ProxyConfig = ProxyConfig(),
                           report: ReportFn | None = None,
                           prepare: Callable[[nn.Module], None] | None = None,
-                          check: Callable[[dict[str, Any]], None] | None = None) -> TrialResult:
+                          check: Callable[[dict[str, Any]], None] | None = None, *,
+                          pause_at: int | None = None, state: dict[str, Any] | None = None) -> TrialResult:
     """Build, proxy-train and measure ``arch`` on ``data``.
+
+    ``pause_at``, ``state``: pause the training after that epoch and fill ``state``, or resume from a
+    ``state`` a paused run filled (:func:`train_proxy`); the result's accuracy is the last epoch trained.
 
     Accuracy comes from the proxy (the data set's image size). Params, FLOPs, throughput and peak memory
     are measured first (independent of the weights; each epoch's ``report`` carries ``params`` and
@@ -343,7 +347,8 @@ def evaluate_architecture(arch: Architecture, data: ImageData, config: ProxyConf
 
         train_start = time.perf_counter()
         with GpuMonitor(device) as monitor:  # what packing trials on one GPU needs to know (CUDA only)
-            history = train_proxy(model, data, config, report=on_epoch, device=device, lock=lock)
+            history = train_proxy(model, data, config, report=on_epoch, device=device, lock=lock, pause_at=pause_at,
+                                  state=state)
         train_seconds = time.perf_counter() - train_start
         model.eval()
     finally:

@@ -35,8 +35,8 @@ from optuna.trial import TrialState
 from search_spaces import SearchSpace
 
 from .. import objectives
-from ..study import trained_epochs
-from ..study.record import save_scheduler_state, set_trial_attrs
+from ..study import is_infeasible, trained_epochs
+from ..study.record import read_promotion, save_promotion, save_scheduler_state, set_trial_attrs
 from .packing import ALONE_KEY, GPU_SHARE_KEY, PackingPlan, is_out_of_memory
 from .settings import budget_violations
 from .trial import RESULT_ATTRS
@@ -77,6 +77,11 @@ class StudyDriver:
         min_sampled: designs the sampler must have proposed (trials without a ``preset`` user attribute that
             ended COMPLETE or PRUNED) before the search ends, whatever ``target``: the paper presets are a
             warm start, and a search that runs them samples at least as many designs of its own.
+        rung, promote_after: promotion at one rung (``SearchConfig.promote_at``): until the trials that ended
+            have trained ``promote_after`` epochs, each new trial pauses after ``rung`` epochs (``pause_at`` in
+            its config; stored COMPLETE with ``paused_at``, not counted as complete); then :meth:`promote_due`
+            is true and the search calls :meth:`promote`. A study that already holds full trained trials and
+            no promotion (made before promotion existed) goes on without one.
     """
 
     def __init__(self, study: optuna.Study, space: SearchSpace, img_size: int, target: int,
@@ -84,7 +89,8 @@ class StudyDriver:
                  target_img_size: int | None = None, budgets: dict[str, float] | None = None,
                  scheduler: Any = None, min_sampled: int = 0, epoch_budget: int | None = None,
                  channels: tuple[int, int] | None = None, bounds: objectives.HVBounds | None = None,
-                 max_refusals: int = MAX_REFUSALS) -> None:
+                 max_refusals: int = MAX_REFUSALS, rung: int | None = None,
+                 promote_after: float | None = None) -> None:
         self.study, self.space, self.img_size, self.target = study, space, img_size, target
         self.target_img_size = target_img_size if target_img_size not in (None, img_size) else None
         self.budgets = dict(budgets or {})
@@ -109,12 +115,18 @@ class StudyDriver:
         self.shares: dict[str, float] = {}  # trial id -> the GPU share it was given (packed searches)
         self.retry: list[tuple[optuna.Trial, str]] = []  # ran out of GPU memory packed: to run again alone
         self.retried = 0
+        self.paused = 0  # trials that paused at the promotion rung
+        self.full = 0  # trials that trained the full proxy themselves (not paused, reused or refused)
+        self.promote_after = promote_after
         from search_spaces.presets import PRESETS
 
         # a proposal that builds a paper preset is labelled one, however it was proposed (enqueued or sampled)
         self.preset_keys = {self.key(a): n for n, a in PRESETS.items() if space.contains(a)}
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)):
             self._index(t.number, t.state, t.user_attrs, t.values)
+        self.promotion = read_promotion(study)
+        # pause new trials at the rung until the promotion, unless the study already went on without one
+        self.rung = rung if rung and promote_after is not None and self.promotion is None and not self.full else None
 
     def key(self, arch: Any) -> str:
         """The canonical key of ``arch`` in this study: at the proxy's image size, and at the deployment size
@@ -129,7 +141,51 @@ class StudyDriver:
         whichever is more; 0 once ``epoch_budget`` is spent (0: the search is done)."""
         if self.epoch_budget is not None and self.epochs_trained >= self.epoch_budget:
             return 0
+        if self.promote_due():  # the round ends; the search promotes, then goes on
+            return 0
         return max(self.target - self.complete, self.min_sampled - self.sampled, len(self.retry), 0)
+
+    # ------------------------------------------------------------------ promotion
+    def promote_due(self) -> bool:
+        """Whether the trials paused at the rung have spent ``promote_after`` epochs and no trial runs (the
+        promotion is synchronous: it waits for the round's last paused trial)."""
+        return self.rung is not None and self.epochs_trained >= (self.promote_after or 0)
+
+    def promote(self, fronts: int) -> list[int]:
+        """Promotion at the rung (successive halving with pause and resume, arXiv 1810.05934): the paused
+        trials' first ``fronts`` non-dominated fronts (rung accuracy, params, throughput; budget-feasible ones
+        when any is) resume to the full proxy, most accurate first, as enqueued trials (``resume_of``); the
+        others stay stopped at the rung. The record (:func:`nas.study.record.save_promotion`) is written before
+        the trials are enqueued and the step is idempotent, so a search killed in between finishes the same
+        promotion when continued. Returns the promoted trial numbers (those enqueued now)."""
+        self.rung = None
+        record = self.promotion or read_promotion(self.study)
+        if record is None:
+            paused = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                      if t.user_attrs.get("paused_at") and t.values]
+            feasible = [t for t in paused if not is_infeasible(t)] or paused
+            ranks = objectives.nondominated_sort([objectives.loss_vector(t.values) for t in feasible]) if feasible else []
+            chosen = [feasible[int(j)] for r in ranks[:fronts] for j in r]
+            chosen.sort(key=lambda t: (-t.values[0], t.number))
+            record = {"rung": int(paused[0].user_attrs["paused_at"]) if paused else None,
+                      "epochs": self.epochs_trained, "fronts": fronts,
+                      "paused": [t.number for t in paused], "promoted": [t.number for t in chosen]}
+            save_promotion(self.study, record)
+        self.promotion = record
+        # resumes already under way or done (one failed as interrupted or stopped is enqueued again)
+        started = {t.user_attrs.get("resume_of") for t in self.study.get_trials(deepcopy=False)
+                   if t.state != TrialState.FAIL or t.user_attrs.get("fail_reason", "").split(":")[0] not in NOT_COUNTED}
+        enqueued = []
+        for number in record["promoted"]:
+            if number in started:
+                continue
+            t = self.study.get_trials(deepcopy=False)[number]
+            self.study.enqueue_trial(t.params, user_attrs={
+                "resume_of": number, "resume_state": t.user_attrs.get("paused_state"),
+                "resume_epoch": int(t.user_attrs["paused_at"]),
+                **({"preset": t.user_attrs["preset"]} if t.user_attrs.get("preset") else {})})
+            enqueued.append(number)
+        return enqueued
 
     # ------------------------------------------------------------------ bookkeeping
     def _index(self, number: int, state: TrialState, attrs: dict[str, Any], values: Any) -> None:
@@ -137,9 +193,14 @@ class StudyDriver:
         if state == TrialState.COMPLETE and attrs.get("refused"):
             self.refused += 1  # never trained: counts as no complete trial and no sampled design
             return
-        if state in (TrialState.COMPLETE, TrialState.PRUNED) and not attrs.get("preset"):
+        if state in (TrialState.COMPLETE, TrialState.PRUNED) and not attrs.get("preset") and not attrs.get("resumed_from"):
             self.sampled += 1
         self.epochs_trained += trained_epochs(state, attrs)
+        if state == TrialState.COMPLETE and attrs.get("paused_at"):
+            self.paused += 1  # the rung's accuracy: neither complete nor a result to reuse
+            return
+        if state == TrialState.COMPLETE and "reused_from" not in attrs:
+            self.full += 1
         if state == TrialState.COMPLETE:
             self.complete += 1
             if key and "reused_from" not in attrs and key not in self.trained:
@@ -190,6 +251,13 @@ class StudyDriver:
                 continue
             self.live[trial_id] = (trial, key)
             config = {"arch": arch.to_dict(), "number": trial.number, "known": known}
+            resume_of = trial.user_attrs.get("resume_of")
+            if resume_of is not None:  # promoted at the rung: the paused run goes on
+                config.update(known=None, resume=trial.user_attrs.get("resume_state"))
+                set_trial_attrs(trial, {"resumed_from": {"trial": int(resume_of),
+                                                         "epoch": int(trial.user_attrs["resume_epoch"])}})
+            elif self.rung is not None and known is None:
+                config["pause_at"] = self.rung
             if self.packing is not None:
                 self.shares[trial_id] = config[GPU_SHARE_KEY] = self.packing.share()
             return config

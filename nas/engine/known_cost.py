@@ -236,8 +236,11 @@ class KnownCostSampler(BaseSampler):
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        from ..study.front import superseded
+
         trials = study.get_trials(deepcopy=False)
-        done = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+        gone = superseded(study)  # paused at the promotion rung: their accuracy is the rung's, once promoted
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.values and t.number not in gone]
         seen = [t for t in trials if t.params]
         if len(done) < self.n_startup_trials:
             first = not any(t.state != TrialState.FAIL for t in seen)

@@ -229,7 +229,8 @@ class ProgressCallback(tune.Callback):
         elif r.get("accuracy") is None:  # stopped by the time budget before its final report
             self._emit("stopped", trial)
         else:
-            self._emit("complete", trial, {k: r.get(k) for k in (*objectives.names(), "flops", "reused_from")})
+            self._emit("complete", trial, {k: r.get(k) for k in (*objectives.names(), "flops", "reused_from",
+                                                                 "paused_at")})
 
     def on_trial_error(self, iteration, trials, trial, **info):
         driver = resolve(self.driver)

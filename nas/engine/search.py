@@ -137,9 +137,14 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, meta: 
 
     driver = StudyDriver(study, space, data.img_size, config.target_trials, config.max_failures_per_arch,
                          target_img_size=config.target_img_size, budgets=config.budgets(),
-                         scheduler=scheduler if scheduler is not None else _scheduler(config, study, meta),
                          min_sampled=presets, epoch_budget=config.epoch_budget,
-                         channels=(data.in_chans, data.num_classes), bounds=objectives.study_bounds(meta))
+                         channels=(data.in_chans, data.num_classes), bounds=objectives.study_bounds(meta),
+                         rung=config.rung_epochs, promote_after=config.promote_after)
+    driver.custom_scheduler = scheduler is not None
+    # before the promotion the trials pause at the rung: their scheduler's last epoch is the rung's
+    driver.scheduler = scheduler if scheduler is not None else _scheduler(config, study, meta, driver.rung)
+    if driver.promotion is not None or driver.promote_due():  # finish (or make) the promotion of a continued study
+        _promote(config, driver, study, meta, progress)
     if driver.remaining() <= 0:
         if ray_started:
             import ray
@@ -165,23 +170,26 @@ def _drive(config: SearchConfig, space: SearchSpace, study: optuna.Study, meta: 
     return study
 
 
-def _scheduler(config: SearchConfig, study: optuna.Study, meta: StudyMeta | None = None) -> Any:
+def _scheduler(config: SearchConfig, study: optuna.Study, meta: StudyMeta | None = None,
+               max_t: int | None = None) -> Any:
     """The Pareto-aware successive-halving scheduler (None without early stopping), continuing the rungs
     the study stored when they were made with the same grace period, eta and epochs (``meta``: the study's
-    record, read when not given)."""
-    if not config.early_stopping or config.epochs <= config.grace_period:
+    record, read when not given; ``max_t``: the trials' last epoch, ``config.epochs`` when None, the rung's
+    while trials pause at the promotion rung)."""
+    max_t = max_t or config.epochs
+    if not config.early_stopping or max_t <= config.grace_period:
         return None
     from .scheduler import AccuracyASHA, ParetoASHA
 
     if config.scheduler == "asha":
-        return AccuracyASHA(grace_period=config.grace_period, eta=config.eta, max_t=config.epochs)
+        return AccuracyASHA(grace_period=config.grace_period, eta=config.eta, max_t=max_t)
 
-    scheduler = ParetoASHA(grace_period=config.grace_period, eta=config.eta, max_t=config.epochs,
+    scheduler = ParetoASHA(grace_period=config.grace_period, eta=config.eta, max_t=max_t,
                            bounds=objectives.study_bounds(meta or read_meta(study)))
     state = read_scheduler_state(study)
     if state is not None and state.get("version") != "asha" and (
             state.get("grace_period"), state.get("eta"), state.get("max_t")) == (config.grace_period, config.eta,
-                                                                                  config.epochs):
+                                                                                  max_t):
         scheduler.set_state(state)
     scheduler.curve_aware = config.scheduler == "curve"  # the rule is the search's, whatever the stored state's
     return scheduler
@@ -243,17 +251,37 @@ def _cost_context(config: SearchConfig, driver: Any, meta: StudyMeta) -> Any:
                        min_throughput=config.min_throughput, presets=presets)
 
 
+def _promote(config: SearchConfig, driver: Any, study: optuna.Study, meta: StudyMeta,
+             progress: Callable[[TrialEvent], None] | None) -> None:
+    """Promotion at the rung (:meth:`nas.engine.driver.StudyDriver.promote`); the scheduler becomes the full
+    proxy's (unless the caller gave its own), and a ``promoted`` event says what resumes."""
+    fresh = driver.promotion is None
+    numbers = driver.promote(config.promote_fronts)
+    if not getattr(driver, "custom_scheduler", False):
+        driver.scheduler = _scheduler(config, study, meta)
+    if progress and (fresh or numbers):
+        record = driver.promotion
+        progress(TrialEvent("promoted", -1, metrics=dict(record), reason=(
+            f"promotion at epoch {record['rung']}: {len(record['promoted'])} of {len(record['paused'])} paused trials "
+            f"resume ({config.promote_fronts} non-dominated fronts), most accurate first: "
+            f"{', '.join(map(str, record['promoted'])) or 'none'}")))
+
+
 def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, meta: StudyMeta, data: Any,
                 progress: Callable[[TrialEvent], None] | None) -> None:
     from .ray_backend import run_round
 
     deadline = time.monotonic() + config.timeout if config.timeout else None
     stalled = 0
-    while (remaining := driver.remaining()) > 0 and not driver.interrupted:
+    while not driver.interrupted:
+        if getattr(driver, "promote_due", lambda: False)():  # the rung's epochs are spent: promote, go on
+            _promote(config, driver, study, meta, progress)
+        if (remaining := driver.remaining()) <= 0:
+            break
         budget = None if deadline is None else deadline - time.monotonic()
         if budget is not None and budget <= 0:
             break
-        before = (driver.complete, getattr(driver, "pruned", 0))
+        before = (driver.complete, getattr(driver, "pruned", 0), getattr(driver, "paused", 0))
         # Reseed per round from the study's size, so a continued study does not replay the
         # proposals of its first run (NSGA-II's first generation and random sampling are seeded).
         study.sampler = make_sampler(config.sampler, config.seed + len(study.trials), config.target_trials,
@@ -265,7 +293,8 @@ def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, meta: St
             if progress:
                 progress(TrialEvent("stalled", -1, reason=driver.stalled))
             break
-        stalled = stalled + 1 if (driver.complete, getattr(driver, "pruned", 0)) == before else 0
+        stalled = stalled + 1 if (driver.complete, getattr(driver, "pruned", 0), getattr(driver, "paused", 0)) == before \
+            else 0
         if stalled >= 2 and not driver.interrupted:
             if progress:
                 progress(TrialEvent("stalled", -1, reason="two rounds in a row completed no trial; stopping"))

@@ -105,6 +105,14 @@ class SearchConfig:
             towards ``trials``. grace_period: first rung (epochs); eta: reduction factor. scheduler:
             ``pareto`` (that rule, the default) or ``asha`` (Ray Tune's ASHA on accuracy alone,
             :class:`nas.engine.scheduler.AccuracyASHA`: the single-objective baseline).
+        promote_at, promote_fronts: promotion at one synchronous rung (successive halving with pause and
+            resume, arXiv 1810.05934): until ``promote_at`` of the epoch budget is spent, trials train
+            ``epochs // 2`` epochs of the ``epochs``-epoch schedule and pause (COMPLETE with that rung's
+            accuracy, user attribute ``paused_at``); then the paused trials' first ``promote_fronts``
+            non-dominated fronts resume (new trials, ``resumed_from``), most accurate first, and the search
+            goes on with full proxy runs. The paused trials leave the front once the promotion is recorded
+            (:func:`nas.study.promotion`). Chosen on the recorded table (docs/benchmarks.md, "Promotion at one
+            rung").
         throughput_cache: keep throughput figures in ``run_dir/throughput_cache.sqlite`` (the reference
             calibrated once per device and shape; a model already timed is not timed again).
     """
@@ -171,6 +179,12 @@ class SearchConfig:
                                      "predicted final accuracy is dominated by a fully trained trial; none stops "
                                      "before four trials finished), pareto (the objectives at each rung) or asha "
                                      "(Ray Tune's ASHA on accuracy alone, a baseline).")
+    promote_at: float = option(0.25, "Promotion: for this fraction of the epoch budget (--epoch-budget, else --trials x "
+                                     "--epochs) trials train half their epochs and pause; then the best "
+                                     "--promote-fronts non-dominated fronts resume to the full proxy, most accurate "
+                                     "first (0: off; needs --epochs >= 2).")
+    promote_fronts: int = option(3, "Promotion: how many non-dominated fronts of the paused trials resume (1: the "
+                                    "Pareto front).")
 
     def validate(self) -> None:
         """Raise :class:`SearchError` naming the first setting outside its allowed values."""
@@ -226,6 +240,10 @@ class SearchConfig:
         positive_int("eta", self.eta, 2)
         if self.scheduler not in SCHEDULERS:
             raise SearchError(f"scheduler: unknown value {self.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
+        if not (finite(self.promote_at) and 0 <= self.promote_at < 1):
+            raise SearchError(f"promote_at: must be a fraction in [0, 1) of the epoch budget (0: no promotion), "
+                              f"got {self.promote_at!r}")
+        positive_int("promote_fronts", self.promote_fronts)
         positive_int("target_batch", self.target_batch)
         if self.target_batch > 65536:
             raise SearchError(f"target_batch: must be at most 65536 images, got {self.target_batch!r}")
@@ -240,6 +258,20 @@ class SearchConfig:
     def target_trials(self) -> int:
         """Complete trials the study should hold: ``trials``, or :data:`DEFAULT_TRIALS` when it is None."""
         return DEFAULT_TRIALS if self.trials is None else self.trials
+
+    @property
+    def rung_epochs(self) -> int | None:
+        """Epochs a trial trains before it pauses at the promotion rung (half the proxy's, ``epochs // 2``), or
+        None when there is no promotion (``promote_at`` 0, or a 1-epoch proxy)."""
+        return self.epochs // 2 if self.promote_at and self.epochs >= 2 else None
+
+    @property
+    def promote_after(self) -> float | None:
+        """Proxy epochs spent on paused trials before the promotion: ``promote_at`` of ``epoch_budget``, or of
+        ``target_trials * epochs`` without one (None: no promotion)."""
+        if self.rung_epochs is None:
+            return None
+        return self.promote_at * (self.epoch_budget or self.target_trials * self.epochs)
 
     @property
     def warm_start(self) -> bool:
@@ -438,8 +470,10 @@ class TrialEvent:
 
     ``kind``: ``start``, ``epoch``, ``complete``, ``fail``, ``pruned`` (stopped early by the scheduler at a
     rung; ``metrics["epoch"]`` says where), ``refused`` (its measured costs broke a budget before training;
-    ``metrics["refused"]``: budget -> violation), ``stopped`` (cut off by the time budget) or ``stalled`` (the
-    search gave up: every proposal failed). ``metrics`` holds the epoch's or the final
+    ``metrics["refused"]``: budget -> violation), ``stopped`` (cut off by the time budget), ``stalled`` (the
+    search gave up: every proposal failed) or ``promoted`` (the promotion at the rung; ``metrics``: the
+    stored record, ``reason``: it in words). A trial paused at the rung ends ``complete`` with
+    ``metrics["paused_at"]``. ``metrics`` holds the epoch's or the final
     figures; ``reason`` a failure's reason.
     """
 

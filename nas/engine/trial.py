@@ -10,6 +10,13 @@ params) is not trained: the worker reports ``{"refused": {budget: violation}, pa
 refusal of genes that failed before): the worker reports it as it is.
 Otherwise the worker proxy-trains the architecture, saves its weights as safetensors and reports the
 objectives with the attributes the driver stores on the trial (:data:`RESULT_ATTRS`).
+
+Promotion (``SearchConfig.promote_at``): ``"pause_at": k`` trains the first ``k`` epochs of the
+``settings["epochs"]``-epoch schedule, saves the paused run's state (weights, AdamW's moments, the schedule's
+step, the RNG states, the history; :func:`trainers.train_proxy`) with ``torch.save`` next to the weights
+(``<weights_name>.paused.pt``) and reports the epoch-``k`` accuracy with ``paused_at`` and ``paused_state``
+(the file's path). ``"resume": path`` loads such a file and trains the remaining epochs; the reported curve
+is the whole run's. The file lives on the machine (or shared folder) of the run folder, as the weights do.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ __all__ = ["RESULT_ATTRS", "run_trial", "failure_result"]
 #: Trial user attributes a trained trial reports (stored by the driver, copied when a result is reused).
 RESULT_ATTRS: tuple[str, ...] = ("flops", "peak_memory", "curve", "device", "train_seconds", "wall_seconds", "weights",
                                   "weights_artifact",
-                                  "target", "throughput_detail", "proxy_params", "train_peak_memory", "gpu_busy")
+                                  "target", "throughput_detail", "proxy_params", "train_peak_memory", "gpu_busy",
+                                  "paused_at", "paused_state")
 
 
 class BudgetRefused(Exception):
@@ -90,6 +98,12 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
                         throughput_batch=settings.get("target_batch", 64), target_dtype=settings.get("target_dtype"),
                         cache_path=settings.get("cache_path"))
     curve: list[dict[str, float]] = []
+    pause_at, state = config.get("pause_at"), None
+    if config.get("resume"):  # a trial paused at the promotion rung, resumed to the full proxy
+        state = torch.load(config["resume"], map_location="cpu", weights_only=True)
+        curve.extend(dict(r) for r in state["history"])
+    elif pause_at:
+        state = {}
 
     def on_epoch(epoch: int, record: dict[str, float]) -> None:
         curve.append(record)
@@ -103,14 +117,20 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
         if broken:
             raise BudgetRefused(broken, measured)
 
-    result = evaluate_architecture(arch, data, proxy, report=on_epoch, check=check if budgets else None)
+    result = evaluate_architecture(arch, data, proxy, report=on_epoch, check=check if budgets else None,
+                                   pause_at=pause_at if not config.get("resume") else None, state=state)
     weights_dir = Path(settings.get("weights_dir") or Path(settings["run_dir"]) / settings["study"] / "weights")
     weights_dir.mkdir(parents=True, exist_ok=True)
-    weights = (weights_dir / f"{config.get('weights_name') or f'trial_{number:05d}'}.safetensors").resolve()
+    name = config.get("weights_name") or f"trial_{number:05d}"
+    weights = (weights_dir / f"{name}.safetensors").resolve()
     save_model(result.model.cpu(), str(weights))
     artifact = upload_file(settings["artifact_store"], weights) if settings.get("artifact_store") else None
-    return {"accuracy": result.accuracy, "params": result.params, "throughput": result.throughput,
-            "epoch": settings["epochs"], "flops": result.flops, "peak_memory": result.peak_memory, "curve": curve,
+    paused = {}
+    if pause_at and not config.get("resume"):
+        paused = {"paused_at": int(pause_at), "paused_state": str((weights_dir / f"{name}.paused.pt").resolve())}
+        torch.save(state, paused["paused_state"])
+    return {**paused, "accuracy": result.accuracy, "params": result.params, "throughput": result.throughput,
+            "epoch": len(result.history), "flops": result.flops, "peak_memory": result.peak_memory, "curve": curve,
             "device": result.device, "train_seconds": round(result.train_seconds, 3),
             "wall_seconds": round(result.wall_seconds, 3), "weights": str(weights), "weights_artifact": artifact,
             "target": result.target,

@@ -29,6 +29,7 @@ from .front import (
     pick_trial,
     read_trials,
     study_status,
+    superseded,
     target_shape,
     trained_epochs,
     trial_record,
@@ -57,5 +58,5 @@ __all__ = [
     "front_records", "trial_record", "mark_interrupted", "hypervolume", "target_shape", "describe_shape",
     "is_infeasible", "knee_trial", "pick_trial", "describe_arch", "study_status", "trained_epochs", "read_trials",
     "StudyLease", "BulkRDBStorage", "display_url", "sqlite_path", "read_meta", "write_meta", "set_trial_attrs",
-    "confirmation", "confirmations", "not_separated",
+    "confirmation", "confirmations", "not_separated", "superseded",
 ]

@@ -14,13 +14,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .. import objectives
 from .optuna_adapter import read_trials, with_values
-from .record import CONFIRM_PREFIX, confirmation_key, read_meta
+from .record import CONFIRM_PREFIX, confirmation_key, read_meta, read_promotion
 from .storage import StudyError
 
 __all__ = ["get_trial", "pareto_front", "nonfinite_trials", "is_infeasible", "trial_record", "knee_trial",
            "pick_trial", "front_records", "describe_arch", "hypervolume", "target_shape", "describe_shape",
            "study_status", "trained_epochs", "read_trials", "confirmation", "confirmations", "confirmation_runs",
-           "not_separated", "resolve_trained", "confirmations_from_attrs"]
+           "not_separated", "resolve_trained", "confirmations_from_attrs", "superseded"]
 
 def get_trial(study: optuna.Study, number: int, *, finished: bool = False) -> FrozenTrial:
     """Trial ``number`` of ``study``.
@@ -42,15 +42,24 @@ def get_trial(study: optuna.Study, number: int, *, finished: bool = False) -> Fr
     return trial
 
 
+def superseded(study: optuna.Study) -> set[int]:
+    """The trials that paused at the promotion rung, once the promotion is recorded (empty before it): their
+    accuracy is the rung's, not the proxy's, so they leave the front; the promoted ones go on as the trials
+    that resumed them (``resumed_from``). Until the promotion the paused trials are the front."""
+    return {int(n) for n in (read_promotion(study) or {}).get("paused", [])}
+
+
 def pareto_front(study: optuna.Study, confirmed: bool = True) -> list[FrozenTrial]:
-    """The Pareto-optimal complete trials (Optuna's ``best_trials``), by trial number.
+    """The Pareto-optimal complete trials (Optuna's ``best_trials``), by trial number; trials paused at the
+    promotion rung are left out once the promotion is recorded (:func:`superseded`).
 
     With ``confirmed`` (the default), a design that ``vitnas retrain`` confirmed competes with its confirmed
     mean accuracy (:func:`confirmation`) in place of its proxy's: the trials returned for it are copies
     carrying that value (``user_attrs`` as stored). Without confirmations the front is the proxy's.
     Complete trials with a non-finite objective value (inf, nan) are left out (:func:`nonfinite_trials`).
     """
-    trials = study.get_trials(deepcopy=False)
+    gone = superseded(study)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number not in gone]
     conf = confirmations(study) if confirmed else {}
     if conf:
         trials = [with_values(t, [conf[_design(t)]["mean"], *t.values[1:]])
@@ -269,7 +278,9 @@ def describe_shape(shape: dict[str, Any]) -> str:
 
 
 def study_status(study: optuna.Study) -> dict[str, Any]:
-    """Counts of trials by state (complete, running, failed, queued, pruned), the proposals refused before
+    """Counts of trials by state (complete, running, failed, queued, pruned; ``paused``: the trials that paused
+    at the promotion rung, out of every count and of the front once the promotion is recorded), the proposals
+    refused before
     training (``refused``: they broke a budget by their known cost; not counted as complete), the front size and
     the current normalised hypervolume (:func:`hypervolume`, with the study's bounds), both with confirmed means
     in place of the proxy's where ``vitnas retrain`` confirmed a design (``front_by`` says so;
@@ -279,7 +290,8 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     Reads the objectives of every trial but the user attributes of the failed ones only
     (:func:`read_trials`), so a large study's curves and genes are never decoded here.
     """
-    trials = read_trials(study, user_attrs=False)
+    gone = superseded(study)
+    trials = [t for t in read_trials(study, user_attrs=False) if t.number not in gone]
     count = lambda state: sum(1 for t in trials if t.state == state)  # noqa: E731
     reasons: dict[str, int] = {}
     if count(TrialState.FAIL):
@@ -309,14 +321,17 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "infeasible": len(infeasible) - refused, "confirmed": len(conf),
         "front_by": "confirmed where retrained, else proxy" if conf else "proxy",
         "proxy_hypervolume": hypervolume(proxy_front, bounds),
+        "paused": len(gone),  # paused at the promotion rung, superseded (not counted as complete)
     }
 
 
 def trained_epochs(state: TrialState, attrs: dict[str, Any]) -> int:
-    """Proxy epochs a trial that ended trained: its curve's length when COMPLETE (0 for a reused result),
-    ``pruned_at_epoch`` when PRUNED, 0 otherwise."""
+    """Proxy epochs a trial that ended trained: its curve's length when COMPLETE (0 for a reused result; less
+    the paused trial's epochs for one that resumed it, ``resumed_from``), ``pruned_at_epoch`` when PRUNED
+    (less the same), 0 otherwise."""
+    before = int((attrs.get("resumed_from") or {}).get("epoch") or 0)
     if state == TrialState.PRUNED:
-        return int(attrs.get("pruned_at_epoch") or 0)
+        return max(0, int(attrs.get("pruned_at_epoch") or 0) - before)
     if state == TrialState.COMPLETE and "reused_from" not in attrs:
-        return len(attrs.get("curve") or [])
+        return max(0, len(attrs.get("curve") or []) - before)
     return 0

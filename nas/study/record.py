@@ -163,6 +163,19 @@ def read_scheduler_state(study: optuna.Study) -> dict[str, Any] | None:
     return state if isinstance(state, dict) else None
 
 
+def save_promotion(study: optuna.Study, record: dict[str, Any]) -> None:
+    """Store the promotion at the rung (``{"rung": epochs, "epochs": spent before it, "paused": [trial numbers],
+    "promoted": [trial numbers, most accurate first]}``), written before the promoted trials are enqueued so a
+    search killed in between finishes the same promotion when continued."""
+    _set(study, {"promotion": dict(record)})
+
+
+def read_promotion(study: optuna.Study) -> dict[str, Any] | None:
+    """The stored promotion (:func:`save_promotion`), or None before it."""
+    record = (getattr(study, "user_attrs", None) or {}).get("promotion")  # a study-like snapshot may hold none
+    return record if isinstance(record, dict) else None
+
+
 def mirror_driver(study: optuna.Study, holder: dict[str, Any] | None) -> None:
     """Mirror the lease's holder (``{host, pid, token, heartbeat}``, or None once released) in the study, for
     people and tools reading it (the lease row is what counts; ``nas.study.storage.StudyLease``)."""

@@ -1,0 +1,144 @@
+"""Promotion at one rung in a real search (issue 25, the default chosen on the recorded table): until
+``promote_at`` of the epoch budget is spent, trials train half their epochs and pause (COMPLETE with the
+rung's accuracy, ``paused_at``, the paused run's state on disk); then the paused trials' first
+``promote_fronts`` non-dominated fronts resume, most accurate first, and each resumed run is the
+uninterrupted run, epoch for epoch."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas import objectives
+from nas.engine.driver import StudyDriver
+from nas.engine.search import SearchConfig, SearchError
+from nas.study import StudyMeta, create_or_load_study, pareto_front, study_status, superseded, trained_epochs
+from search_spaces import SearchSpace
+
+SPACE = SearchSpace(attention=("mhsa",), embed_dim=(32, 64), depth=(1, 2), num_heads=(2,), patch_size=(4,),
+                    stem=("patch",), pos_encoding=("none", "learned"))
+
+
+def _paused(acc, params, throughput, path):
+    return {"accuracy": acc, "params": params, "throughput": throughput, "epoch": 1, "paused_at": 1,
+            "paused_state": path, "curve": [{"epoch": 1, "val_accuracy": acc, "train_loss": 1.0}]}
+
+
+def test_the_driver_pauses_until_the_rung_budget_then_resumes_the_front_most_accurate_first(tmp_path):
+    study = create_or_load_study(optuna.storages.InMemoryStorage(), "p", meta=StudyMeta(num_classes=10))
+    driver = StudyDriver(study, SPACE, 16, target=2, rung=1, promote_after=3)
+    results = [(0.6, 2e4, 500.0), (0.5, 1e4, 1000.0), (0.4, 3e4, 400.0)]  # the third is dominated by the first
+    for i, (acc, params, tput) in enumerate(results):
+        assert driver.remaining() > 0 and not driver.promote_due()
+        config = driver.suggest(f"t{i}")
+        assert config["pause_at"] == 1 and "resume" not in config
+        driver.on_trial_complete(f"t{i}", _paused(acc, params, tput, str(tmp_path / f"{i}.paused.pt")))
+    # paused trials are neither complete nor results to reuse; their epochs count
+    assert (driver.complete, driver.paused, driver.epochs_trained, driver.trained) == (0, 3, 3, {})
+    assert driver.promote_due() and driver.remaining() == 0
+    assert [t.number for t in pareto_front(study)] == [0, 1]  # before the promotion the rung's results are the front
+
+    assert driver.promote(fronts=1) == [0, 1] and not driver.promote_due()
+    record = study.user_attrs["promotion"]
+    assert (record["paused"], record["promoted"], record["rung"]) == ([0, 1, 2], [0, 1], 1)
+    losses = [objectives.loss_vector(v) for v in results]
+    assert set(record["promoted"]) == {int(j) for j in objectives.nondominated_sort(losses)[0]}
+    assert superseded(study) == {0, 1, 2} and pareto_front(study) == []
+
+    config = driver.suggest("r0")  # the enqueued resume of the most accurate, with its state file
+    assert config["resume"] == str(tmp_path / "0.paused.pt") and "pause_at" not in config
+    assert config["arch"] == study.trials[0].user_attrs["arch"]
+    curve = [{"epoch": 1, "val_accuracy": 0.6, "train_loss": 1.0}, {"epoch": 2, "val_accuracy": 0.7, "train_loss": 0.5}]
+    driver.on_trial_complete("r0", {"accuracy": 0.7, "params": 2e4, "throughput": 500.0, "epoch": 2, "curve": curve})
+    resumed = study.trials[config["number"]]
+    assert resumed.state == TrialState.COMPLETE and resumed.user_attrs["resumed_from"] == {"trial": 0, "epoch": 1}
+    assert trained_epochs(resumed.state, resumed.user_attrs) == 1  # only the epochs after the rung
+    assert (driver.complete, driver.epochs_trained) == (1, 4)
+    assert [t.number for t in pareto_front(study)] == [config["number"]]
+    status = study_status(study)
+    assert (status["complete"], status["paused"], status["front_size"]) == (1, 3, 1)
+
+    second = driver.suggest("r1")  # the second resume is stopped without a result (the search ended)
+    assert second["resume"] == str(tmp_path / "1.paused.pt")
+    driver.on_trial_complete("r1", None)
+    assert study.trials[second["number"]].state == TrialState.FAIL
+
+    # a continued search: no pausing once promoted, the same promotion finished (the stopped resume queued
+    # again, the finished one not)
+    again = StudyDriver(study, SPACE, 16, target=2, rung=1, promote_after=3)
+    assert again.rung is None and not again.promote_due() and again.promotion == record
+    assert again.promote(fronts=1) == [1] and again.promote(fronts=1) == []
+    assert again.suggest("r2")["resume"] == str(tmp_path / "1.paused.pt")
+
+
+def test_a_study_trained_without_promotion_goes_on_without_one():
+    study = create_or_load_study(optuna.storages.InMemoryStorage(), "old", meta=StudyMeta(num_classes=10))
+    driver = StudyDriver(study, SPACE, 16, target=3)
+    config = driver.suggest("t0")
+    driver.on_trial_complete("t0", {"accuracy": 0.5, "params": 1e4, "throughput": 1e3, "epoch": 2,
+                                    "curve": [{"epoch": 1}, {"epoch": 2}]})
+    assert "pause_at" not in config
+    again = StudyDriver(study, SPACE, 16, target=3, rung=1, promote_after=3)
+    assert again.rung is None and "pause_at" not in again.suggest("t1")
+
+
+def test_promotion_settings_and_their_errors():
+    assert (SearchConfig().promote_at, SearchConfig().promote_fronts, SearchConfig().rung_epochs) == (0.25, 3, 3)
+    assert SearchConfig(epochs=1).rung_epochs is None and SearchConfig(promote_at=0).promote_after is None
+    assert SearchConfig(epoch_budget=160).promote_after == 40 and SearchConfig(trials=10).promote_after == 15
+    for bad in (1.0, -0.1, float("nan"), "x"):
+        with pytest.raises(SearchError, match=r"^promote_at: must be a fraction in \[0, 1\)"):
+            SearchConfig(promote_at=bad).validate()
+    with pytest.raises(SearchError, match="^promote_fronts: must be an integer >= 1"):
+        SearchConfig(promote_fronts=0).validate()
+
+
+def test_a_search_pauses_promotes_and_each_resumed_run_is_the_uninterrupted_run(tmp_path):
+    """digits, 2-epoch proxy, 4 complete trials: the first half of the budget's epochs pause after epoch 1,
+    then the promoted ones resume from their saved state. A resumed trial's curve is exactly the curve of the
+    same design trained 2 epochs without a pause (CPU)."""
+    from nas import run_search
+    from search_spaces import Architecture
+    from trainers import ProxyConfig, evaluate_architecture, load_dataset
+
+    config = SearchConfig(study="promo", trials=2, epochs=2, train_subset=200, val_subset=100, presets=False,
+                          promote_at=0.5, promote_fronts=1, storage=f"sqlite:///{tmp_path / 's.db'}",
+                          run_dir=str(tmp_path / "runs"), throughput_cache=False)
+    events = []
+    study = run_search(config, progress=events.append)
+    trials = study.get_trials()
+    record = study.user_attrs["promotion"]
+    paused = [t for t in trials if t.user_attrs.get("paused_at")]
+    assert record["paused"] == [t.number for t in paused] and len(paused) == 2  # 0.5 x 2 trials x 2 epochs
+    assert all(t.state == TrialState.COMPLETE and len(t.user_attrs["curve"]) == 1 for t in paused)
+    front = objectives.nondominated_sort([objectives.loss_vector(t.values) for t in paused])[0]
+    assert sorted(record["promoted"]) == sorted(paused[int(j)].number for j in front)
+    assert [study.trials[n].values[0] for n in record["promoted"]] == sorted(
+        (study.trials[n].values[0] for n in record["promoted"]), reverse=True)
+    assert any(e.kind == "promoted" for e in events)
+    resumed = [t for t in trials if t.user_attrs.get("resumed_from")]
+    assert [t.user_attrs["resumed_from"]["trial"] for t in resumed] == record["promoted"]
+
+    import torch
+
+    data = load_dataset("digits", None, train_subset=200, val_subset=100)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the trials ran (cpus_per_trial 1)
+    try:
+        wholes = {t.number: evaluate_architecture(Architecture.from_dict(t.user_attrs["arch"]), data,
+                                                  ProxyConfig(epochs=2, seed=0, device="cpu", cache_path=None,
+                                                              measure_rounds=3)) for t in resumed}
+    finally:
+        torch.set_num_threads(threads)
+    for t in resumed:
+        before = study.trials[t.user_attrs["resumed_from"]["trial"]]
+        assert t.state == TrialState.COMPLETE and t.params == before.params
+        assert t.user_attrs["curve"][0]["val_accuracy"] == before.user_attrs["curve"][0]["val_accuracy"]
+        whole = wholes[t.number]
+        assert [r["val_accuracy"] for r in t.user_attrs["curve"]] == [r["val_accuracy"] for r in whole.history]
+        assert [r["train_loss"] for r in t.user_attrs["curve"]] == pytest.approx(
+            [r["train_loss"] for r in whole.history], rel=1e-6)
+    assert {t.number for t in pareto_front(study)}.isdisjoint(record["paused"])
+    for t in trials:  # epochs charged: the rung's to a paused trial, the rest to its resume
+        expected = 1 if t.user_attrs.get("paused_at") or t.user_attrs.get("resumed_from") else 2
+        if t.state == TrialState.COMPLETE:
+            assert trained_epochs(t.state, t.user_attrs) == expected
