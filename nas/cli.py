@@ -511,6 +511,8 @@ def status(study: StudyName, storage: StorageURL = DEFAULT_STORAGE, as_json: JSO
     table = Table(title=escape(f"Study {study} ({info['dataset']})"), title_justify="left", show_header=False)
     for key in ("complete", "running", "failed", "queued", "pruned", "front_size", "confirmed"):
         table.add_row(key.replace("_", " "), str(info[key]))
+    if info.get("paused"):
+        table.add_row("paused", f"{info['paused']} (paused at the promotion rung; superseded, off the front)")
     by = (f"; confirmed means where retrained, the proxy's alone {info['proxy_hypervolume']:.4f}"
           if info["confirmed"] else "")
     table.add_row("hypervolume", f"{info['hypervolume']:.4f} of the normalised objective cube (bounds: "

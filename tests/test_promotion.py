@@ -2,7 +2,7 @@
 ``promote_at`` of the epoch budget is spent, trials train half their epochs and pause (COMPLETE with the
 rung's accuracy, ``paused_at``, the paused run's state on disk); then the paused trials' first
 ``promote_fronts`` non-dominated fronts resume, most accurate first, and each resumed run is the
-uninterrupted run, epoch for epoch."""
+uninterrupted run, epoch for epoch (the search through Ray: tests/test_ray_boundary.py)."""
 
 import optuna
 import pytest
@@ -90,55 +90,3 @@ def test_promotion_settings_and_their_errors():
             SearchConfig(promote_at=bad).validate()
     with pytest.raises(SearchError, match="^promote_fronts: must be an integer >= 1"):
         SearchConfig(promote_fronts=0).validate()
-
-
-def test_a_search_pauses_promotes_and_each_resumed_run_is_the_uninterrupted_run(tmp_path):
-    """digits, 2-epoch proxy, 4 complete trials: the first half of the budget's epochs pause after epoch 1,
-    then the promoted ones resume from their saved state. A resumed trial's curve is exactly the curve of the
-    same design trained 2 epochs without a pause (CPU)."""
-    from nas import run_search
-    from search_spaces import Architecture
-    from trainers import ProxyConfig, evaluate_architecture, load_dataset
-
-    config = SearchConfig(study="promo", trials=2, epochs=2, train_subset=200, val_subset=100, presets=False,
-                          promote_at=0.5, promote_fronts=1, storage=f"sqlite:///{tmp_path / 's.db'}",
-                          run_dir=str(tmp_path / "runs"), throughput_cache=False)
-    events = []
-    study = run_search(config, progress=events.append)
-    trials = study.get_trials()
-    record = study.user_attrs["promotion"]
-    paused = [t for t in trials if t.user_attrs.get("paused_at")]
-    assert record["paused"] == [t.number for t in paused] and len(paused) == 2  # 0.5 x 2 trials x 2 epochs
-    assert all(t.state == TrialState.COMPLETE and len(t.user_attrs["curve"]) == 1 for t in paused)
-    front = objectives.nondominated_sort([objectives.loss_vector(t.values) for t in paused])[0]
-    assert sorted(record["promoted"]) == sorted(paused[int(j)].number for j in front)
-    assert [study.trials[n].values[0] for n in record["promoted"]] == sorted(
-        (study.trials[n].values[0] for n in record["promoted"]), reverse=True)
-    assert any(e.kind == "promoted" for e in events)
-    resumed = [t for t in trials if t.user_attrs.get("resumed_from")]
-    assert [t.user_attrs["resumed_from"]["trial"] for t in resumed] == record["promoted"]
-
-    import torch
-
-    data = load_dataset("digits", None, train_subset=200, val_subset=100)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the trials ran (cpus_per_trial 1)
-    try:
-        wholes = {t.number: evaluate_architecture(Architecture.from_dict(t.user_attrs["arch"]), data,
-                                                  ProxyConfig(epochs=2, seed=0, device="cpu", cache_path=None,
-                                                              measure_rounds=3)) for t in resumed}
-    finally:
-        torch.set_num_threads(threads)
-    for t in resumed:
-        before = study.trials[t.user_attrs["resumed_from"]["trial"]]
-        assert t.state == TrialState.COMPLETE and t.params == before.params
-        assert t.user_attrs["curve"][0]["val_accuracy"] == before.user_attrs["curve"][0]["val_accuracy"]
-        whole = wholes[t.number]
-        assert [r["val_accuracy"] for r in t.user_attrs["curve"]] == [r["val_accuracy"] for r in whole.history]
-        assert [r["train_loss"] for r in t.user_attrs["curve"]] == pytest.approx(
-            [r["train_loss"] for r in whole.history], rel=1e-6)
-    assert {t.number for t in pareto_front(study)}.isdisjoint(record["paused"])
-    for t in trials:  # epochs charged: the rung's to a paused trial, the rest to its resume
-        expected = 1 if t.user_attrs.get("paused_at") or t.user_attrs.get("resumed_from") else 2
-        if t.state == TrialState.COMPLETE:
-            assert trained_epochs(t.state, t.user_attrs) == expected

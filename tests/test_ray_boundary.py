@@ -126,10 +126,11 @@ def one_ray():
         ray.shutdown()
 
 
-#: Real searches: the default, NSGA-II (the sampler optuna 5.1 made unpicklable) and the known-cost sampler, with
-#: the three early-stopping rules shared between them. Every sampler's path to the Tuner is checked above, in
-#: process; these show that a search through Ray ends with the study complete.
-RUNS = [("auto", "pareto"), ("nsga2", "asha"), ("knowncost", "curve")]
+#: Real searches: auto, NSGA-II (the sampler optuna 5.1 made unpicklable) and, below, the default (the known-cost
+#: sampler, the curve rule and promotion), with the three early-stopping rules shared between them. Every
+#: sampler's path to the Tuner is checked above, in process; these show that a search through Ray ends with the
+#: study complete.
+RUNS = [("auto", "pareto"), ("nsga2", "asha")]
 
 
 @pytest.mark.slow
@@ -146,3 +147,58 @@ def test_a_two_trial_search_runs_end_to_end(tmp_path, one_ray, sampler, schedule
     for t in complete:
         assert 0.0 <= t.values[0] <= 1.0 and t.values[1] > 0 and t.values[2] > 0
         assert [c["epoch"] for c in t.user_attrs["curve"]] == [1, 2]
+
+
+@pytest.mark.slow
+def test_the_default_search_pauses_promotes_and_each_resumed_run_is_the_uninterrupted_run(tmp_path, one_ray):
+    """The default sampler and rule (knowncost, curve) through Ray, with promotion (issue 25):
+    digits, 2-epoch proxy, 2 complete trials: the first half of the budget's epochs pause after epoch 1,
+    then the promoted ones resume from their saved state. A resumed trial's curve is exactly the curve of the
+    same design trained 2 epochs without a pause (CPU)."""
+    from nas import objectives
+    from nas.study import pareto_front, trained_epochs
+    from search_spaces import Architecture
+    from trainers import ProxyConfig, evaluate_architecture, load_dataset
+
+    config = SearchConfig(study="promo", trials=2, epochs=2, train_subset=200, val_subset=100, presets=False,
+                          promote_at=0.5, promote_fronts=1, storage=f"sqlite:///{tmp_path / 's.db'}",
+                          run_dir=str(tmp_path / "runs"), throughput_cache=False)
+    events = []
+    study = run_search(config, progress=events.append)
+    trials = study.get_trials()
+    record = study.user_attrs["promotion"]
+    paused = [t for t in trials if t.user_attrs.get("paused_at")]
+    assert record["paused"] == [t.number for t in paused] and len(paused) == 2  # 0.5 x 2 trials x 2 epochs
+    assert all(t.state == TrialState.COMPLETE and len(t.user_attrs["curve"]) == 1 for t in paused)
+    front = objectives.nondominated_sort([objectives.loss_vector(t.values) for t in paused])[0]
+    assert sorted(record["promoted"]) == sorted(paused[int(j)].number for j in front)
+    assert [study.trials[n].values[0] for n in record["promoted"]] == sorted(
+        (study.trials[n].values[0] for n in record["promoted"]), reverse=True)
+    assert any(e.kind == "promoted" for e in events)
+    resumed = [t for t in trials if t.user_attrs.get("resumed_from")]
+    assert [t.user_attrs["resumed_from"]["trial"] for t in resumed] == record["promoted"]
+
+    import torch
+
+    data = load_dataset("digits", None, train_subset=200, val_subset=100)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the trials ran (cpus_per_trial 1)
+    try:
+        wholes = {t.number: evaluate_architecture(Architecture.from_dict(t.user_attrs["arch"]), data,
+                                                  ProxyConfig(epochs=2, seed=0, device="cpu", cache_path=None,
+                                                              measure_rounds=3)) for t in resumed}
+    finally:
+        torch.set_num_threads(threads)
+    for t in resumed:
+        before = study.trials[t.user_attrs["resumed_from"]["trial"]]
+        assert t.state == TrialState.COMPLETE and t.params == before.params
+        assert t.user_attrs["curve"][0]["val_accuracy"] == before.user_attrs["curve"][0]["val_accuracy"]
+        whole = wholes[t.number]
+        assert [r["val_accuracy"] for r in t.user_attrs["curve"]] == [r["val_accuracy"] for r in whole.history]
+        assert [r["train_loss"] for r in t.user_attrs["curve"]] == pytest.approx(
+            [r["train_loss"] for r in whole.history], rel=1e-6)
+    assert {t.number for t in pareto_front(study)}.isdisjoint(record["paused"])
+    for t in trials:  # epochs charged: the rung's to a paused trial, the rest to its resume
+        expected = 1 if t.user_attrs.get("paused_at") or t.user_attrs.get("resumed_from") else 2
+        if t.state == TrialState.COMPLETE:
+            assert trained_epochs(t.state, t.user_attrs) == expected
