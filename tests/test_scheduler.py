@@ -11,7 +11,7 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 
 from nas import objectives
-from nas.engine.scheduler import ParetoASHA, _hv_contributions
+from nas.engine.scheduler import AccuracyASHA, ParetoASHA, _hv_contributions
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 
@@ -262,6 +262,26 @@ def test_off_rung_epochs_record_nothing_and_later_rungs_decide():
     assert set(s.rung_entries(2)) == {"good", "bad"} and set(s.rung_entries(4)) == {"good"}
     assert s.on_trial_result(None, bad, epoch(3, 0.5)) == STOP  # a stopped trial stays stopped
     assert s.stopped["bad"]["epoch"] == 2 and s.stopped["bad"]["rung"] == 2
+
+
+def test_a_trial_resumed_after_the_promotion_is_neither_stopped_nor_learned_from():
+    """A promoted trial resumes at epoch 4 of 6 (paused at 3): the rule that would stop the same report from a
+    fresh trial (dominated at rung 3) lets it run to the end, and its curve does not feed the curve rule."""
+    from nas.engine.scheduler import RESUME_KEY
+
+    for s in (ParetoASHA(grace_period=1, eta=3, max_t=6), AccuracyASHA(grace_period=1, eta=3, max_t=6)):
+        for name in "abc":
+            assert reach(s, trial(name, 1e4, 1e5), 6, 0.9) == CONTINUE
+            s.on_trial_complete(None, trial(name, 1e4, 1e5), {})
+        fresh = trial("fresh", 1e7, 10.0)
+        assert reach(s, fresh, 4, 0.1) == STOP  # worse in everything: stopped by the rule at rung 3
+        resumed = trial("resumed", 1e7, 10.0)
+        resumed.config[RESUME_KEY] = "/runs/s/weights/trial_00003.paused.pt"
+        assert [s.on_trial_result(None, resumed, epoch(e, 0.1)) for e in (4, 5, 6)] == [CONTINUE] * 3
+        assert "resumed" not in s.stopped
+    learned = ParetoASHA(grace_period=1, eta=3, max_t=6, curve_aware=True)
+    learned.on_trial_complete(None, resumed, {})
+    assert learned._finished == []
 
 
 def test_a_skipped_rung_is_recorded_when_passed():

@@ -38,6 +38,7 @@ from .. import objectives
 from ..study import is_infeasible, trained_epochs
 from ..study.record import read_promotion, save_promotion, save_scheduler_state, set_trial_attrs
 from .packing import ALONE_KEY, GPU_SHARE_KEY, PackingPlan, is_out_of_memory
+from .scheduler import RESUME_KEY
 from .settings import budget_violations
 from .trial import RESULT_ATTRS
 
@@ -253,7 +254,7 @@ class StudyDriver:
             config = {"arch": arch.to_dict(), "number": trial.number, "known": known}
             resume_of = trial.user_attrs.get("resume_of")
             if resume_of is not None:  # promoted at the rung: the paused run goes on
-                config.update(known=None, resume=trial.user_attrs.get("resume_state"))
+                config.update({"known": None, RESUME_KEY: trial.user_attrs.get("resume_state")})
                 set_trial_attrs(trial, {"resumed_from": {"trial": int(resume_of),
                                                          "epoch": int(trial.user_attrs["resume_epoch"])}})
             elif self.rung is not None and known is None:

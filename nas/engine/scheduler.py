@@ -94,7 +94,7 @@ from .. import objectives
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
-__all__ = ["ParetoASHA", "AccuracyASHA", "SCHEDULERS", "HINT_KEY", "EPOCH_FIELD", "ACCURACY_FIELD"]
+__all__ = ["ParetoASHA", "AccuracyASHA", "SCHEDULERS", "HINT_KEY", "EPOCH_FIELD", "ACCURACY_FIELD", "RESUME_KEY"]
 
 #: Early-stopping rules a search can use (``SearchConfig.scheduler``): ``pareto`` (:class:`ParetoASHA`, the
 #: default) or ``asha`` (:class:`AccuracyASHA`, Ray Tune's ASHA on accuracy alone: the baseline).
@@ -102,6 +102,15 @@ SCHEDULERS: tuple[str, ...] = ("pareto", "curve", "asha")
 
 #: Config key holding ``{objective name: value}`` estimates of the objectives other than accuracy.
 HINT_KEY = "objectives_hint"
+#: Config key of a trial that resumes a run paused at the promotion rung (the saved state's path): it passed
+#: its rung already, so the rules neither stop it nor learn from its curve (as the replay that chose the
+#: default treats it; :meth:`nas.engine.driver.StudyDriver.promote`).
+RESUME_KEY = "resume"
+
+
+def _resumed(trial: Any) -> bool:
+    config = getattr(trial, "config", None)
+    return isinstance(config, dict) and bool(config.get(RESUME_KEY))
 #: Result field giving the epoch (1-based) a per-epoch result belongs to.
 EPOCH_FIELD = "epoch"
 #: Result field giving the per-epoch validation accuracy (stands for the primary objective at a rung).
@@ -315,6 +324,8 @@ class ParetoASHA(FIFOScheduler):
         tid = str(trial.trial_id)
         if tid in self.stopped:
             return TrialScheduler.STOP
+        if _resumed(trial):  # promoted at the rung: it goes on to the end
+            return TrialScheduler.CONTINUE
         epoch_i = per_epoch(self._curves, tid, result)
         if epoch_i is None:
             return TrialScheduler.CONTINUE  # not a per-epoch result (final, failure, or foreign)
@@ -335,6 +346,8 @@ class ParetoASHA(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
         curve = self._curves.pop(str(trial.trial_id), None) or []
+        if _resumed(trial):
+            return
         points = {int(r[EPOCH_FIELD]): r.get(ACCURACY_FIELD) for r in curve if r.get(ACCURACY_FIELD) is not None}
         if self.curve_aware and points and max(points) >= self.max_t:  # a full curve: the model learns from it
             self._finished.append({"curve": points, "values": [points[max(points)], *self._hint(trial, result)]})
@@ -513,6 +526,8 @@ class AccuracyASHA(AsyncHyperBandScheduler):
         tid = str(trial.trial_id)
         if tid in self.stopped:
             return TrialScheduler.STOP
+        if _resumed(trial):  # promoted at the rung: it goes on to the end
+            return TrialScheduler.CONTINUE
         epoch_i = per_epoch(self._curves, tid, result)
         if epoch_i is None or epoch_i >= self.max_t:  # fully trained: Ray's rung at max_t would prune it
             return TrialScheduler.CONTINUE
