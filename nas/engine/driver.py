@@ -148,8 +148,9 @@ class StudyDriver:
 
     # ------------------------------------------------------------------ promotion
     def promote_due(self) -> bool:
-        """Whether the trials paused at the rung have spent ``promote_after`` epochs and no trial runs (the
-        promotion is synchronous: it waits for the round's last paused trial)."""
+        """Whether the trials paused at the rung have spent ``promote_after`` epochs. The promotion is
+        synchronous: once it is due :meth:`remaining` is 0, the round proposes nothing more and its running
+        trials pause too; the search promotes between rounds."""
         return self.rung is not None and self.epochs_trained >= (self.promote_after or 0)
 
     def promote(self, fronts: int) -> list[int]:
@@ -176,11 +177,11 @@ class StudyDriver:
         # resumes already under way or done (one failed as interrupted or stopped is enqueued again)
         started = {t.user_attrs.get("resume_of") for t in self.study.get_trials(deepcopy=False)
                    if t.state != TrialState.FAIL or t.user_attrs.get("fail_reason", "").split(":")[0] not in NOT_COUNTED}
-        enqueued = []
+        enqueued, trials = [], self.study.get_trials(deepcopy=False)
         for number in record["promoted"]:
             if number in started:
                 continue
-            t = self.study.get_trials(deepcopy=False)[number]
+            t = trials[number]
             self.study.enqueue_trial(t.params, user_attrs={
                 "resume_of": number, "resume_state": t.user_attrs.get("paused_state"),
                 "resume_epoch": int(t.user_attrs["paused_at"]),

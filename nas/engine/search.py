@@ -261,10 +261,11 @@ def _promote(config: SearchConfig, driver: Any, study: optuna.Study, meta: Study
         driver.scheduler = _scheduler(config, study, meta)
     if progress and (fresh or numbers):
         record = driver.promotion
-        progress(TrialEvent("promoted", -1, metrics=dict(record), reason=(
-            f"promotion at epoch {record['rung']}: {len(record['promoted'])} of {len(record['paused'])} paused trials "
-            f"resume ({config.promote_fronts} non-dominated fronts), most accurate first: "
-            f"{', '.join(map(str, record['promoted'])) or 'none'}")))
+        reason = (f"promotion at epoch {record['rung']}: {len(record['promoted'])} of {len(record['paused'])} paused "
+                  f"trials resume ({record['fronts']} non-dominated fronts), most accurate first: "
+                  f"{', '.join(map(str, record['promoted']))}") if record["paused"] else \
+            "promotion: no trial paused at the rung; every trial trains the full proxy from now on"
+        progress(TrialEvent("promoted", -1, metrics=dict(record), reason=reason))
 
 
 def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, meta: StudyMeta, data: Any,
