@@ -119,6 +119,7 @@ class StudyDriver:
         self.paused = 0  # trials that paused at the promotion rung
         self.full = 0  # trials that trained the full proxy themselves (not paused, reused or refused)
         self.promote_after = promote_after
+        self.custom_scheduler = False  # the caller's own scheduler (run_search(scheduler=...)): kept after promotion
         from search_spaces.presets import PRESETS
 
         # a proposal that builds a paper preset is labelled one, however it was proposed (enqueued or sampled)

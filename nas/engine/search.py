@@ -257,7 +257,7 @@ def _promote(config: SearchConfig, driver: Any, study: optuna.Study, meta: Study
     proxy's (unless the caller gave its own), and a ``promoted`` event says what resumes."""
     fresh = driver.promotion is None
     numbers = driver.promote(config.promote_fronts)
-    if not getattr(driver, "custom_scheduler", False):
+    if not driver.custom_scheduler:
         driver.scheduler = _scheduler(config, study, meta)
     if progress and (fresh or numbers):
         record = driver.promotion
@@ -275,7 +275,7 @@ def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, meta: St
     deadline = time.monotonic() + config.timeout if config.timeout else None
     stalled = 0
     while not driver.interrupted:
-        if getattr(driver, "promote_due", lambda: False)():  # the rung's epochs are spent: promote, go on
+        if driver.promote_due():  # the rung's epochs are spent: promote, go on
             _promote(config, driver, study, meta, progress)
         if (remaining := driver.remaining()) <= 0:
             break

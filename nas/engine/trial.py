@@ -98,12 +98,11 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
                         throughput_batch=settings.get("target_batch", 64), target_dtype=settings.get("target_dtype"),
                         cache_path=settings.get("cache_path"))
     curve: list[dict[str, float]] = []
-    pause_at, state = config.get("pause_at"), None
-    if config.get("resume"):  # a trial paused at the promotion rung, resumed to the full proxy
-        state = torch.load(config["resume"], map_location="cpu", weights_only=True)
+    resume = config.get("resume")  # a trial paused at the promotion rung, resumed to the full proxy
+    pause_at = None if resume else config.get("pause_at")
+    state = torch.load(resume, map_location="cpu", weights_only=True) if resume else ({} if pause_at else None)
+    if resume:
         curve.extend(dict(r) for r in state["history"])
-    elif pause_at:
-        state = {}
 
     def on_epoch(epoch: int, record: dict[str, float]) -> None:
         curve.append(record)
@@ -118,7 +117,7 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
             raise BudgetRefused(broken, measured)
 
     result = evaluate_architecture(arch, data, proxy, report=on_epoch, check=check if budgets else None,
-                                   pause_at=pause_at if not config.get("resume") else None, state=state)
+                                   pause_at=pause_at, state=state)
     weights_dir = Path(settings.get("weights_dir") or Path(settings["run_dir"]) / settings["study"] / "weights")
     weights_dir.mkdir(parents=True, exist_ok=True)
     name = config.get("weights_name") or f"trial_{number:05d}"
@@ -126,7 +125,7 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
     save_model(result.model.cpu(), str(weights))
     artifact = upload_file(settings["artifact_store"], weights) if settings.get("artifact_store") else None
     paused = {}
-    if pause_at and not config.get("resume"):
+    if pause_at:
         paused = {"paused_at": int(pause_at), "paused_state": str((weights_dir / f"{name}.paused.pt").resolve())}
         torch.save(state, paused["paused_state"])
     return {**paused, "accuracy": result.accuracy, "params": result.params, "throughput": result.throughput,
