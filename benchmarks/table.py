@@ -113,7 +113,18 @@ def _append(path: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _train(arch, data, epochs: int, seed: int) -> dict:
+def recorded_designs(path: Path) -> list[tuple[str, dict, str]]:
+    """``(canonical key, genes, preset name or "")`` of the designs a recorded table holds, in recorded order
+    (no sampling, so no Optuna: what a bare GPU image can run)."""
+    out, seen = [], set()
+    for r in read_rows(path):
+        if r["key"] not in seen:
+            seen.add(r["key"])
+            out.append((r["key"], r["arch"], r.get("preset", "")))
+    return out
+
+
+def _train(arch, data, epochs: int, seed: int, device: str = "cpu") -> dict:
     import torch
 
     from search_spaces import build_model
@@ -131,8 +142,9 @@ def _train(arch, data, epochs: int, seed: int) -> dict:
                       "seconds": round(marks[-1] - marks[-2], 3)})
 
     try:
-        train_proxy(model, data, ProxyConfig(epochs=epochs, device="cpu", seed=seed), report=on_epoch,
-                    device=torch.device("cpu"))
+        # float32 everywhere (no bf16 autocast on a GPU): the protocol's numbers, whatever the device
+        train_proxy(model, data, ProxyConfig(epochs=epochs, device=device, seed=seed, amp=False), report=on_epoch,
+                    device=torch.device(device))
         error = None
     except Exception as exc:  # noqa: BLE001 - a diverged design is a row of the table too
         error = f"{exc.__class__.__name__}: {exc}"[:300]
@@ -170,13 +182,19 @@ def record(args: argparse.Namespace) -> None:
                         img_size=args.img_size)
     machine = (f"{platform.machine()} {platform.processor() or ''}".strip()
                + f", {args.threads} thread(s), torch {torch.__version__}")
-    todo = designs(args.designs, args.img_size, args.sample_seed)
+    if args.device != "cpu":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 as on the CPU
+        machine += f", {torch.cuda.get_device_name(torch.device(args.device))}"
+    todo = (recorded_designs(Path(args.designs_from)) if args.designs_from
+            else designs(args.designs, args.img_size, args.sample_seed))
+    full_seeds = args.full_seeds if args.full_seeds is not None else list(range(args.seeds))
     recorded = 0
     for index, (key, genes, preset) in enumerate(todo):
         if index % args.shards != args.shard:
             continue
         runs = [("cost", 0, 0), ("proxy", args.proxy_epochs, 0), *(("proxy", e, 0) for e in args.extra_proxy_epochs),
-                *(("full", args.epochs, s) for s in range(args.seeds))]
+                *(("full", args.epochs, s) for s in full_seeds)]
+        runs = [r for r in runs if r[0] in args.kinds]
         # Read again before each design: another recorder (another shard, or one resumed) may have written it.
         done = {(r["key"], r["kind"], r.get("seed", 0), r.get("epochs", 0)) for r in read_rows(path)
                 if r.get("protocol") == proto}
@@ -193,7 +211,7 @@ def record(args: argparse.Namespace) -> None:
             if kind == "cost":
                 row = {**base, **_cost(arch, data)}
             else:
-                row = {**base, "epochs": epochs, **_train(arch, data, epochs, seed)}
+                row = {**base, "epochs": epochs, **_train(arch, data, epochs, seed, args.device)}
                 print(f"    {kind} seed {seed}: {row['final']} in {row['seconds']:.0f} s", flush=True)
             _append(path, row)
         recorded += 1
@@ -310,6 +328,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shard", type=int, default=0, help="with --shards N: record designs i with i %% N == SHARD")
     parser.add_argument("--shards", type=int, default=1, help="recorders side by side, each on its own shard")
     parser.add_argument("--pause-at", type=int, default=3, help="resume-check: the epoch the proxy pauses after")
+    parser.add_argument("--designs-from", default=None,
+                        help="record: take the designs of this recorded table (its order) instead of sampling them")
+    parser.add_argument("--kinds", type=lambda s: s.split(","), default=["cost", "proxy", "full"],
+                        help="record: the runs to record, comma-separated among cost, proxy, full")
+    parser.add_argument("--full-seeds", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
+                        help="record: the full-budget seeds, comma-separated (default: 0 .. --seeds - 1)")
+    parser.add_argument("--device", default="cpu", help="record: cpu or cuda[:N] (training in float32 either way)")
     args = parser.parse_args(argv)
     {"record": record, "summary": summary, "resume-check": resume_check}[args.command](args)
 
