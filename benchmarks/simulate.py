@@ -51,6 +51,7 @@ import statistics
 import sys
 import time
 import warnings
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,15 @@ class Table:
     epochs: int
     proxy_epochs: int
     reference_img_s: float = 0.0  # the one reference speed every design's throughput ratio is scaled by
+    truth_seeds: int = 2  # full-budget seeds the truth is the mean of
 
     @classmethod
-    def load(cls, path: Path = DEFAULT_TABLE) -> Table:
+    def load(cls, path: Path = DEFAULT_TABLE, truth_from: tuple[Path, ...] = ()) -> Table:
         """Read the JSON lines of :mod:`benchmarks.table`; designs missing a run are left out.
+
+        ``truth_from``: tables of further full-budget seeds of the same designs (``benchmarks.table record
+        --designs-from ... --kinds full --full-seeds 2``). Their final accuracies join the truth's mean and
+        nothing else: a replay observes the same runs and spends the same epochs, only its score changes.
 
         A design's throughput is its measured speed relative to the reference model (``throughput_ratio``)
         times **one** reference speed for the whole table, the median of the reference timings of its rows:
@@ -136,14 +142,28 @@ class Table:
         if not complete:
             raise ValueError(f"table: {path} holds no complete design (cost, two full-budget runs and the proxy)")
         reference = statistics.median(d["reference"] for d in complete.values())
+        extra: dict[str, dict[int, float]] = defaultdict(dict)  # key -> seed -> final accuracy, for the truth only
+        for other in truth_from:
+            for row in read_rows(Path(other)):
+                if row["kind"] == "full" and row.get("protocol") == protocol and row["key"] in complete:
+                    if row.get("error") or row.get("final") is None:
+                        raise ValueError(f"truth_from: {other} holds a failed run of a design the table trained")
+                    if int(row["seed"]) not in complete[row["key"]]["full"]:
+                        extra[row["key"]][int(row["seed"])] = float(row["final"])
+        if truth_from:
+            seeds = {tuple(sorted(v)) for v in extra.values()}
+            if len(extra) != len(complete) or len(seeds) != 1:
+                raise ValueError(f"truth_from: the same further seeds are needed for all {len(complete)} designs; "
+                                 f"{len(extra)} have some ({sorted(seeds)})")
         designs = []
         for key, d in complete.items():
             full = {s: c for s, c in sorted(d["full"].items())}
-            truth = statistics.fmean(c[-1]["val_accuracy"] for c in full.values())
+            truth = statistics.fmean([*(c[-1]["val_accuracy"] for c in full.values()), *extra[key].values()])
             designs.append(Design(key, d["arch"], d["preset"], d["params"], d["ratio"] * reference, full, d["proxy"],
                                   truth, short_proxies=dict(d.get("short", {}))))
         epochs = len(next(iter(designs[0].full.values())))
-        return cls(sorted(designs, key=lambda d: d.key), protocol, epochs, len(designs[0].proxy), reference)
+        return cls(sorted(designs, key=lambda d: d.key), protocol, epochs, len(designs[0].proxy), reference,
+                   len(designs[0].full) + len(extra[designs[0].key]))
 
     def proxy_lengths(self) -> list[int]:
         """The proxy lengths (epochs) recorded for every design: the main proxy's and each complete shorter one."""
@@ -629,7 +649,7 @@ def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = 
                            "true_front": len(true_front),
                            "table_best_hv": _truth_hv([d for d in table.designs if d.key in true_front], bounds),
                            "bounds": bounds.to_dict(), "seeds": seeds, "methods": {},
-                           "search_bounds": search_bounds}
+                           "search_bounds": search_bounds, "truth_seeds": table.truth_seeds}
     pool = None
     if jobs > 1:
         import multiprocessing
@@ -681,8 +701,9 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new``'s methods added to (or replacing) ``old``'s, when both replayed the same table under the same
     budget and seeds; else ``new`` alone. Lets a long comparison run method by method into one file."""
     plain = json.loads(json.dumps(new))
-    same = all(old.get(k, "table") == plain.get(k, "table") if k == "search_bounds" else old.get(k) == plain.get(k)
-               for k in ("budget_epochs", "designs", "seeds", "max_params", "bounds", "search_bounds"))
+    absent = {"search_bounds": "table", "truth_seeds": 2}  # what a file written before the key existed means
+    same = all(old.get(k, absent.get(k)) == plain.get(k, absent.get(k))
+               for k in ("budget_epochs", "designs", "seeds", "max_params", "bounds", "search_bounds", "truth_seeds"))
     if not same:
         return new
     merged = {**old, "methods": {**old["methods"], **new["methods"]}}
@@ -692,7 +713,8 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def _print(out: dict[str, Any]) -> None:
     print(f"table: {out['designs']} designs ({out['true_front']} Pareto-optimal by truth; their truth HV "
-          f"{out['table_best_hv']:.4f}); budget B = {out['budget_epochs']} epochs; {out['seeds']} seeds")
+          f"{out['table_best_hv']:.4f}; truth over {out.get('truth_seeds', 2)} full-budget seeds); "
+          f"budget B = {out['budget_epochs']} epochs; {out['seeds']} seeds")
     budget = f"; max_params {out['max_params']:,.0f}" if out.get("max_params") else ""
     print(f"{'method':<22}{'HV at B/4':>24}{'B/2':>24}{'B':>24}{'to random':>11}{'opt. stopped':>14}"
           f"{'wasted ep.':>12}{'refused':>9}{budget}")
@@ -761,6 +783,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="replay seeds in this many processes (one core each)")
     p.add_argument("--max-params", type=float, default=None,
                    help="a params budget: designs over it are refused at 0 epochs (vitnas search --max-params)")
+    p.add_argument("--truth-from", type=Path, action="append", default=[],
+                   help="a table of further full-budget seeds of the same designs: the truth is the mean over all "
+                        "(repeatable; the runs a replay observes are unchanged)")
     p.add_argument("--search-bounds", choices=("table", "study"), default="table",
                    help="the bounds samplers and schedulers work with: the table's, or a real search's study's")
     p.add_argument("--list", action="store_true", help="list the methods and exit")
@@ -799,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        table = Table.load(args.table)
+        table = Table.load(args.table, tuple(args.truth_from))
         out = simulate(names, args.seeds, table, args.budget, max_params=args.max_params, jobs=args.jobs,
                        search_bounds=args.search_bounds,
                        progress=lambda n, s, r: print(f"  {n} seed {s}: {r.trials} trials, truth HV "

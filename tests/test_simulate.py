@@ -166,6 +166,30 @@ def test_study_bounds_are_a_real_searchs_and_the_truth_is_still_scored_on_the_ta
         sim.simulate(["random"], 1, t, 54, search_bounds="x")
 
 
+def test_further_truth_seeds_change_the_score_and_nothing_the_replay_observes(table, tmp_path):
+    from benchmarks.table import read_rows
+
+    t, space = table
+    seed0 = [r for r in read_rows(sim.DEFAULT_TABLE) if r["kind"] == "full" and r["seed"] == 0 and not r.get("error")]
+    # a further seed of every design, each ending 0.1 below its seed-0 run
+    extra = [{**r, "seed": 2, "final": r["final"] - 0.1} for r in seed0]
+    path = tmp_path / "seed2.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in extra))
+    three = sim.Table.load(sim.DEFAULT_TABLE, (path,))
+    assert three.truth_seeds == 3 and t.truth_seeds == 2
+    for d, e in zip(three.designs, t.designs):
+        assert d.key == e.key and d.full == e.full  # the observed runs are the table's
+        assert d.truth == pytest.approx((2 * e.truth + d.full[0][-1]["val_accuracy"] - 0.1) / 3)
+        d.optuna_params = e.optuna_params
+    a = _replay(table, "knowncost_proxy_curve", seed=1, budget=60)
+    b = sim.replay(sim.METHODS["knowncost_proxy_curve"], three, space, 1, 60, t.bounds(), three.true_front())
+    assert a.order == b.order and [s for s, _, _ in a.trace] == [s for s, _, _ in b.trace]
+    assert b.trace[-1][2] != pytest.approx(a.trace[-1][2])  # the same front scored by the other truth
+    path.write_text("".join(json.dumps(r) + "\n" for r in extra[1:]))  # one design lacks the seed
+    with pytest.raises(ValueError, match="truth_from: the same further seeds are needed for all"):
+        sim.Table.load(sim.DEFAULT_TABLE, (path,))
+
+
 def test_a_shorter_recorded_proxy_is_its_own_run_and_a_missing_one_is_a_clear_error(table, tmp_path):
     import dataclasses
 
