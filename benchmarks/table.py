@@ -217,6 +217,12 @@ def record(args: argparse.Namespace) -> None:
         recorded += 1
 
 
+def _device(machine: str) -> str:
+    """The device of a row's ``machine`` (a GPU's name when :func:`record` ran on one, else ``cpu``)."""
+    parts = machine.split(", ")
+    return parts[3] if len(parts) > 3 else "cpu"
+
+
 def summary(args: argparse.Namespace) -> None:
     rows = [r for r in read_rows(Path(args.out)) if r.get("protocol") == protocol(args)]
     by_key: dict[str, dict] = defaultdict(dict)
@@ -252,6 +258,23 @@ def summary(args: argparse.Namespace) -> None:
               f"|difference| median {gaps[len(gaps) // 2]:.4f}, max {gaps[-1]:.4f}")
         print(f"Kendall tau against the truth: the {args.proxy_epochs}-epoch proxy {kendalltau(proxy, truth)[0]:.2f}; "
               f"epoch {args.proxy_epochs} of the full runs {kendalltau(at_proxy, truth)[0]:.2f}")
+        for other in args.truth_from:  # further full-budget seeds recorded elsewhere (another device, say)
+            more = {(r["key"], r["seed"]): r for r in read_rows(Path(other))
+                    if r.get("protocol") == protocol(args) and r["kind"] == "full" and r.get("final") is not None}
+            for seed in sorted({s for _, s in more}):
+                have = [i for i, k in enumerate(trained) if (k, seed) in more]
+                finals_s = [more[(trained[i], seed)]["final"] for i in have]
+                machines = Counter(_device(more[(trained[i], seed)]["machine"]) for i in have)
+                print(f"seed {seed} from {other} ({len(have)} designs; {dict(machines)}): mean final "
+                      f"{sum(finals_s) / len(finals_s):.4f} (seeds 0..{args.seeds - 1}: "
+                      f"{sum(truth[i] for i in have) / len(have):.4f}); Kendall tau against the truth "
+                      f"{kendalltau(finals_s, [truth[i] for i in have])[0]:.2f}, against seed 0 "
+                      f"{kendalltau(finals_s, [finals[i][0] for i in have])[0]:.2f}; |difference| from the truth, "
+                      f"median {sorted(abs(f - truth[i]) for f, i in zip(finals_s, have))[len(have) // 2]:.4f}")
+                if len(have) == len(trained):
+                    wider = [(t * args.seeds + f) / (args.seeds + 1) for t, f in zip(truth, finals_s)]
+                    print(f"  the truth over {args.seeds + 1} seeds against the truth over {args.seeds}: Kendall tau "
+                          f"{kendalltau(wider, truth)[0]:.2f}")
         for e in args.extra_proxy_epochs:
             have = [i for i, k in enumerate(trained) if (by_key[k].get((f"proxy{e}", 0)) or {}).get("final") is not None]
             if len(have) >= 3:
@@ -334,6 +357,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="record: the runs to record, comma-separated among cost, proxy, full")
     parser.add_argument("--full-seeds", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
                         help="record: the full-budget seeds, comma-separated (default: 0 .. --seeds - 1)")
+    parser.add_argument("--truth-from", action="append", default=[],
+                        help="summary: a table of further full-budget seeds, compared with the truth (repeatable)")
     parser.add_argument("--device", default="cpu", help="record: cpu or cuda[:N] (training in float32 either way)")
     args = parser.parse_args(argv)
     {"record": record, "summary": summary, "resume-check": resume_check}[args.command](args)
