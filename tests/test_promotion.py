@@ -4,6 +4,8 @@ rung's accuracy, ``paused_at``, the paused run's state on disk); then the paused
 ``promote_fronts`` non-dominated fronts resume, most accurate first, and each resumed run is the
 uninterrupted run, epoch for epoch (the search through Ray: tests/test_ray_boundary.py)."""
 
+from pathlib import Path
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -20,7 +22,8 @@ SPACE = SearchSpace(attention=("mhsa",), embed_dim=(32, 64), depth=(1, 2), num_h
 
 def _paused(acc, params, throughput, path):
     return {"accuracy": acc, "params": params, "throughput": throughput, "epoch": 1, "paused_at": 1,
-            "paused_state": path, "curve": [{"epoch": 1, "val_accuracy": acc, "train_loss": 1.0}]}
+            "paused_state": path, "paused_state_artifact": {"store": "/s", "id": Path(path).stem},
+            "curve": [{"epoch": 1, "val_accuracy": acc, "train_loss": 1.0}]}
 
 
 def test_the_driver_pauses_until_the_rung_budget_then_resumes_the_front_most_accurate_first(tmp_path):
@@ -46,6 +49,7 @@ def test_the_driver_pauses_until_the_rung_budget_then_resumes_the_front_most_acc
 
     config = driver.suggest("r0")  # the enqueued resume of the most accurate, with its state file
     assert config["resume"] == str(tmp_path / "0.paused.pt") and "pause_at" not in config
+    assert config["resume_artifact"] == {"store": "/s", "id": "0.paused"}  # for a worker without the run folder
     assert config["arch"] == study.trials[0].user_attrs["arch"]
     curve = [{"epoch": 1, "val_accuracy": 0.6, "train_loss": 1.0}, {"epoch": 2, "val_accuracy": 0.7, "train_loss": 0.5}]
     driver.on_trial_complete("r0", {"accuracy": 0.7, "params": 2e4, "throughput": 500.0, "epoch": 2, "curve": curve})
@@ -90,3 +94,26 @@ def test_promotion_settings_and_their_errors():
             SearchConfig(promote_at=bad).validate()
     with pytest.raises(SearchError, match="^promote_fronts: must be an integer >= 1"):
         SearchConfig(promote_fronts=0).validate()
+
+
+def test_a_worker_without_the_run_folder_resumes_from_the_artifact_store(tmp_path, digits):
+    import shutil
+
+    from nas.engine.trial import run_trial
+
+    settings = {**SearchConfig(epochs=2, throughput_cache=False).worker_settings(), "run_dir": str(tmp_path / "run"),
+                "artifact_store": str(tmp_path / "store")}
+    arch = {"attention": "fnet", "embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 4}
+    whole = run_trial({"arch": arch, "number": 0, "known": None}, settings, lambda r: None, digits)
+    paused = run_trial({"arch": arch, "number": 1, "known": None, "pause_at": 1}, settings, lambda r: None, digits)
+    assert paused["paused_at"] == 1 and Path(paused["paused_state"]).is_file() and paused["paused_state_artifact"]
+    shutil.rmtree(tmp_path / "run")  # another machine: the run folder is not there
+    elsewhere = {**settings, "run_dir": str(tmp_path / "other")}
+    config = {"arch": arch, "number": 2, "known": None, "resume": paused["paused_state"]}
+    failed = run_trial(config, elsewhere, lambda r: None, digits)
+    assert failed["fail_reason"].startswith(f"FileNotFoundError: resume: the paused state {paused['paused_state']} "
+                                            "is not on this machine")
+    resumed = run_trial({**config, "resume_artifact": paused["paused_state_artifact"]}, elsewhere, lambda r: None,
+                        digits)
+    assert [r["val_accuracy"] for r in resumed["curve"]] == [r["val_accuracy"] for r in whole["curve"]]
+    assert resumed["accuracy"] == whole["accuracy"] and len(resumed["curve"]) == 2

@@ -185,6 +185,8 @@ class StudyDriver:
             t = trials[number]
             self.study.enqueue_trial(t.params, user_attrs={
                 "resume_of": number, "resume_state": t.user_attrs.get("paused_state"),
+                **({"resume_state_artifact": t.user_attrs["paused_state_artifact"]}
+                   if t.user_attrs.get("paused_state_artifact") else {}),
                 "resume_epoch": int(t.user_attrs["paused_at"]),
                 **({"preset": t.user_attrs["preset"]} if t.user_attrs.get("preset") else {})})
             enqueued.append(number)
@@ -257,6 +259,8 @@ class StudyDriver:
             resume_of = trial.user_attrs.get("resume_of")
             if resume_of is not None:  # promoted at the rung: the paused run goes on
                 config.update({"known": None, RESUME_KEY: trial.user_attrs.get("resume_state")})
+                if trial.user_attrs.get("resume_state_artifact"):  # for a worker without the run folder
+                    config["resume_artifact"] = trial.user_attrs["resume_state_artifact"]
                 set_trial_attrs(trial, {"resumed_from": {"trial": int(resume_of),
                                                          "epoch": int(trial.user_attrs["resume_epoch"])}})
             elif self.rung is not None and known is None:

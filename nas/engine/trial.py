@@ -16,7 +16,9 @@ Promotion (``SearchConfig.promote_at``): ``"pause_at": k`` trains the first ``k`
 step, the RNG states, the history; :func:`trainers.train_proxy`) with ``torch.save`` next to the weights
 (``<weights_name>.paused.pt``) and reports the epoch-``k`` accuracy with ``paused_at`` and ``paused_state``
 (the file's path). ``"resume": path`` loads such a file and trains the remaining epochs; the reported curve
-is the whole run's. The file lives on the machine (or shared folder) of the run folder, as the weights do.
+is the whole run's. The file lives on the machine (or shared folder) of the run folder, as the weights do, and
+goes to the artifact store too (``paused_state_artifact``): a resume on a machine without the file
+(``"resume_artifact": ref``) downloads it from there.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 
 from search_spaces import Architecture
 
-from ..study.artifacts import upload_file
+from ..study.artifacts import fetch_file, upload_file
 from .settings import BUDGETS, budget_violations
 
 __all__ = ["RESULT_ATTRS", "run_trial", "failure_result"]
@@ -37,7 +39,7 @@ __all__ = ["RESULT_ATTRS", "run_trial", "failure_result"]
 RESULT_ATTRS: tuple[str, ...] = ("flops", "peak_memory", "curve", "device", "train_seconds", "wall_seconds", "weights",
                                   "weights_artifact",
                                   "target", "throughput_detail", "proxy_params", "train_peak_memory", "gpu_busy",
-                                  "paused_at", "paused_state")
+                                  "paused_at", "paused_state", "paused_state_artifact")
 
 
 class BudgetRefused(Exception):
@@ -100,7 +102,8 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
     curve: list[dict[str, float]] = []
     resume = config.get("resume")  # a trial paused at the promotion rung, resumed to the full proxy
     pause_at = None if resume else config.get("pause_at")
-    state = torch.load(resume, map_location="cpu", weights_only=True) if resume else ({} if pause_at else None)
+    state = _paused_state(resume, config.get("resume_artifact"), _weights_dir(settings)) if resume else (
+        {} if pause_at else None)
     if resume:
         curve.extend(dict(r) for r in state["history"])
 
@@ -118,7 +121,7 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
 
     result = evaluate_architecture(arch, data, proxy, report=on_epoch, check=check if budgets else None,
                                    pause_at=pause_at, state=state)
-    weights_dir = Path(settings.get("weights_dir") or Path(settings["run_dir"]) / settings["study"] / "weights")
+    weights_dir = _weights_dir(settings)
     weights_dir.mkdir(parents=True, exist_ok=True)
     name = config.get("weights_name") or f"trial_{number:05d}"
     weights = (weights_dir / f"{name}.safetensors").resolve()
@@ -128,6 +131,8 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
     if pause_at:
         paused = {"paused_at": int(pause_at), "paused_state": str((weights_dir / f"{name}.paused.pt").resolve())}
         torch.save(state, paused["paused_state"])
+        if settings.get("artifact_store"):
+            paused["paused_state_artifact"] = upload_file(settings["artifact_store"], paused["paused_state"])
     return {**paused, "accuracy": result.accuracy, "params": result.params, "throughput": result.throughput,
             "epoch": len(result.history), "flops": result.flops, "peak_memory": result.peak_memory, "curve": curve,
             "device": result.device, "train_seconds": round(result.train_seconds, 3),
@@ -136,3 +141,28 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
             "throughput_detail": result.throughput_detail, "proxy_params": result.proxy_params,
             "train_peak_memory": result.train_peak_memory, "gpu_busy": result.gpu_busy}
 
+
+
+def _weights_dir(settings: dict[str, Any]) -> Path:
+    """The folder of a trial's weights and paused state: ``settings["weights_dir"]``, else
+    ``RUN_DIR/<study>/weights``."""
+    return Path(settings.get("weights_dir") or Path(settings["run_dir"]) / settings["study"] / "weights")
+
+
+def _paused_state(path: str, artifact: dict[str, str] | None, folder: Path) -> dict[str, Any]:
+    """The paused run's state saved at ``path``; where this machine lacks the file, its copy in the artifact
+    store (``artifact``, the reference the pausing worker reported), downloaded into ``folder``.
+
+    Raises:
+        FileNotFoundError: the file is not here and no artifact of it was stored (the message names the path).
+        nas.study.artifacts.ArtifactError: the store cannot be read or lacks the artifact.
+    """
+    import torch
+
+    if not Path(path).is_file():
+        if not artifact:
+            raise FileNotFoundError(f"resume: the paused state {path} is not on this machine and no artifact store "
+                                    "holds it (share the run folder, or set --artifact-store)")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = str(fetch_file(artifact, folder / f"{Path(path).stem}.fetched.pt", what="paused state"))
+    return torch.load(path, map_location="cpu", weights_only=True)

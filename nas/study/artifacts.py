@@ -66,8 +66,8 @@ def upload_file(url: str, path: str | Path) -> dict[str, str]:
     return {"store": url, "id": artifact_id}
 
 
-def fetch_file(ref: dict[str, str], dest: str | Path) -> Path:
-    """Download the artifact ``ref`` (from :func:`upload_file`) to ``dest``.
+def fetch_file(ref: dict[str, str], dest: str | Path, what: str = "weights") -> Path:
+    """Download the artifact ``ref`` (from :func:`upload_file`) to ``dest``; ``what`` names it in errors.
 
     Raises:
         ArtifactError: the store cannot be opened or holds no such artifact.
@@ -79,5 +79,5 @@ def fetch_file(ref: dict[str, str], dest: str | Path) -> Path:
     try:
         download_artifact(artifact_store=open_store(ref["store"]), artifact_id=ref["id"], file_path=str(dest))
     except (ArtifactNotFound, FileNotFoundError, KeyError):
-        raise ArtifactError(f"weights: artifact {ref.get('id')!r} is not in the store {ref.get('store')!r}") from None
+        raise ArtifactError(f"{what}: artifact {ref.get('id')!r} is not in the store {ref.get('store')!r}") from None
     return dest
