@@ -512,7 +512,9 @@ def status(study: StudyName, storage: StorageURL = DEFAULT_STORAGE, as_json: JSO
     for key in ("complete", "running", "failed", "queued", "pruned", "front_size", "confirmed"):
         table.add_row(key.replace("_", " "), str(info[key]))
     if info.get("paused"):
-        table.add_row("paused", f"{info['paused']} (paused at the promotion rung; superseded, off the front)")
+        table.add_row("paused", f"{info['paused']} (paused at the promotion rung; "
+                      + ("superseded, off the front)" if info.get("promoted")
+                         else "waiting for it; until then their rung accuracies are on the front)"))
     by = (f"; confirmed means where retrained, the proxy's alone {info['proxy_hypervolume']:.4f}"
           if info["confirmed"] else "")
     table.add_row("hypervolume", f"{info['hypervolume']:.4f} of the normalised objective cube (bounds: "

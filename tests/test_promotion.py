@@ -39,6 +39,8 @@ def test_the_driver_pauses_until_the_rung_budget_then_resumes_the_front_most_acc
     assert (driver.complete, driver.paused, driver.epochs_trained, driver.trained) == (0, 3, 3, {})
     assert driver.promote_due() and driver.remaining() == 0
     assert [t.number for t in pareto_front(study)] == [0, 1]  # before the promotion the rung's results are the front
+    status = study_status(study)  # paused, not complete, and still the front
+    assert (status["complete"], status["paused"], status["promoted"], status["front_size"]) == (0, 3, False, 2)
 
     assert driver.promote(fronts=1) == [0, 1] and not driver.promote_due()
     record = study.user_attrs["promotion"]
@@ -59,7 +61,7 @@ def test_the_driver_pauses_until_the_rung_budget_then_resumes_the_front_most_acc
     assert (driver.complete, driver.epochs_trained) == (1, 4)
     assert [t.number for t in pareto_front(study)] == [config["number"]]
     status = study_status(study)
-    assert (status["complete"], status["paused"], status["front_size"]) == (1, 3, 1)
+    assert (status["complete"], status["paused"], status["promoted"], status["front_size"]) == (1, 3, True, 1)
 
     second = driver.suggest("r1")  # the second resume is stopped without a result (the search ended)
     assert second["resume"] == str(tmp_path / "1.paused.pt")

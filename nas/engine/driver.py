@@ -36,7 +36,14 @@ from search_spaces import SearchSpace
 
 from .. import objectives
 from ..study import is_infeasible, trained_epochs
-from ..study.record import read_promotion, save_promotion, save_scheduler_state, set_trial_attrs
+from ..study.record import (
+    read_pausing,
+    read_promotion,
+    save_pausing,
+    save_promotion,
+    save_scheduler_state,
+    set_trial_attrs,
+)
 from .packing import ALONE_KEY, GPU_SHARE_KEY, PackingPlan, is_out_of_memory
 from .scheduler import RESUME_KEY
 from .settings import budget_violations
@@ -129,6 +136,8 @@ class StudyDriver:
         self.promotion = read_promotion(study)
         # pause new trials at the rung until the promotion, unless the study already went on without one
         self.rung = rung if rung and promote_after is not None and self.promotion is None and not self.full else None
+        if self.rung is not None and read_pausing(study) != self.rung:
+            save_pausing(study, self.rung)
 
     def key(self, arch: Any) -> str:
         """The canonical key of ``arch`` in this study: at the proxy's image size, and at the deployment size

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .. import objectives
 from .optuna_adapter import read_trials, with_values
-from .record import CONFIRM_PREFIX, confirmation_key, read_meta, read_promotion
+from .record import CONFIRM_PREFIX, confirmation_key, read_meta, read_pausing, read_promotion
 from .storage import StudyError
 
 __all__ = ["get_trial", "pareto_front", "nonfinite_trials", "is_infeasible", "trial_record", "knee_trial",
@@ -279,7 +279,8 @@ def describe_shape(shape: dict[str, Any]) -> str:
 
 def study_status(study: optuna.Study) -> dict[str, Any]:
     """Counts of trials by state (complete, running, failed, queued, pruned; ``paused``: the trials that paused
-    at the promotion rung, out of every count and of the front once the promotion is recorded), the proposals
+    at the promotion rung, not counted as complete, and out of every count and of the front once the promotion
+    is recorded, ``promoted``), the proposals
     refused before
     training (``refused``: they broke a budget by their known cost; not counted as complete), the front size and
     the current normalised hypervolume (:func:`hypervolume`, with the study's bounds), both with confirmed means
@@ -288,11 +289,16 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     count, the proxy and deployment shapes, the budgets and how many trained complete trials break them.
 
     Reads the objectives of every trial but the user attributes of the failed ones only
-    (:func:`read_trials`), so a large study's curves and genes are never decoded here.
+    (:func:`read_trials`), so a large study's curves and genes are never decoded here; and those of the complete
+    ones while a search that pauses trials has not promoted yet (a quarter of its budget at most), to count
+    the paused ones (they are the front until the promotion).
     """
     gone = superseded(study)
     trials = [t for t in read_trials(study, user_attrs=False) if t.number not in gone]
     count = lambda state: sum(1 for t in trials if t.state == state)  # noqa: E731
+    waiting = 0  # paused at the rung, before the promotion
+    if not gone and read_pausing(study) is not None and read_promotion(study) is None:
+        waiting = sum(1 for t in read_trials(study, (TrialState.COMPLETE,)) if t.user_attrs.get("paused_at"))
     reasons: dict[str, int] = {}
     if count(TrialState.FAIL):
         for t in read_trials(study, (TrialState.FAIL,)):
@@ -313,7 +319,8 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
                       if t.number in infeasible and t.user_attrs.get("refused"))
     return {
         "study": study.study_name,
-        "complete": count(TrialState.COMPLETE) - refused, "refused": refused, "running": count(TrialState.RUNNING),
+        "complete": count(TrialState.COMPLETE) - refused - waiting, "refused": refused,
+        "running": count(TrialState.RUNNING),
         "failed": count(TrialState.FAIL), "queued": count(TrialState.WAITING), "pruned": count(TrialState.PRUNED),
         "front_size": len(front), "hypervolume": hypervolume(front, bounds),
         "hv_bounds": bounds.to_dict(), "fail_reasons": reasons, "dataset": meta.dataset,
@@ -321,7 +328,8 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "infeasible": len(infeasible) - refused, "confirmed": len(conf),
         "front_by": "confirmed where retrained, else proxy" if conf else "proxy",
         "proxy_hypervolume": hypervolume(proxy_front, bounds),
-        "paused": len(gone),  # paused at the promotion rung, superseded (not counted as complete)
+        "paused": len(gone) or waiting,  # paused at the promotion rung (not counted as complete)
+        "promoted": bool(gone),  # the paused trials are superseded (off the front) once promoted
     }
 
 

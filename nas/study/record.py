@@ -170,6 +170,18 @@ def save_promotion(study: optuna.Study, record: dict[str, Any]) -> None:
     _set(study, {"promotion": dict(record)})
 
 
+def save_pausing(study: optuna.Study, rung: int) -> None:
+    """Mark that the search pauses new trials at ``rung`` epochs until its promotion, so readers that skip
+    user attributes (``vitnas status``) know to tell paused trials from complete ones before the record."""
+    _set(study, {"pausing": int(rung)})
+
+
+def read_pausing(study: optuna.Study) -> int | None:
+    """The rung of :func:`save_pausing`, or None when the search never paused trials."""
+    rung = (getattr(study, "user_attrs", None) or {}).get("pausing")
+    return rung if isinstance(rung, int) else None
+
+
 def read_promotion(study: optuna.Study) -> dict[str, Any] | None:
     """The stored promotion (:func:`save_promotion`), or None before it."""
     record = (getattr(study, "user_attrs", None) or {}).get("promotion")  # a study-like snapshot may hold none
