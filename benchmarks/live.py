@@ -208,6 +208,22 @@ def score(study_name: str, storage: str, table: sim.Table, truth: Truth) -> dict
     return {"epochs": epochs, "trials": len(trials), "truth_hv": hv, "front": members}
 
 
+def by_wider_truth(out: dict[str, Any], table: sim.Table) -> dict[str, Any]:
+    """The stored runs whose whole front is in ``table`` (the ``--table-only`` runs), each front scored again
+    by ``table``'s truth (one loaded with further seeds, ``Table.load(..., truth_from)``); runs with a design
+    outside the table are left out, as their truth has only the two seeds recorded here."""
+    from nas import objectives
+
+    truth = {d.key: d.truth for d in table.designs}
+    runs = {}
+    for key, run in out["runs"].items():
+        if run["front"] and all(m["key"] in truth for m in run["front"]):
+            hv = objectives.normalised_hypervolume([[truth[m["key"]], m["params"], m["throughput"]]
+                                                    for m in run["front"]], table.bounds())
+            runs[key] = {**run, "truth_hv": hv}
+    return {"runs": runs}
+
+
 def percentile(value: float, replays: list[float]) -> float:
     """Where ``value`` falls among the replays, 0-100: the share of replays below it, ties counted half
     (a faithful simulator puts live runs anywhere in 0-100 with equal chance; half inside the quartiles)."""
@@ -250,12 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table-only", action="store_true",
                    help="a knowncost search proposes among the table's designs only (as the replay does)")
     p.add_argument("--report", action="store_true", help="print the runs beside the simulator and exit")
+    p.add_argument("--truth-from", type=Path, action="append", default=[],
+                   help="with --report: score the table-only runs' fronts by a truth over further full-budget seeds "
+                        "(simulate --truth-from; pass its replays as --simulated)")
     p.add_argument("--rescore", action="store_true",
                    help="score every stored run's front again by the table's truth (studies read from --workdir)")
     args = p.parse_args(argv)
     out = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
     sim_out = json.loads(args.simulated.read_text()) if args.simulated.exists() else None
     if args.report:
+        if args.truth_from:
+            out = by_wider_truth(out, sim.Table.load(args.table, tuple(args.truth_from)))
         print(report(out, sim_out))
         return 0
     if args.rescore:

@@ -90,6 +90,25 @@ def test_rescore_scores_a_stored_study_s_front_by_the_tables_truth(table, tmp_pa
     assert live.rescore(gone, table, truth, tmp_path) == ["random/1/162"] and gone["runs"]["random/1/162"]["truth_hv"] == 0.3
 
 
+def test_table_only_runs_are_scored_again_by_a_wider_truth_and_others_are_left_out(table, tmp_path):
+    import dataclasses
+
+    from nas import objectives
+
+    picks = sorted(table.designs, key=lambda d: d.params)[:3]
+    front = [{"key": d.key, "params": d.params, "throughput": d.throughput} for d in picks]
+    out = {"runs": {"m@table/0/162": {"method": "m (table only)", "seed": 0, "budget_epochs": 162, "truth_hv": 0.1,
+                                      "front": front},
+                    "m/0/162": {"method": "m", "seed": 0, "budget_epochs": 162, "truth_hv": 0.1,
+                                "front": [*front, {"key": "outside", "params": 1.0, "throughput": 1.0}]}}}
+    wider = dataclasses.replace(table, designs=[dataclasses.replace(d, truth=d.truth - 0.01) for d in table.designs])
+    scored = live.by_wider_truth(out, wider)
+    assert list(scored["runs"]) == ["m@table/0/162"]  # a front member outside the table has no wider truth
+    assert scored["runs"]["m@table/0/162"]["truth_hv"] == pytest.approx(objectives.normalised_hypervolume(
+        [[d.truth - 0.01, d.params, d.throughput] for d in picks], wider.bounds()))
+    assert out["runs"]["m@table/0/162"]["truth_hv"] == 0.1  # the stored results are not changed
+
+
 def test_table_only_makes_the_tables_designs_the_knowncost_candidates_and_undoes(table):
     from types import SimpleNamespace
 
