@@ -296,6 +296,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("gp_pareto_g3", "gp", "pareto", grace=3, about="GPSampler, ParetoASHA with grace 3 (rungs 3, 9)"),
     Method("auto_pareto_presets", "auto", "pareto", presets=True,
            about="auto sampler with the presets first, ParetoASHA, full budget"),
+    # another --sampler under the search's other defaults (6-epoch proxy, curve rule), without and with promotion
+    *(m for s in ("tpe", "nsga2", "gp") for m in (
+        Method(f"{s}_proxy_curve", s, "pareto", "proxy", curve=True,
+               about=f"--sampler {s} with the default's proxy and curve rule, no promotion (--promote-at 0)"),
+        Method(f"{s}_promote_resume_3f", s, "pareto", "proxy", curve=True, proxy_epochs=3, promote_at=0.25,
+               resume=True, promote_fronts=3, about=f"--sampler {s} with every other setting the default's"))),
 )}
 #: The method vitnas' defaults correspond to (the search's own default settings, replayed).
 DEFAULT_METHOD = "knowncost_promote_resume_3f"
@@ -433,6 +439,9 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
     while spent < search_budget and snap.unused:
         if not promoted and spent >= method.promote_at * search_budget:
             promoted, max_t = True, table.proxy_epochs
+            if method.sampler != "knowncost":  # a sampler caches per study (NSGA-II its generations): a fresh one
+                sampler = make_sampler(method.sampler, seed, max(4, int(search_budget // table.proxy_epochs)),
+                                       context=context)
             study, spent, seconds, demoted, promoted_keys = _promote(study, observed, table, sampler, max_t, spent, seconds,
                                                       search_budget, trace, bounds,
                                                       method.proxy_epochs if method.resume else 0,
@@ -796,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.list:
         for m in METHODS.values():
-            print(f"{m.name:<22}{m.about}" + ("  [default]" if m.name == DEFAULT_METHOD else ""))
+            print(f"{m.name:<26}{m.about}" + ("  [default]" if m.name == DEFAULT_METHOD else ""))
         return 0
     if args.from_json is not None:
         out = json.loads(args.from_json.read_text())
