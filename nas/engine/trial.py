@@ -142,7 +142,6 @@ def _train(config: dict[str, Any], settings: dict[str, Any], report: Callable[[d
             "train_peak_memory": result.train_peak_memory, "gpu_busy": result.gpu_busy}
 
 
-
 def _weights_dir(settings: dict[str, Any]) -> Path:
     """The folder of a trial's weights and paused state: ``settings["weights_dir"]``, else
     ``RUN_DIR/<study>/weights``."""
