@@ -331,6 +331,14 @@ def resume_check(args: argparse.Namespace) -> None:
               flush=True)
 
 
+def _kinds(text: str) -> list[str]:
+    kinds = text.split(",")
+    unknown = [k for k in kinds if k not in ("cost", "proxy", "full")]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown kind {unknown[0]!r}; allowed: cost, proxy, full")
+    return kinds
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("command", choices=["record", "summary", "resume-check"])
@@ -353,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pause-at", type=int, default=3, help="resume-check: the epoch the proxy pauses after")
     parser.add_argument("--designs-from", default=None,
                         help="record: take the designs of this recorded table (its order) instead of sampling them")
-    parser.add_argument("--kinds", type=lambda s: s.split(","), default=["cost", "proxy", "full"],
+    parser.add_argument("--kinds", type=_kinds, default=["cost", "proxy", "full"],
                         help="record: the runs to record, comma-separated among cost, proxy, full")
     parser.add_argument("--full-seeds", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
                         help="record: the full-budget seeds, comma-separated (default: 0 .. --seeds - 1)")
