@@ -274,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
     sim_out = json.loads(args.simulated.read_text()) if args.simulated.exists() else None
+    if args.truth_from and not args.report:
+        p.error("truth-from: only with --report (it scores the stored table-only runs again; nothing is run)")
     if args.report:
         if args.truth_from:
             out = by_wider_truth(out, sim.Table.load(args.table, tuple(args.truth_from)))

@@ -109,6 +109,15 @@ def test_table_only_runs_are_scored_again_by_a_wider_truth_and_others_are_left_o
     assert out["runs"]["m@table/0/162"]["truth_hv"] == 0.1  # the stored results are not changed
 
 
+def test_truth_from_without_report_is_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        live.main(["--truth-from", str(tmp_path / "seed2.jsonl"), "--out", str(tmp_path / "out.json")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("error: truth-from: only with --report (it "
+                                                                       "scores the stored table-only runs again; nothing is run)")
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_table_only_makes_the_tables_designs_the_knowncost_candidates_and_undoes(table):
     from types import SimpleNamespace
 
