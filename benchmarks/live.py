@@ -65,7 +65,7 @@ def search_config(method: sim.Method, table: sim.Table, seed: int, budget: int, 
         epochs = (method.proxy_epochs or table.proxy_epochs) if method.fidelity == "proxy" else table.epochs
     return SearchConfig(
         study=name, trials=100_000, epoch_budget=budget, seed=seed, epochs=epochs,
-        promote_at=method.promote_at, promote_fronts=method.promote_fronts,
+        promote_at=method.promote_at, promote_fronts=method.promote_fronts, promote_gate=method.promote_gate,
         dataset="fashion_mnist", data_dir=data_dir, img_size=int(proto["img_size"]),
         train_subset=int(proto["train_subset"]), val_subset=int(proto["val_subset"]),
         storage=f"sqlite:///{workdir / f'{name}.db'}", run_dir=str(workdir / "runs"),

@@ -236,6 +236,9 @@ class Method:
     resume: bool = False
     #: with ``promote_at``: how many of the rung's non-dominated fronts are promoted (1: its Pareto front)
     promote_fronts: int = 1
+    #: with ``promote_at``: once those fronts have resumed, each other first-stage design resumes unless even this
+    #: quantile of its predicted accuracy is dominated (``SearchConfig.promote_gate``; 0: they stay stopped)
+    promote_gate: float = 0.0
     #: KnownCostSampler attributes set after make_sampler (e.g. the former default's ``calibrate=False``)
     sampler_attrs: tuple[tuple[str, Any], ...] = ()
     about: str = ""
@@ -285,6 +288,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("knowncost_promote_resume_3f", "knowncost", "pareto", "proxy", curve=True, proxy_epochs=3,
            promote_at=0.25, resume=True, promote_fronts=3,
            about="knowncost_promote_resume promoting the rung's first three non-dominated fronts"),
+    Method("knowncost_promote_gate", "knowncost", "pareto", "proxy", curve=True, proxy_epochs=3, promote_at=0.25,
+           resume=True, promote_fronts=1, promote_gate=0.999,
+           about="knowncost_promote_resume, then each other paused design resumed unless even the 0.999 quantile of "
+                 "its predicted accuracy is dominated"),
     Method("knowncost_proxy_g3", "knowncost", "pareto", "proxy", grace=3,
            about="known-cost EHVI, ParetoASHA's rank rule at one rung, epoch 3 of the 6-epoch proxy"),
     Method("knowncost", "knowncost", about="known-cost EHVI (params exact, throughput predicted), full budget"),
@@ -304,7 +311,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
                resume=True, promote_fronts=3, about=f"--sampler {s} with every other setting the default's"))),
 )}
 #: The method vitnas' defaults correspond to (the search's own default settings, replayed).
-DEFAULT_METHOD = "knowncost_promote_resume_3f"
+DEFAULT_METHOD = "knowncost_promote_gate"
 
 
 # ---------------------------------------------------------------------------------------------- replay
@@ -445,7 +452,7 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
             study, spent, seconds, demoted, promoted_keys = _promote(study, observed, table, sampler, max_t, spent, seconds,
                                                       search_budget, trace, bounds,
                                                       method.proxy_epochs if method.resume else 0,
-                                                      method.promote_fronts)
+                                                      method.promote_fronts, method.promote_gate)
             stopped_n += len(demoted)  # stopped at the rung: never trained further
             stopped_optimal += sum(table.designs[i].key in true_front for i in demoted)
             scheduler = _scheduler(method, max_t, sb, seed)
@@ -528,14 +535,17 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
 
 
 def _promote(study, observed: dict[int, list[float]], table: Table, sampler, max_t: int, spent: int,
-             seconds: float, budget: float, trace: list, bounds, resumed: int = 0, fronts: int = 1):
+             seconds: float, budget: float, trace: list, bounds, resumed: int = 0, fronts: int = 1, gate: float = 0.0):
     """Promotion at one synchronous rung (successive halving keeping the rung's first ``fronts``
     non-dominated fronts; 1: its Pareto front): the designs on those fronts of ``observed`` (first-stage
     results, accuracy, params and throughput) are trained on the ``max_t``-epoch proxy, most
     accurate first, until ``budget`` epochs are spent; ``resumed`` > 0: they resume after that many epochs (a
     paused run), else they train from scratch. The search goes on in a new study where the promoted designs
     are complete with their ``max_t``-epoch accuracy and the other first-stage designs are pruned (seen, never
-    proposed again); they leave ``observed`` (updated in place) too. Returns (study, spent, seconds, the
+    proposed again); they leave ``observed`` (updated in place) too. ``gate`` (a quantile): then each other
+    first-stage design, most accurate first, is promoted too unless even that quantile of its predicted accuracy
+    (:func:`nas.engine.scheduler.predict_final` on the promoted designs' rung and final accuracies) is dominated
+    by a promoted design, as :meth:`nas.engine.driver.StudyDriver.gate` decides. Returns (study, spent, seconds, the
     indices of the designs stopped at the rung, the keys of those promoted)."""
     import optuna
     from optuna.trial import TrialState, create_trial
@@ -545,34 +555,51 @@ def _promote(study, observed: dict[int, list[float]], table: Table, sampler, max
     keys_in = list(observed)
     ranks = objectives.nondominated_sort([[-observed[k][0], observed[k][1], -observed[k][2]] for k in keys_in])
     front = {keys_in[int(j)] for r in ranks[:fronts] for j in r}
+    rung = {i: list(v) for i, v in observed.items()}
     by_params = {repr(sorted(table.designs[i].optuna_params.items())): i for i in observed}
-    new = optuna.create_study(directions=study.directions, sampler=sampler)
     dists = {}
+    for t in study.get_trials(deepcopy=False):
+        i = by_params.get(repr(sorted(t.params.items()))) if t.state == TrialState.COMPLETE else None
+        if i is not None:
+            dists[i] = t.distributions
+    observed.clear()
+    keys = []
+
+    def resume(order: list[int]) -> None:
+        nonlocal spent, seconds
+        for i in order:
+            if spent >= budget:
+                break
+            d = table.designs[i]
+            keys.append(d.key)
+            run = d.proxy_run(max_t)
+            spent += max_t - resumed
+            seconds += sum(float(p["seconds"]) for p in run[resumed:])
+            observed[i] = [run[-1]["val_accuracy"], d.params, d.throughput]
+            trace.append((spent, seconds, _truth_hv(_observed_front(observed, table), bounds)))
+
+    resume(sorted(front, key=lambda k: -rung[k][0]))
+    if gate:
+        from nas.engine.scheduler import dominated_by, predict_final
+
+        pairs = [(rung[i][0], observed[i][0]) for i in observed]
+        full = list(observed.values())
+        pending = sorted((i for i in rung if i not in front), key=lambda k: -rung[k][0])
+        resume([i for i in pending if (p := predict_final(pairs, rung[i][0], gate)) is None
+                or not dominated_by([p[1], *rung[i][1:]], full)])
+    new = optuna.create_study(directions=study.directions, sampler=sampler)
     for t in study.get_trials(deepcopy=False):
         i = by_params.get(repr(sorted(t.params.items()))) if t.state == TrialState.COMPLETE else None
         if i is None:
             new.add_trial(t)
-            continue
-        dists[i] = t.distributions
-        if i not in front:
+        elif i not in observed:
             new.add_trial(create_trial(params=t.params, distributions=t.distributions, state=TrialState.PRUNED,
                                        user_attrs=dict(t.user_attrs), system_attrs=dict(t.system_attrs)))
-    demoted = [j for j in observed if j not in front]
-    for i in demoted:
-        del observed[i]
-    keys = []
-    for i in sorted(front, key=lambda k: -observed[k][0]):
-        if spent >= budget:
-            break
+    for i in observed:  # in the order they resumed
         d = table.designs[i]
-        keys.append(d.key)
-        run = d.proxy_run(max_t)
-        spent += max_t - resumed
-        seconds += sum(float(p["seconds"]) for p in run[resumed:])
-        observed[i] = [run[-1]["val_accuracy"], d.params, d.throughput]
         new.add_trial(create_trial(params=d.optuna_params, distributions=dists[i], values=observed[i],
                                    user_attrs={"arch": d.arch}))
-        trace.append((spent, seconds, _truth_hv(_observed_front(observed, table), bounds)))
+    demoted = [j for j in rung if j not in observed]
     return new, spent, seconds, demoted, keys
 
 

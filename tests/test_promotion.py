@@ -76,6 +76,52 @@ def test_the_driver_pauses_until_the_rung_budget_then_resumes_the_front_most_acc
     assert again.suggest("r2")["resume"] == str(tmp_path / "1.paused.pt")
 
 
+def test_after_the_front_resumes_the_gate_resumes_the_paused_trials_not_surely_dominated(tmp_path):
+    study = create_or_load_study(optuna.storages.InMemoryStorage(), "g", meta=StudyMeta(num_classes=10))
+    driver = StudyDriver(study, SPACE, 16, target=20, rung=1, promote_after=7)
+    front = [(0.60, 2e4, 500.0), (0.55, 1.5e4, 600.0), (0.50, 1e4, 700.0), (0.45, 8e3, 800.0), (0.40, 6e3, 900.0)]
+    # 5: dominated at the rung, and by far after it; 6: dominated at the rung by trial 4 only
+    others = [(0.30, 3e4, 400.0), (0.30, 7e3, 850.0)]
+    for i, (acc, params, tput) in enumerate(front + others):
+        driver.suggest(f"t{i}")
+        driver.on_trial_complete(f"t{i}", _paused(acc, params, tput, str(tmp_path / f"{i}.paused.pt")))
+    assert driver.promote(fronts=1, gate=0.999) == [0, 1, 2, 3, 4]
+    record = study.user_attrs["promotion"]
+    assert (record["promoted"], record["pending"], record["gate"]) == ([0, 1, 2, 3, 4], [5, 6], 0.999)
+    gains = [0.10, 0.11, 0.09, 0.10, 0.10]
+    for k in range(5):  # only the front's resumes run until the gate has decided: no new proposal
+        assert driver.gate_waiting() and driver.remaining() == 5 - k and not driver.gate_due()
+        config = driver.suggest(f"r{k}")
+        acc, params, tput = front[k]
+        assert config["resume"] == str(tmp_path / f"{k}.paused.pt")
+        final = acc + gains[k]
+        driver.on_trial_complete(f"r{k}", {"accuracy": final, "params": params, "throughput": tput, "epoch": 2,
+                                           "curve": [{"epoch": 1, "val_accuracy": acc}, {"epoch": 2, "val_accuracy": final}]})
+    assert driver.gate_due() and driver.remaining() == 0
+    # trial 5's optimistic prediction (the line through the five (rung, final) pairs, its 0.999 quantile) is
+    # below trial 0's final with fewer params and more throughput; trial 6 has fewer params than any but trial 4,
+    # whose final (0.50) is below trial 6's optimistic prediction
+    from nas.engine.scheduler import dominated_by, predict_final
+
+    pairs = [(a, a + g) for (a, _, _), g in zip(front, gains)]
+    mean5, up5 = predict_final(pairs, 0.30, 0.999)
+    assert mean5 == pytest.approx(0.40, abs=0.01) and 0.5 < up5 < 0.7
+    assert dominated_by([up5, 3e4, 400.0], [[0.70, 2e4, 500.0]]) and not dominated_by([up5, 7e3, 850.0],
+                                                                                        [[0.50, 6e3, 900.0]])
+    assert driver.gate() == [6]
+    record = study.user_attrs["promotion"]
+    assert (record["gated"], record["gated_out"], record["promoted"]) == ([6], [5], [0, 1, 2, 3, 4, 6])
+    assert not driver.gate_waiting() and driver.remaining() > 0
+    assert driver.suggest("r5")["resume"] == str(tmp_path / "6.paused.pt")
+    # a continued search decides nothing again: the stored decision stands
+    again = StudyDriver(study, SPACE, 16, target=20, rung=1, promote_after=7)
+    assert not again.gate_waiting() and again.promote(fronts=1, gate=0.999) == [] and again.gate() == []
+    # without enough resumed curves to fit the line, every pending trial resumes
+    assert predict_final(pairs[:3], 0.30, 0.999) is None
+    with pytest.raises(ValueError, match=r"^quantile: must be in \(0.5, 1\)"):
+        predict_final(pairs, 0.3, 1.0)
+
+
 def test_a_study_trained_without_promotion_goes_on_without_one():
     study = create_or_load_study(optuna.storages.InMemoryStorage(), "old", meta=StudyMeta(num_classes=10))
     driver = StudyDriver(study, SPACE, 16, target=3)
@@ -88,7 +134,8 @@ def test_a_study_trained_without_promotion_goes_on_without_one():
 
 
 def test_promotion_settings_and_their_errors():
-    assert (SearchConfig().promote_at, SearchConfig().promote_fronts, SearchConfig().rung_epochs) == (0.25, 3, 3)
+    default = SearchConfig()
+    assert (default.promote_at, default.promote_fronts, default.promote_gate, default.rung_epochs) == (0.25, 1, 0.999, 3)
     assert SearchConfig(epochs=1).rung_epochs is None and SearchConfig(promote_at=0).promote_after is None
     assert SearchConfig(epoch_budget=160).promote_after == 40 and SearchConfig(trials=10).promote_after == 15
     for bad in (1.0, -0.1, float("nan"), "x"):
@@ -96,6 +143,10 @@ def test_promotion_settings_and_their_errors():
             SearchConfig(promote_at=bad).validate()
     with pytest.raises(SearchError, match="^promote_fronts: must be an integer >= 1"):
         SearchConfig(promote_fronts=0).validate()
+    SearchConfig(promote_gate=0).validate()
+    for bad in (0.5, 1.0, -1, float("nan"), "x"):
+        with pytest.raises(SearchError, match=r"^promote_gate: must be 0 \(no gate\) or a quantile in \(0.5, 1\)"):
+            SearchConfig(promote_gate=bad).validate()
 
 
 def test_a_worker_without_the_run_folder_resumes_from_the_artifact_store(tmp_path, digits):

@@ -154,6 +154,8 @@ class StudyDriver:
             return 0
         if self.promote_due():  # the round ends; the search promotes, then goes on
             return 0
+        if self.gate_waiting():  # only the front's resumes run; then the rest of the rung is decided
+            return len(self._waiting_resumes())
         return max(self.target - self.complete, self.min_sampled - self.sampled, len(self.retry), 0)
 
     # ------------------------------------------------------------------ promotion
@@ -163,13 +165,15 @@ class StudyDriver:
         trials pause too; the search promotes between rounds."""
         return self.rung is not None and self.epochs_trained >= (self.promote_after or 0)
 
-    def promote(self, fronts: int) -> list[int]:
+    def promote(self, fronts: int, gate: float = 0.0) -> list[int]:
         """Promotion at the rung (successive halving with pause and resume, arXiv 1810.05934): the paused
         trials' first ``fronts`` non-dominated fronts (rung accuracy, params, throughput; budget-feasible ones
-        when any is) resume to the full proxy, most accurate first, as enqueued trials (``resume_of``); the
-        others stay stopped at the rung. The record (:func:`nas.study.record.save_promotion`) is written before
-        the trials are enqueued and the step is idempotent, so a search killed in between finishes the same
-        promotion when continued. Returns the promoted trial numbers (those enqueued now)."""
+        when any is) resume to the full proxy, most accurate first, as enqueued trials (``resume_of``). With
+        ``gate`` (a quantile in (0.5, 1)) the other paused trials are ``pending``: once those resumes have
+        ended, :meth:`gate` resumes each one unless even that quantile of its predicted proxy accuracy is
+        dominated; without it they stay stopped at the rung. The record (:func:`nas.study.record.save_promotion`)
+        is written before the trials are enqueued and the step is idempotent, so a search killed in between
+        finishes the same promotion when continued. Returns the promoted trial numbers (those enqueued now)."""
         self.rung = None
         record = self.promotion or read_promotion(self.study)
         if record is None:
@@ -179,11 +183,59 @@ class StudyDriver:
             ranks = objectives.nondominated_sort([objectives.loss_vector(t.values) for t in feasible]) if feasible else []
             chosen = [feasible[int(j)] for r in ranks[:fronts] for j in r]
             chosen.sort(key=lambda t: (-t.values[0], t.number))
+            numbers = {t.number for t in chosen}
+            pending = sorted((t for t in feasible if t.number not in numbers), key=lambda t: (-t.values[0], t.number)) \
+                if gate else []
             record = {"rung": int(paused[0].user_attrs["paused_at"]) if paused else None,
                       "epochs": self.epochs_trained, "fronts": fronts,
-                      "paused": [t.number for t in paused], "promoted": [t.number for t in chosen]}
+                      "paused": [t.number for t in paused], "promoted": [t.number for t in chosen],
+                      **({"gate": float(gate), "pending": [t.number for t in pending]} if pending else {})}
             save_promotion(self.study, record)
         self.promotion = record
+        return self._enqueue_resumes(record)
+
+    def gate_waiting(self) -> bool:
+        """Whether the promotion's ``pending`` paused trials are still to be decided (:meth:`gate`)."""
+        return bool(self.promotion and self.promotion.get("pending") and "gated" not in self.promotion)
+
+    def _waiting_resumes(self) -> list[Any]:
+        return [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                if t.user_attrs.get("resume_of") is not None]
+
+    def gate_due(self) -> bool:
+        """Whether :meth:`gate` can decide now: pending paused trials and no resume left to run."""
+        return self.gate_waiting() and not self._waiting_resumes()
+
+    def gate(self) -> list[int]:
+        """The second step of the promotion: each ``pending`` paused trial (most accurate first) resumes unless
+        even the ``gate`` quantile of its predicted proxy accuracy (:func:`nas.engine.scheduler.predict_final`
+        on the (rung, final) accuracies of the trials that resumed) is dominated by a trial trained to the full
+        proxy (:func:`nas.engine.scheduler.dominated_by`); the curve rule's test, with a quantile chosen on
+        the recorded table (docs/benchmarks.md, "Promotion with a gate"). With fewer than
+        :data:`nas.engine.scheduler.MIN_CURVES` resumed trials every pending trial resumes. The decision
+        (``gated``: those resumed, ``gated_out``: those left stopped) is stored before the trials are enqueued.
+        Returns the trial numbers enqueued now."""
+        from .scheduler import dominated_by, predict_final
+
+        record = dict(self.promotion or {})
+        if "gated" not in record:
+            trials = self.study.get_trials(deepcopy=False)
+            full = [t for t in trials if t.state == TrialState.COMPLETE and t.values and not t.user_attrs.get("paused_at")
+                    and not t.user_attrs.get("refused") and not is_infeasible(t)]
+            pairs = [(trials[t.user_attrs["resume_of"]].values[0], t.values[0]) for t in full
+                     if t.user_attrs.get("resume_of") is not None]
+            kept, out = [], []
+            for number in record["pending"]:
+                values = list(trials[number].values)
+                pred = predict_final(pairs, values[0], record["gate"])
+                (out if pred is not None and dominated_by([pred[1], *values[1:]], [list(t.values) for t in full])
+                 else kept).append(number)
+            record.update(gated=kept, gated_out=out, promoted=[*record["promoted"], *kept])
+            save_promotion(self.study, record)
+        self.promotion = record
+        return self._enqueue_resumes(record)
+
+    def _enqueue_resumes(self, record: dict[str, Any]) -> list[int]:
         # resumes already under way or done (one failed as interrupted or stopped is enqueued again)
         started = {t.user_attrs.get("resume_of") for t in self.study.get_trials(deepcopy=False)
                    if t.state != TrialState.FAIL or t.user_attrs.get("fail_reason", "").split(":")[0] not in NOT_COUNTED}

@@ -120,6 +120,53 @@ CURVE_FIELDS = ("epoch", "val_accuracy", "train_loss")
 _STATE_VERSION = 1
 #: Full learning curves a curve-aware :class:`ParetoASHA` needs before it predicts (and so before it stops).
 MIN_CURVES = 4
+#: The quantile of the predicted final accuracy the curve rule takes as optimistic (the upper end of a 95%
+#: prediction interval).
+PREDICTION_QUANTILE = 0.975
+
+
+def predict_final(pairs: list[tuple[float, float]], accuracy: float,
+                  quantile: float = PREDICTION_QUANTILE) -> tuple[float, float] | None:
+    """Predict a final accuracy from an earlier one, as ``(mean, optimistic)``.
+
+    A least-squares line ``final = a + b * earlier`` is fitted on ``pairs`` (``(earlier, final)`` accuracies,
+    fractions in [0, 1], of full learning curves seen so far); ``optimistic`` is the ``quantile`` of the
+    prediction's Student-t distribution with ``n - 2`` degrees of freedom (0.975: the upper end of the 95%
+    prediction interval). A parametric stand-in for the learning-curve extrapolation of Domhan et al. (IJCAI
+    2015) fitted only on the study's own curves. None with fewer than :data:`MIN_CURVES` pairs.
+
+    Raises:
+        ValueError: ``quantile`` outside (0.5, 1).
+    """
+    if not 0.5 < quantile < 1:
+        raise ValueError(f"quantile: must be in (0.5, 1), got {quantile!r}")
+    if len(pairs) < MIN_CURVES:
+        return None
+    from scipy.stats import t as student
+
+    x, y = np.array(pairs, dtype=float).T
+    n = len(x)
+    sxx = float(np.sum((x - x.mean()) ** 2))
+    b = float(np.sum((x - x.mean()) * (y - y.mean())) / sxx) if sxx > 0 else 0.0
+    a = float(y.mean() - b * x.mean())
+    s = math.sqrt(float(np.sum((y - a - b * x) ** 2)) / (n - 2))
+    mean = a + b * accuracy
+    half = float(student.ppf(quantile, n - 2)) * s * math.sqrt(1 + 1 / n + ((accuracy - x.mean()) ** 2 / sxx
+                                                                         if sxx > 0 else 0.0))
+    return mean, mean + half
+
+
+def dominated_by(vec: list[float | None], others: list[list[float | None]]) -> bool:
+    """Whether ``vec`` (accuracy, then the other objectives in :func:`nas.objectives.spec` order, own units) is
+    dominated by one of ``others``: a row with a higher accuracy and, on every other objective both know, at
+    least as good a value (no more params, no less throughput)."""
+    for other in others:
+        if other[0] is None or vec[0] is None or other[0] <= vec[0]:
+            continue
+        if all(v is not None and w is not None and (w <= v if o.direction == "minimize" else w >= v)
+               for o, v, w in zip(objectives.spec()[1:], vec[1:], other[1:], strict=False)):
+            return True
+    return False
 
 
 def _check_int(field: str, value: Any, least: int) -> int:
@@ -361,43 +408,18 @@ class ParetoASHA(FIFOScheduler):
     # ---------------------------------------------------------------- learning curves
     def predict_final(self, epoch: int, accuracy: float) -> tuple[float, float] | None:
         """The final accuracy (at ``max_t``) of a trial with ``accuracy`` at ``epoch``, as ``(mean, optimistic)``:
-        a least-squares line ``final = a + b * accuracy_at_epoch`` fitted on the full learning curves this
-        scheduler has seen, and the upper end of its 95% prediction interval (Student's t with ``n - 2``
-        degrees of freedom). None before :data:`MIN_CURVES` full curves reached ``epoch``."""
+        :func:`predict_final` on the full learning curves this scheduler has seen, the optimistic end the upper
+        end of the 95% prediction interval. None before :data:`MIN_CURVES` full curves reached ``epoch``."""
         pairs = [(f["curve"][epoch], f["values"][0]) for f in self._finished if epoch in f["curve"]]
-        if len(pairs) < MIN_CURVES:
-            return None
-        from scipy.stats import t as student
-
-        x, y = np.array(pairs, dtype=float).T
-        n = len(x)
-        sxx = float(np.sum((x - x.mean()) ** 2))
-        b = float(np.sum((x - x.mean()) * (y - y.mean())) / sxx) if sxx > 0 else 0.0
-        a = float(y.mean() - b * x.mean())
-        s = math.sqrt(float(np.sum((y - a - b * x) ** 2)) / (n - 2))
-        mean = a + b * accuracy
-        half = float(student.ppf(0.975, n - 2)) * s * math.sqrt(1 + 1 / n + ((accuracy - x.mean()) ** 2 / sxx
-                                                                             if sxx > 0 else 0.0))
-        return mean, mean + half
+        return predict_final(pairs, accuracy, PREDICTION_QUANTILE)
 
     def surely_dominated(self, epoch: int, accuracy: float | None, hint: list[float | None]) -> bool:
         """Whether even the optimistic prediction of the trial's final accuracy (:meth:`predict_final`) is
-        dominated by a fully trained trial: one with no more params, no less throughput (of those known) and a
-        final accuracy above it. False when no prediction can be made yet."""
+        dominated by a fully trained trial (:func:`dominated_by`). False when no prediction can be made yet."""
         if accuracy is None:
             return False
         pred = self.predict_final(epoch, accuracy)
-        if pred is None:
-            return False
-        vec = [pred[1], *hint]
-        for f in self._finished:
-            other = f["values"]
-            if other[0] is None or other[0] <= vec[0]:
-                continue
-            if all(v is not None and w is not None and (w <= v if o.direction == "minimize" else w >= v)
-                   for o, v, w in zip(objectives.spec()[1:], vec[1:], other[1:], strict=False)):
-                return True
-        return False
+        return pred is not None and dominated_by([pred[1], *hint], [f["values"] for f in self._finished])
 
     def debug_string(self) -> str:
         rungs = ", ".join(f"epoch {m}: {len(e)}" for m, e in self._rungs.items()) or "none"

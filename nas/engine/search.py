@@ -253,19 +253,30 @@ def _cost_context(config: SearchConfig, driver: Any, meta: StudyMeta) -> Any:
 
 def _promote(config: SearchConfig, driver: Any, study: optuna.Study, meta: StudyMeta,
              progress: Callable[[TrialEvent], None] | None) -> None:
-    """Promotion at the rung (:meth:`nas.engine.driver.StudyDriver.promote`); the scheduler becomes the full
-    proxy's (unless the caller gave its own), and a ``promoted`` event says what resumes."""
+    """Promotion at the rung (:meth:`nas.engine.driver.StudyDriver.promote`, then its gate once the front's
+    resumes have ended, :meth:`~nas.engine.driver.StudyDriver.gate`); the scheduler becomes the full proxy's
+    (unless the caller gave its own), and a ``promoted`` event says what resumes."""
     fresh = driver.promotion is None
-    numbers = driver.promote(config.promote_fronts)
+    numbers = driver.promote(config.promote_fronts, config.promote_gate)
     if not driver.custom_scheduler:
         driver.scheduler = _scheduler(config, study, meta)
     if progress and (fresh or numbers):
         record = driver.promotion
+        pending = (f"; the other {len(record['pending'])} resume after them unless even their optimistic predicted "
+                   f"accuracy is dominated") if record.get("pending") else ""
         reason = (f"promotion at epoch {record['rung']}: {len(record['promoted'])} of {len(record['paused'])} paused "
                   f"trials resume ({record['fronts']} non-dominated fronts), most accurate first: "
-                  f"{', '.join(map(str, record['promoted']))}") if record["paused"] else \
+                  f"{', '.join(map(str, record['promoted']))}{pending}") if record["paused"] else \
             "promotion: no trial paused at the rung; every trial trains the full proxy from now on"
         progress(TrialEvent("promoted", -1, metrics=dict(record), reason=reason))
+    if driver.gate_due():
+        gated = "gated" in (driver.promotion or {})
+        numbers = driver.gate()
+        if progress and (not gated or numbers):
+            record = driver.promotion
+            reason = (f"promotion gate: {len(record['gated'])} of {len(record['pending'])} other paused trials resume "
+                      f"(not surely dominated at quantile {record['gate']:g}): {', '.join(map(str, record['gated'])) or '-'}")
+            progress(TrialEvent("promoted", -1, metrics=dict(record), reason=reason))
 
 
 def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, meta: StudyMeta, data: Any,
@@ -275,7 +286,7 @@ def _run_rounds(config: SearchConfig, driver: Any, study: optuna.Study, meta: St
     deadline = time.monotonic() + config.timeout if config.timeout else None
     stalled = 0
     while not driver.interrupted:
-        if driver.promote_due():  # the rung's epochs are spent: promote, go on
+        if driver.promote_due() or driver.gate_due():  # the rung's epochs are spent (or its front's resumes): promote
             _promote(config, driver, study, meta, progress)
         if (remaining := driver.remaining()) <= 0:
             break

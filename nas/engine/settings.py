@@ -105,11 +105,13 @@ class SearchConfig:
             towards ``trials``. grace_period: first rung (epochs); eta: reduction factor. scheduler:
             ``pareto`` (that rule, the default) or ``asha`` (Ray Tune's ASHA on accuracy alone,
             :class:`nas.engine.scheduler.AccuracyASHA`: the single-objective baseline).
-        promote_at, promote_fronts: promotion at one synchronous rung (successive halving with pause and
+        promote_at, promote_fronts, promote_gate: promotion at one synchronous rung (successive halving with pause and
             resume, arXiv 1810.05934): until ``promote_at`` of the epoch budget is spent, trials train
             ``epochs // 2`` epochs of the ``epochs``-epoch schedule and pause (COMPLETE with that rung's
             accuracy, user attribute ``paused_at``); then the paused trials' first ``promote_fronts``
-            non-dominated fronts resume (new trials, ``resumed_from``), most accurate first, and the search
+            non-dominated fronts resume (new trials, ``resumed_from``), most accurate first; once they have
+            ended, each other paused trial resumes unless even the ``promote_gate`` quantile of its predicted
+            accuracy is dominated by a fully trained trial (0: no gate, they stay stopped); then the search
             goes on with full proxy runs. The paused trials leave the front once the promotion is recorded
             (:func:`nas.study.promotion`). Chosen on the recorded table (docs/benchmarks.md, "Promotion at one
             rung").
@@ -183,8 +185,12 @@ class SearchConfig:
                                      "--epochs) trials train half their epochs and pause; then the best "
                                      "--promote-fronts non-dominated fronts resume to the full proxy, most accurate "
                                      "first (0: off; needs --epochs >= 2).")
-    promote_fronts: int = option(3, "Promotion: how many non-dominated fronts of the paused trials resume (1: the "
-                                    "Pareto front).")
+    promote_fronts: int = option(1, "Promotion: how many non-dominated fronts of the paused trials resume first (1: "
+                                    "the Pareto front).")
+    promote_gate: float = option(0.999, "Promotion: once those have resumed, each other paused trial resumes unless "
+                                        "even this quantile of its predicted accuracy (a line fitted on the resumed "
+                                        "trials' rung and final accuracies) is dominated by a fully trained trial "
+                                        "(0: they stay stopped).")
 
     def validate(self) -> None:
         """Raise :class:`SearchError` naming the first setting outside its allowed values."""
@@ -244,6 +250,8 @@ class SearchConfig:
             raise SearchError(f"promote_at: must be a fraction in [0, 1) of the epoch budget (0: no promotion), "
                               f"got {self.promote_at!r}")
         positive_int("promote_fronts", self.promote_fronts)
+        if not (finite(self.promote_gate) and (self.promote_gate == 0 or 0.5 < self.promote_gate < 1)):
+            raise SearchError(f"promote_gate: must be 0 (no gate) or a quantile in (0.5, 1), got {self.promote_gate!r}")
         positive_int("target_batch", self.target_batch)
         if self.target_batch > 65536:
             raise SearchError(f"target_batch: must be at most 65536 images, got {self.target_batch!r}")
