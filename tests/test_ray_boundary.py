@@ -153,7 +153,7 @@ def test_a_two_trial_search_runs_end_to_end(tmp_path, one_ray, sampler, schedule
 def test_the_default_search_pauses_promotes_and_each_resumed_run_is_the_uninterrupted_run(tmp_path, one_ray):
     """The default sampler and rule (knowncost, curve) through Ray, with promotion (issue 25):
     digits, 2-epoch proxy, 2 complete trials: the first half of the budget's epochs pause after epoch 1,
-    then the promoted ones resume from their saved state. A resumed trial's curve is exactly the curve of the
+    then the promoted ones resume from their saved state (the front, then those the gate lets through). A resumed trial's curve is exactly the curve of the
     same design trained 2 epochs without a pause (CPU)."""
     from nas import objectives
     from nas.study import pareto_front, trained_epochs
@@ -171,9 +171,13 @@ def test_the_default_search_pauses_promotes_and_each_resumed_run_is_the_uninterr
     assert record["paused"] == [t.number for t in paused] and len(paused) == 2  # 0.5 x 2 trials x 2 epochs
     assert all(t.state == TrialState.COMPLETE and len(t.user_attrs["curve"]) == 1 for t in paused)
     front = objectives.nondominated_sort([objectives.loss_vector(t.values) for t in paused])[0]
-    assert sorted(record["promoted"]) == sorted(paused[int(j)].number for j in front)
-    assert [study.trials[n].values[0] for n in record["promoted"]] == sorted(
-        (study.trials[n].values[0] for n in record["promoted"]), reverse=True)
+    first = record["promoted"][:len(front)]  # the front resumes first, most accurate first
+    assert sorted(first) == sorted(paused[int(j)].number for j in front)
+    assert [study.trials[n].values[0] for n in first] == sorted((study.trials[n].values[0] for n in first), reverse=True)
+    # then the gate: with fewer resumed curves than its line needs, every other paused trial resumes
+    assert record["pending"] == [t.number for t in paused if t.number not in first]
+    assert record["gated"] == record["pending"] and record["gated_out"] == []
+    assert record["promoted"] == first + record["gated"]
     assert any(e.kind == "promoted" for e in events)
     resumed = [t for t in trials if t.user_attrs.get("resumed_from")]
     assert [t.user_attrs["resumed_from"]["trial"] for t in resumed] == record["promoted"]
