@@ -218,6 +218,29 @@ def test_a_shorter_recorded_proxy_is_its_own_run_and_a_missing_one_is_a_clear_er
                    t.bounds(), t.true_front())
 
 
+def test_the_gate_resumes_the_rungs_front_then_the_paused_designs_not_surely_dominated(table):
+    import math
+
+    from nas.engine.scheduler import dominated_by, predict_final
+
+    t, _ = table
+    budget = t.epochs * 6
+    run = _replay(table, "knowncost_promote_gate", budget=budget)
+    paused = math.ceil(0.25 * budget / 3)  # 3-epoch pauses until a quarter of the budget is spent
+    stage = [next(d for d in t.designs if d.key == k) for k in run.order[:paused]]
+    rung = {d.key: [d.proxy[2]["val_accuracy"], *d.costs()] for d in stage}
+    front = sorted((stage[i].key for i in sim._front_indices(list(rung.values()))), key=lambda k: -rung[k][0])
+    assert run.promoted[:len(front)] == front  # the rung's Pareto front first, most accurate first
+    by_key = {d.key: d for d in stage}
+    pairs = [(rung[k][0], by_key[k].proxy[-1]["val_accuracy"]) for k in front]
+    full = [[by_key[k].proxy[-1]["val_accuracy"], *by_key[k].costs()] for k in front]
+    others = sorted((k for k in rung if k not in front), key=lambda k: -rung[k][0])
+    through = [k for k in others if not dominated_by([predict_final(pairs, rung[k][0], 0.999)[1], *rung[k][1:]], full)]
+    assert run.promoted[len(front):] == through  # then those the gate lets through, most accurate first
+    assert 0 < len(through) < len(others)  # on this seed it lets some through and leaves others stopped
+    assert run.stopped >= len(others) - len(through)
+
+
 def test_promotion_pauses_runs_at_the_rung_and_resumes_only_the_rungs_pareto_front(table):
     import dataclasses
 
