@@ -153,8 +153,8 @@ def test_a_two_trial_search_runs_end_to_end(tmp_path, one_ray, sampler, schedule
 def test_the_default_search_pauses_promotes_and_each_resumed_run_is_the_uninterrupted_run(tmp_path, one_ray):
     """The default sampler and rule (knowncost, curve) through Ray, with promotion (issue 25):
     digits, 2-epoch proxy, 2 complete trials: the first half of the budget's epochs pause after epoch 1,
-    then the promoted ones resume from their saved state (the front, then those the gate lets through). A resumed trial's curve is exactly the curve of the
-    same design trained 2 epochs without a pause (CPU)."""
+    then the promoted ones resume from their saved state (the front, then those the gate lets through). A
+    resumed trial's curve is exactly the curve of the same design trained 2 epochs without a pause (CPU)."""
     from nas import objectives
     from nas.study import pareto_front, trained_epochs
     from search_spaces import Architecture
