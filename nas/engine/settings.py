@@ -114,7 +114,7 @@ class SearchConfig:
             accuracy is dominated by a fully trained trial (0: no gate, they stay stopped); then the search
             goes on with full proxy runs. The paused trials leave the front once the promotion is recorded
             (:func:`nas.study.promotion`). Chosen on the recorded table (docs/benchmarks.md, "Promotion at one
-            rung").
+            rung" and "Promotion with a gate").
         throughput_cache: keep throughput figures in ``run_dir/throughput_cache.sqlite`` (the reference
             calibrated once per device and shape; a model already timed is not timed again).
     """
