@@ -22,7 +22,8 @@ values = st.one_of(scalars, st.lists(scalars, max_size=5), st.dictionaries(st.te
 mappings = st.dictionaries(st.one_of(st.sampled_from(GENES), st.text(max_size=10)), values, max_size=5)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=mappings)
 def test_config_mappings_either_load_or_raise_space_error(data):
     try:
@@ -49,7 +50,8 @@ hostile_yaml = st.sampled_from([
 ])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.one_of(yaml_noise, hostile_yaml), suffix=st.sampled_from([".yaml", ".toml", ".yml", ".json"]))
 def test_config_files_never_traceback(tmp_path_factory, text, suffix):
     path = tmp_path_factory.mktemp("cfg") / f"space{suffix}"
@@ -84,7 +86,8 @@ option_values = st.one_of(st.text(max_size=20), st.integers(-5, 10**9).map(str),
     ["0", "-1", "nan", "inf", "1e400", "", "../../etc/passwd", "sqlite:///", "kept", "digits", "cmaes"]))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(command=st.sampled_from(["search", "pareto", "export", "status"]),
        option=st.sampled_from(["--trials", "--epochs", "--dataset", "--sampler", "--study", "--trial", "--seed",
                                "--population-size", "--gpus-per-trial", "--cpus-per-trial", "--timeout",

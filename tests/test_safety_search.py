@@ -47,16 +47,18 @@ def test_racing_threads_get_exactly_one_lease(tmp_path):
     StudyLease(optuna.load_study(study_name="race", storage=storage)).release()
 
 
-def _child(url, barrier, queue):
+def _child(url, barrier, decided, queue):
     study = optuna.load_study(study_name="race", storage=open_storage(url))
     barrier.wait()
     try:
         lease = StudyLease(study, renew=3600)
-        queue.put("won")
-        time.sleep(1.0)  # hold it while the others decide
-        lease.release()
     except StudyError:
         queue.put("refused")
+        decided.wait()
+    else:
+        queue.put("won")
+        decided.wait()  # hold it until all four have decided: none may find it released
+        lease.release()
 
 
 @pytest.mark.slow
@@ -65,8 +67,8 @@ def test_racing_processes_get_exactly_one_lease(tmp_path):
     create_or_load_study(open_storage(url), "race")
     ctx = mp.get_context("fork")
     for _ in range(10):
-        barrier, queue = ctx.Barrier(4), ctx.Queue()
-        procs = [ctx.Process(target=_child, args=(url, barrier, queue)) for _ in range(4)]
+        barrier, decided, queue = ctx.Barrier(4), ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_child, args=(url, barrier, decided, queue)) for _ in range(4)]
         for p in procs:
             p.start()
         for p in procs:

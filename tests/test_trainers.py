@@ -217,7 +217,7 @@ def test_device_lock_is_exclusive_between_processes(tmp_path):
 
     code = ("import sys, time; from trainers.measure import DeviceLock; "
             f"lock = DeviceLock('cpu', folder={str(tmp_path)!r}); "
-            "cm = lock.shared(); cm.__enter__(); print('held', flush=True); time.sleep(1.0); cm.__exit__(None, None, None)")
+            "cm = lock.shared(); cm.__enter__(); print('held', flush=True); time.sleep(3.0); cm.__exit__(None, None, None)")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "held"
     lock = DeviceLock("cpu", folder=tmp_path)
