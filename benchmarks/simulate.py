@@ -292,6 +292,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            resume=True, promote_fronts=1, promote_gate=0.999,
            about="knowncost_promote_resume, then each other paused design resumed unless even the 0.999 quantile of "
                  "its predicted accuracy is dominated"),
+    # the gated default promoting later: more designs paused at the rung, fewer epochs after it
+    *(Method(f"knowncost_promote_gate_at{round(100 * at)}", "knowncost", "pareto", "proxy", curve=True, proxy_epochs=3,
+             promote_at=at, resume=True, promote_fronts=1, promote_gate=0.999,
+             about=f"knowncost_promote_gate promoting after {at:g} of the budget instead of 0.25") for at in (0.33, 0.5)),
     Method("knowncost_proxy_g3", "knowncost", "pareto", "proxy", grace=3,
            about="known-cost EHVI, ParetoASHA's rank rule at one rung, epoch 3 of the 6-epoch proxy"),
     Method("knowncost", "knowncost", about="known-cost EHVI (params exact, throughput predicted), full budget"),
