@@ -239,6 +239,11 @@ class Method:
     #: with ``promote_at``: once those fronts have resumed, each other first-stage design resumes unless even this
     #: quantile of its predicted accuracy is dominated (``SearchConfig.promote_gate``; 0: they stay stopped)
     promote_gate: float = 0.0
+    #: with ``promote_gate``: the designs the gate lets through are not resumed at once; before each new
+    #: proposal, the one whose predicted accuracy has the largest expected hypervolume improvement per epoch
+    #: left resumes if that rate is at least the sampler's best candidate's EHVI per epoch of the main proxy
+    #: (a freeze-thaw choice, arXiv 1406.3896); the others wait, and those left when the budget ends count as stopped
+    thaw: bool = False
     #: KnownCostSampler attributes set after make_sampler (e.g. the former default's ``calibrate=False``)
     sampler_attrs: tuple[tuple[str, Any], ...] = ()
     about: str = ""
@@ -296,6 +301,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     *(Method(f"knowncost_promote_gate_at{round(100 * at)}", "knowncost", "pareto", "proxy", curve=True, proxy_epochs=3,
              promote_at=at, resume=True, promote_fronts=1, promote_gate=0.999,
              about=f"knowncost_promote_gate promoting after {at:g} of the budget instead of 0.25") for at in (0.33, 0.5)),
+    Method("knowncost_promote_thaw", "knowncost", "pareto", "proxy", curve=True, proxy_epochs=3, promote_at=0.25,
+           resume=True, promote_fronts=1, promote_gate=0.999, thaw=True,
+           about="knowncost_promote_gate whose let-through designs wait and resume one at a time when their expected "
+                 "hypervolume improvement per epoch beats the sampler's best new design's"),
     Method("knowncost_proxy_g3", "knowncost", "pareto", "proxy", grace=3,
            about="known-cost EHVI, ParetoASHA's rank rule at one rung, epoch 3 of the 6-epoch proxy"),
     Method("knowncost", "knowncost", about="known-cost EHVI (params exact, throughput predicted), full budget"),
@@ -446,21 +455,37 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
     observed: dict[int, list[float]] = {}
     spent, seconds, trace, stopped_n, order, refused, wasted = 0, 0.0, [], 0, [], 0, 0
     seen_optimal, stopped_optimal = 0, 0
-    promoted, promoted_keys = not method.promote_at, []
+    promoted, promoted_keys, held = not method.promote_at, [], None
     while spent < search_budget and snap.unused:
         if not promoted and spent >= method.promote_at * search_budget:
             promoted, max_t = True, table.proxy_epochs
             if method.sampler != "knowncost":  # a sampler caches per study (NSGA-II its generations): a fresh one
                 sampler = make_sampler(method.sampler, seed, max(4, int(search_budget // table.proxy_epochs)),
                                        context=context)
-            study, spent, seconds, demoted, promoted_keys = _promote(study, observed, table, sampler, max_t, spent, seconds,
-                                                      search_budget, trace, bounds,
-                                                      method.proxy_epochs if method.resume else 0,
-                                                      method.promote_fronts, method.promote_gate)
+            study, spent, seconds, demoted, promoted_keys, held = _promote(
+                study, observed, table, sampler, max_t, spent, seconds, search_budget, trace, bounds,
+                method.proxy_epochs if method.resume else 0, method.promote_fronts, method.promote_gate, method.thaw)
             stopped_n += len(demoted)  # stopped at the rung: never trained further
             stopped_optimal += sum(table.designs[i].key in true_front for i in demoted)
             scheduler = _scheduler(method, max_t, sb, seed)
             continue
+        if held and held["pending"]:
+            i, dropped = _thaw_choice(held, observed, table, sampler, study, sb, max_t - method.proxy_epochs,
+                                      max_t, method.promote_gate)
+            stopped_n += len(dropped)
+            stopped_optimal += sum(table.designs[j].key in true_front for j in dropped)
+            if i is not None:  # the paused run resumes: the epochs left
+                d = table.designs[i]
+                run = d.proxy_run(max_t)
+                spent += max_t - method.proxy_epochs
+                seconds += sum(float(p["seconds"]) for p in run[method.proxy_epochs:])
+                observed[i] = [run[-1]["val_accuracy"], d.params, d.throughput]
+                held["pairs"].append((held["rung"][i][0], observed[i][0]))
+                study.add_trial(create_trial(params=d.optuna_params, distributions=held["dists"][i], values=observed[i],
+                                             user_attrs={"arch": d.arch}))
+                promoted_keys.append(d.key)
+                trace.append((spent, seconds, _truth_hv(_observed_front(observed, table), bounds)))
+                continue
         asked = study.ask()
         space.suggest(asked)
         i = snap.take(asked.params)
@@ -522,6 +547,9 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
             seen_optimal += 1
             stopped_optimal += stopped
         trace.append((spent, seconds, _truth_hv(_observed_front(observed, table), bounds)))
+    if held:  # paused designs the gate let through that never resumed: stopped at the rung
+        stopped_n += len(held["pending"])
+        stopped_optimal += sum(table.designs[j].key in true_front for j in held["pending"])
     if method.retrain:  # vitnas retrain: the proxy front, most accurate first, one full-budget seed each;
         # the front is then chosen as vitnas pareto_front does: confirmed accuracy where retrained, else proxy
         front = {table.designs.index(d) for d in _observed_front(observed, table)}
@@ -539,7 +567,8 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
 
 
 def _promote(study, observed: dict[int, list[float]], table: Table, sampler, max_t: int, spent: int,
-             seconds: float, budget: float, trace: list, bounds, resumed: int = 0, fronts: int = 1, gate: float = 0.0):
+             seconds: float, budget: float, trace: list, bounds, resumed: int = 0, fronts: int = 1, gate: float = 0.0,
+             thaw: bool = False):
     """Promotion at one synchronous rung (successive halving keeping the rung's first ``fronts``
     non-dominated fronts; 1: its Pareto front): the designs on those fronts of ``observed`` (first-stage
     results, accuracy, params and throughput) are trained on the ``max_t``-epoch proxy, most
@@ -549,8 +578,10 @@ def _promote(study, observed: dict[int, list[float]], table: Table, sampler, max
     proposed again); they leave ``observed`` (updated in place) too. ``gate`` (a quantile): then each other
     first-stage design, most accurate first, is promoted too unless even that quantile of its predicted accuracy
     (:func:`nas.engine.scheduler.predict_final` on the promoted designs' rung and final accuracies) is dominated
-    by a promoted design, as :meth:`nas.engine.driver.StudyDriver.gate` decides. Returns (study, spent, seconds, the
-    indices of the designs stopped at the rung, the keys of those promoted)."""
+    by a promoted design, as :meth:`nas.engine.driver.StudyDriver.gate` decides; with ``thaw`` those it lets through
+    wait (:func:`_thaw_choice`). Returns (study, spent, seconds, the indices of the designs stopped at the rung, the
+    keys of those promoted, and with ``thaw`` the waiting designs: ``{"pending", "rung", "pairs", "dists"}``, else
+    None)."""
     import optuna
     from optuna.trial import TrialState, create_trial
 
@@ -583,14 +614,19 @@ def _promote(study, observed: dict[int, list[float]], table: Table, sampler, max
             trace.append((spent, seconds, _truth_hv(_observed_front(observed, table), bounds)))
 
     resume(sorted(front, key=lambda k: -rung[k][0]))
+    held = None
     if gate:
         from nas.engine.scheduler import dominated_by, predict_final
 
         pairs = [(rung[i][0], observed[i][0]) for i in observed]
         full = list(observed.values())
         pending = sorted((i for i in rung if i not in front), key=lambda k: -rung[k][0])
-        resume([i for i in pending if (p := predict_final(pairs, rung[i][0], gate)) is None
-                or not dominated_by([p[1], *rung[i][1:]], full)])
+        passed = [i for i in pending if (p := predict_final(pairs, rung[i][0], gate)) is None
+                  or not dominated_by([p[1], *rung[i][1:]], full)]
+        if thaw:
+            held = {"pending": passed, "rung": rung, "pairs": pairs, "dists": dists}
+        else:
+            resume(passed)
     new = optuna.create_study(directions=study.directions, sampler=sampler)
     for t in study.get_trials(deepcopy=False):
         i = by_params.get(repr(sorted(t.params.items()))) if t.state == TrialState.COMPLETE else None
@@ -603,8 +639,55 @@ def _promote(study, observed: dict[int, list[float]], table: Table, sampler, max
         d = table.designs[i]
         new.add_trial(create_trial(params=d.optuna_params, distributions=dists[i], values=observed[i],
                                    user_attrs={"arch": d.arch}))
-    demoted = [j for j in rung if j not in observed]
-    return new, spent, seconds, demoted, keys
+    waiting = set(held["pending"]) if held else set()
+    demoted = [j for j in rung if j not in observed and j not in waiting]
+    return new, spent, seconds, demoted, keys, held
+
+
+def _thaw_choice(held: dict, observed: dict[int, list[float]], table: Table, sampler, study, bounds, left: int,
+                 max_t: int, gate: float) -> tuple[int | None, list[int]]:
+    """The freeze-thaw choice (Swersky et al., arXiv 1406.3896) between resuming a waiting paused design and a
+    new proposal, by expected hypervolume improvement per epoch. Drops (and returns) the waiting designs whose
+    ``gate`` quantile has come to be dominated by a trained design. A waiting design's accuracy after ``left``
+    more epochs is predicted by the line on the resumed designs' (rung, final) accuracies, as a normal with the
+    prediction's one-sigma spread; a new design's by the known-cost sampler's best candidate (``max_t`` epochs).
+    Returns (the design to resume or None, the dropped)."""
+    import numpy as np
+    from optuna.trial import TrialState
+
+    from nas import objectives
+    from nas.engine.known_cost import expected_improvement
+    from nas.engine.scheduler import dominated_by, predict_final
+
+    full = list(observed.values())
+    dropped = []
+    for i in list(held["pending"]):
+        p = predict_final(held["pairs"], held["rung"][i][0], gate)
+        if p is not None and dominated_by([p[1], *held["rung"][i][1:]], full):
+            held["pending"].remove(i)
+            dropped.append(i)
+    if not held["pending"]:
+        return None, dropped
+    norm = np.array([bounds.normalise(list(v)) for v in full]) if full else np.zeros((0, 3))
+    front = norm[objectives.nondominated_sort(-norm)[0]] if len(norm) else norm
+    lo, hi = bounds.bounds[0]
+    scale = (hi - lo) or 1.0
+    best, best_rate = None, -1.0
+    for i in held["pending"]:
+        acc, params, tput = held["rung"][i]
+        m = predict_final(held["pairs"], acc, 0.8413)  # one sigma above the mean
+        if m is None:
+            return i, dropped  # no line yet: as the gate, every waiting design resumes
+        _, pn, tn = bounds.normalise([hi, params, tput])
+        rate = expected_improvement(front, (m[0] - lo) / scale, max(m[1] - m[0], 1e-6) / scale, pn, tn) / left
+        if rate > best_rate:
+            best, best_rate = i, rate
+    trials = study.get_trials(deepcopy=False)
+    sampler.last = {}
+    sampler.propose([t for t in trials if t.state == TrialState.COMPLETE and t.values],
+                    seen=[t for t in trials if t.params])
+    new_rate = float(sampler.last.get("ehvi", 0.0)) / max_t
+    return (best if best_rate >= new_rate else None), dropped
 
 
 def hv_at(run: Run, epochs: float) -> float:

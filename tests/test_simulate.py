@@ -241,6 +241,30 @@ def test_the_gate_resumes_the_rungs_front_then_the_paused_designs_not_surely_dom
     assert run.stopped >= len(others) - len(through)
 
 
+def test_thaw_resumes_the_gates_designs_only_when_they_beat_a_new_design_per_epoch(table):
+    from nas.engine.scheduler import dominated_by, predict_final
+
+    t, _ = table
+    budget = t.epochs * 6
+    gate, thaw = _replay(table, "knowncost_promote_gate", budget=budget), _replay(table, "knowncost_promote_thaw", budget=budget)
+    paused = -(-budget // 12)  # 3-epoch pauses until a quarter of the budget is spent
+    stage = [next(d for d in t.designs if d.key == k) for k in thaw.order[:paused]]
+    assert thaw.order[:paused] == gate.order[:paused]  # the same search until the promotion
+    rung = {d.key: [d.proxy[2]["val_accuracy"], *d.costs()] for d in stage}
+    front = sorted((stage[i].key for i in sim._front_indices(list(rung.values()))), key=lambda k: -rung[k][0])
+    assert thaw.promoted[:len(front)] == front == gate.promoted[:len(front)]  # the front resumes at once
+    by_key = {d.key: d for d in stage}
+    pairs = [(rung[k][0], by_key[k].proxy[-1]["val_accuracy"]) for k in front]
+    full = [[by_key[k].proxy[-1]["val_accuracy"], *by_key[k].costs()] for k in front]
+    through = {k for k in rung if k not in front
+               and not dominated_by([predict_final(pairs, rung[k][0], 0.999)[1], *rung[k][1:]], full)}
+    thawed = thaw.promoted[len(front):]
+    assert set(thawed) <= through  # only what the gate lets through may wait and resume
+    assert len(thawed) < len(through)  # new designs won the comparison for some: they stay stopped
+    assert thaw.stopped >= len(rung) - len(front) - len(thawed)
+    assert set(thaw.order[paused:]) - set(gate.order[paused:])  # the epochs saved went to other new designs
+
+
 def test_promotion_pauses_runs_at_the_rung_and_resumes_only_the_rungs_pareto_front(table):
     import dataclasses
 
