@@ -78,6 +78,8 @@ class Design:
     optuna_params: dict = field(default_factory=dict)
     #: shorter proxies recorded besides the main one (``benchmarks.table --extra-proxy-epochs``): epochs -> curve
     short_proxies: dict[int, list[dict]] = field(default_factory=dict)
+    #: the main proxy under every recorded seed (``Table.load(proxy_from=...)``): seed -> curve; ``proxy`` is one of them
+    proxies: dict[int, list[dict]] = field(default_factory=dict)
 
     def costs(self) -> list[float]:
         return [self.params, self.throughput]
@@ -101,14 +103,22 @@ class Table:
     proxy_epochs: int
     reference_img_s: float = 0.0  # the one reference speed every design's throughput ratio is scaled by
     truth_seeds: int = 2  # full-budget seeds the truth is the mean of
+    proxy_seeds: int = 1  # seeds of the main proxy a replay draws from (one per design and replay)
 
     @classmethod
-    def load(cls, path: Path = DEFAULT_TABLE, truth_from: tuple[Path, ...] = ()) -> Table:
+    def load(cls, path: Path = DEFAULT_TABLE, truth_from: tuple[Path, ...] = (),
+             proxy_from: tuple[Path, ...] = ()) -> Table:
         """Read the JSON lines of :mod:`benchmarks.table`; designs missing a run are left out.
 
         ``truth_from``: tables of further full-budget seeds of the same designs (``benchmarks.table record
         --designs-from ... --kinds full --full-seeds 2``). Their final accuracies join the truth's mean and
         nothing else: a replay observes the same runs and spends the same epochs, only its score changes.
+
+        ``proxy_from``: tables of further seeds of the main proxy (``benchmarks.table record --kinds proxy
+        --proxy-seeds 1``). A replay then trains each design under one of the recorded proxy seeds, drawn per
+        design and replay seed (:func:`replay`), as each trial of a real search trains under its own seed; with
+        the recorded seed alone every replay sees the same proxy accuracy of a design, and its spread over
+        replay seeds misses that noise.
 
         A design's throughput is its measured speed relative to the reference model (``throughput_ratio``)
         times **one** reference speed for the whole table, the median of the reference timings of its rows:
@@ -150,6 +160,20 @@ class Table:
                         raise ValueError(f"truth_from: {other} holds a failed run of a design the table trained")
                     if int(row["seed"]) not in complete[row["key"]]["full"]:
                         extra[row["key"]][int(row["seed"])] = float(row["final"])
+        proxies: dict[str, dict[int, list[dict]]] = defaultdict(dict)  # key -> further proxy seed -> curve
+        for other in proxy_from:
+            for row in read_rows(Path(other)):
+                if (row["kind"] == "proxy" and row.get("protocol") == protocol and row["key"] in complete
+                        and int(row.get("epochs", 0)) == len(complete[row["key"]]["proxy"])):
+                    if row.get("error") or not row.get("curve"):
+                        raise ValueError(f"proxy_from: {other} holds a failed run of a design the table trained")
+                    if int(row.get("seed", 0)) != 0:
+                        proxies[row["key"]][int(row["seed"])] = row["curve"]
+        if proxy_from:
+            seeds = {tuple(sorted(v)) for v in proxies.values()}
+            if len(proxies) != len(complete) or len(seeds) != 1:
+                raise ValueError(f"proxy_from: the same further proxy seeds are needed for all {len(complete)} "
+                                 f"designs; {len(proxies)} have some ({sorted(seeds)})")
         if truth_from:
             seeds = {tuple(sorted(v)) for v in extra.values()}
             if len(extra) != len(complete) or len(seeds) != 1:
@@ -160,10 +184,11 @@ class Table:
             full = {s: c for s, c in sorted(d["full"].items())}
             truth = statistics.fmean([*(c[-1]["val_accuracy"] for c in full.values()), *extra[key].values()])
             designs.append(Design(key, d["arch"], d["preset"], d["params"], d["ratio"] * reference, full, d["proxy"],
-                                  truth, short_proxies=dict(d.get("short", {}))))
+                                  truth, short_proxies=dict(d.get("short", {})),
+                                  proxies={0: d["proxy"], **proxies[key]}))
         epochs = len(next(iter(designs[0].full.values())))
         return cls(sorted(designs, key=lambda d: d.key), protocol, epochs, len(designs[0].proxy), reference,
-                   len(designs[0].full) + len(extra[designs[0].key]))
+                   len(designs[0].full) + len(extra[designs[0].key]), len(designs[0].proxies))
 
     def proxy_lengths(self) -> list[int]:
         """The proxy lengths (epochs) recorded for every design: the main proxy's and each complete shorter one."""
@@ -412,7 +437,23 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
     as vitnas' driver refuses it (0 epochs; told to the sampler as complete and infeasible, one Optuna
     constraint), and feasible trials carry the constraint too. ``search_bounds``: the hypervolume bounds the
     sampler and the scheduler work with (default ``bounds``, the table's; :func:`study_bounds` gives those of
-    a real search); the truth is always scored on ``bounds``. Returns the :class:`Run`."""
+    a real search); the truth is always scored on ``bounds``. With a table of several proxy seeds
+    (``Table.load(proxy_from=...)``) each design trains under one of them, drawn per design from ``seed``.
+    Returns the :class:`Run`."""
+    if table.proxy_seeds > 1:  # each design trains under one of the recorded proxy seeds, drawn per replay seed
+        saved = {d.key: d.proxy for d in table.designs}
+        for d in table.designs:
+            d.proxy = d.proxies[random.Random(f"proxy/{seed}/{d.key}").choice(sorted(d.proxies))]
+        try:
+            return _replay(method, table, space, seed, budget, bounds, true_front, max_params, search_bounds)
+        finally:
+            for d in table.designs:
+                d.proxy = saved[d.key]
+    return _replay(method, table, space, seed, budget, bounds, true_front, max_params, search_bounds)
+
+
+def _replay(method: Method, table: Table, space, seed: int, budget: int, bounds, true_front: set[str],
+            max_params: float | None = None, search_bounds=None) -> Run:
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
@@ -772,7 +813,8 @@ def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = 
                            "true_front": len(true_front),
                            "table_best_hv": _truth_hv([d for d in table.designs if d.key in true_front], bounds),
                            "bounds": bounds.to_dict(), "seeds": seeds, "methods": {},
-                           "search_bounds": search_bounds, "truth_seeds": table.truth_seeds}
+                           "search_bounds": search_bounds, "truth_seeds": table.truth_seeds,
+                           "proxy_seeds": table.proxy_seeds}
     pool = None
     if jobs > 1:
         import multiprocessing
@@ -824,9 +866,10 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new``'s methods added to (or replacing) ``old``'s, when both replayed the same table under the same
     budget and seeds; else ``new`` alone. Lets a long comparison run method by method into one file."""
     plain = json.loads(json.dumps(new))
-    absent = {"search_bounds": "table", "truth_seeds": 2}  # what a file written before the key existed means
+    absent = {"search_bounds": "table", "truth_seeds": 2, "proxy_seeds": 1}  # what a file without the key means
     same = all(old.get(k, absent.get(k)) == plain.get(k, absent.get(k))
-               for k in ("budget_epochs", "designs", "seeds", "max_params", "bounds", "search_bounds", "truth_seeds"))
+               for k in ("budget_epochs", "designs", "seeds", "max_params", "bounds", "search_bounds", "truth_seeds",
+                         "proxy_seeds"))
     if not same:
         return new
     merged = {**old, "methods": {**old["methods"], **new["methods"]}}
@@ -909,6 +952,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--truth-from", type=Path, action="append", default=[],
                    help="a table of further full-budget seeds of the same designs: the truth is the mean over all "
                         "(repeatable; the runs a replay observes are unchanged)")
+    p.add_argument("--proxy-from", type=Path, action="append", default=[],
+                   help="a table of further seeds of the short proxy: each replayed design trains under one of the "
+                        "recorded seeds, drawn per design and replay seed (repeatable)")
     p.add_argument("--search-bounds", choices=("table", "study"), default="table",
                    help="the bounds samplers and schedulers work with: the table's, or a real search's study's")
     p.add_argument("--list", action="store_true", help="list the methods and exit")
@@ -947,7 +993,7 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        table = Table.load(args.table, tuple(args.truth_from))
+        table = Table.load(args.table, tuple(args.truth_from), tuple(args.proxy_from))
         out = simulate(names, args.seeds, table, args.budget, max_params=args.max_params, jobs=args.jobs,
                        search_bounds=args.search_bounds,
                        progress=lambda n, s, r: print(f"  {n} seed {s}: {r.trials} trials, truth HV "

@@ -21,6 +21,8 @@ Protocol (the defaults; every row stores the protocol it was trained under):
   seeds 0 and 1, and the **short proxy** (``--proxy-epochs`` 6, the search's default) under seed 0, each
   with its per-epoch validation accuracy, training loss and seconds; ``trainers.train_proxy`` is the
   trainer, exactly as in a search trial;
+- further seeds of the short proxy with ``--proxy-seeds`` (the simulator's ``--proxy-from``: a replayed trial
+  then trains under a seed drawn per design, as a real search's trials each train under their own);
 - per design, shorter proxies too (``--extra-proxy-epochs``, default 3: a cosine schedule sized to 3 epochs,
   seed 0), so the simulator can weigh the budget per design; a table recorded before they existed is
   completed by running ``record`` again;
@@ -192,7 +194,8 @@ def record(args: argparse.Namespace) -> None:
     for index, (key, genes, preset) in enumerate(todo):
         if index % args.shards != args.shard:
             continue
-        runs = [("cost", 0, 0), ("proxy", args.proxy_epochs, 0), *(("proxy", e, 0) for e in args.extra_proxy_epochs),
+        runs = [("cost", 0, 0), *(("proxy", args.proxy_epochs, s) for s in args.proxy_seeds),
+                *(("proxy", e, 0) for e in args.extra_proxy_epochs),
                 *(("full", args.epochs, s) for s in full_seeds)]
         runs = [r for r in runs if r[0] in args.kinds]
         # Read again before each design: another recorder (another shard, or one resumed) may have written it.
@@ -351,6 +354,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extra-proxy-epochs", type=lambda s: [int(x) for x in s.split(",") if x], default=[3],
                         help="shorter proxies also recorded per design, comma-separated epochs ('' for none)")
     parser.add_argument("--seeds", type=int, default=2, help="full-budget seeds")
+    parser.add_argument("--proxy-seeds", type=lambda s: [int(x) for x in s.split(",") if x], default=[0],
+                        help="record: the short proxy's seeds, comma-separated (default 0; the simulator's --proxy-from "
+                             "reads further ones)")
     parser.add_argument("--img-size", type=int, default=16)
     parser.add_argument("--train-subset", type=int, default=2000)
     parser.add_argument("--val-subset", type=int, default=1000)

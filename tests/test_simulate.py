@@ -290,3 +290,46 @@ def test_promotion_pauses_runs_at_the_rung_and_resumes_only_the_rungs_pareto_fro
     with pytest.raises(ValueError, match="resume needs promote_at"):
         sim.replay(dataclasses.replace(sim.METHODS["knowncost_promote_resume"], promote_at=0.0), t, space, 0, 30,
                    t.bounds(), t.true_front())
+
+
+def test_further_proxy_seeds_are_drawn_per_design_and_replay_seed(table, tmp_path):
+    """With ``proxy_from`` each replayed design trains under one of the recorded proxy seeds, drawn per design and
+    replay seed. A second seed whose curves are the first's replays exactly as the table alone (the draw disturbs
+    no other random stream); a second seed where one design learns worse changes exactly the replays that draw
+    it for that design; the table's designs keep their own proxy afterwards."""
+    from benchmarks.table import read_rows
+
+    t, space = table
+    rows = [r for r in read_rows(sim.DEFAULT_TABLE) if r["kind"] == "proxy" and r.get("seed", 0) == 0
+            and int(r["epochs"]) == t.proxy_epochs]
+
+    def load(name, rows):
+        (tmp_path / name).write_text("".join(json.dumps({**r, "seed": 1}) + "\n" for r in rows))
+        other = sim.Table.load(proxy_from=(tmp_path / name,))
+        for d in other.designs:
+            d.optuna_params = space.to_params(Architecture.from_dict(d.arch))
+        return other
+
+    def run(tab, seed):
+        return sim.replay(sim.METHODS["knowncost_proxy_curve"], tab, space, seed, t.epochs * 2, tab.bounds(),
+                          tab.true_front())
+
+    twin = load("same.jsonl", rows)
+    assert twin.proxy_seeds == 2 and all(sorted(d.proxies) == [0, 1] for d in twin.designs)
+    plain = {seed: _replay(table, "knowncost_proxy_curve", seed=seed, budget=t.epochs * 2) for seed in range(4)}
+    for seed in (0, 1):
+        r = run(twin, seed)
+        assert (r.order, r.trace) == (plain[seed].order, plain[seed].trace)
+    first = plain[0].order[0]  # the known-cost sampler's first proposal: the design of fewest params
+    assert all(p.order[0] == first for p in plain.values())
+    worse = load("worse.jsonl", [{**r, "curve": [{**c, "val_accuracy": c["val_accuracy"] - 0.2} for c in r["curve"]]}
+                                 if r["key"] == first else r for r in rows])
+    draws = {seed: sim.random.Random(f"proxy/{seed}/{first}").choice([0, 1]) for seed in plain}
+    assert set(draws.values()) == {0, 1}  # over these replay seeds the first design trains under both
+    for seed, pick in draws.items():
+        r = run(worse, seed)
+        assert (r.order == plain[seed].order) == (pick == 0)  # a worse first design steers the sampler elsewhere
+    assert [d.proxy for d in worse.designs] == [d.proxies[0] for d in worse.designs]  # restored after each replay
+    (tmp_path / "part.jsonl").write_text("".join(json.dumps({**r, "seed": 1}) + "\n" for r in rows[:5]))
+    with pytest.raises(ValueError, match="proxy_from: the same further proxy seeds are needed for all"):
+        sim.Table.load(proxy_from=(tmp_path / "part.jsonl",))
