@@ -511,7 +511,7 @@ def _replay(method: Method, table: Table, space, seed: int, budget: int, bounds,
             scheduler = _scheduler(method, max_t, sb, seed)
             continue
         if held and held["pending"]:
-            i, dropped = _thaw_choice(held, observed, table, sampler, study, sb, max_t - method.proxy_epochs,
+            i, dropped = _thaw_choice(held, observed, sampler, study, sb, max_t - method.proxy_epochs,
                                       max_t, method.promote_gate)
             stopped_n += len(dropped)
             stopped_optimal += sum(table.designs[j].key in true_front for j in dropped)
@@ -685,7 +685,7 @@ def _promote(study, observed: dict[int, list[float]], table: Table, sampler, max
     return new, spent, seconds, demoted, keys, held
 
 
-def _thaw_choice(held: dict, observed: dict[int, list[float]], table: Table, sampler, study, bounds, left: int,
+def _thaw_choice(held: dict, observed: dict[int, list[float]], sampler, study, bounds, left: int,
                  max_t: int, gate: float) -> tuple[int | None, list[int]]:
     """The freeze-thaw choice (Swersky et al., arXiv 1406.3896) between resuming a waiting paused design and a
     new proposal, by expected hypervolume improvement per epoch. Drops (and returns) the waiting designs whose
