@@ -127,7 +127,8 @@ class Table:
         (5,900-12,700 img/s, the machine shared by two recorders) and would add that noise to the truth.
 
         Raises:
-            ValueError: the file holds no complete design.
+            ValueError: the file holds no complete design; a ``truth_from`` or ``proxy_from`` table holds a failed
+                run, or further seeds for only some of the designs.
         """
         from benchmarks.table import read_rows
 
@@ -657,13 +658,10 @@ def _promote(study, observed: dict[int, list[float]], table: Table, sampler, max
     resume(sorted(front, key=lambda k: -rung[k][0]))
     held = None
     if gate:
-        from nas.engine.scheduler import dominated_by, predict_final
-
         pairs = [(rung[i][0], observed[i][0]) for i in observed]
         full = list(observed.values())
         pending = sorted((i for i in rung if i not in front), key=lambda k: -rung[k][0])
-        passed = [i for i in pending if (p := predict_final(pairs, rung[i][0], gate)) is None
-                  or not dominated_by([p[1], *rung[i][1:]], full)]
+        passed = [i for i in pending if not _surely_dominated(pairs, rung[i], gate, full)]
         if thaw:
             held = {"pending": passed, "rung": rung, "pairs": pairs, "dists": dists}
         else:
@@ -685,6 +683,16 @@ def _promote(study, observed: dict[int, list[float]], table: Table, sampler, max
     return new, spent, seconds, demoted, keys, held
 
 
+def _surely_dominated(pairs: list[tuple[float, float]], rung: list[float], gate: float, full: list[list[float]]) -> bool:
+    """The gate's test (:meth:`nas.engine.driver.StudyDriver.gate`): whether even the ``gate`` quantile of the final
+    accuracy predicted from ``rung`` (accuracy, params, throughput at the rung) by the line on ``pairs`` is dominated
+    by a trained design of ``full``. False while there is no line (fewer than its minimum of curves)."""
+    from nas.engine.scheduler import dominated_by, predict_final
+
+    p = predict_final(pairs, rung[0], gate)
+    return p is not None and dominated_by([p[1], *rung[1:]], full)
+
+
 def _thaw_choice(held: dict, observed: dict[int, list[float]], sampler, study, bounds, left: int,
                  max_t: int, gate: float) -> tuple[int | None, list[int]]:
     """The freeze-thaw choice (Swersky et al., arXiv 1406.3896) between resuming a waiting paused design and a
@@ -698,13 +706,12 @@ def _thaw_choice(held: dict, observed: dict[int, list[float]], sampler, study, b
 
     from nas import objectives
     from nas.engine.known_cost import expected_improvement
-    from nas.engine.scheduler import dominated_by, predict_final
+    from nas.engine.scheduler import predict_final
 
     full = list(observed.values())
     dropped = []
     for i in list(held["pending"]):
-        p = predict_final(held["pairs"], held["rung"][i][0], gate)
-        if p is not None and dominated_by([p[1], *held["rung"][i][1:]], full):
+        if _surely_dominated(held["pairs"], held["rung"][i], gate, full):
             held["pending"].remove(i)
             dropped.append(i)
     if not held["pending"]:
@@ -992,6 +999,11 @@ def main(argv: list[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    missing = next((f"{flag}: no such file {str(path)!r}" for flag, paths in (("table", [args.table]),
+                    ("truth-from", args.truth_from), ("proxy-from", args.proxy_from)) for path in paths
+                    if not path.is_file()), None)
+    if missing:
+        p.error(missing)
     try:
         table = Table.load(args.table, tuple(args.truth_from), tuple(args.proxy_from))
         out = simulate(names, args.seeds, table, args.budget, max_params=args.max_params, jobs=args.jobs,

@@ -333,3 +333,12 @@ def test_further_proxy_seeds_are_drawn_per_design_and_replay_seed(table, tmp_pat
     (tmp_path / "part.jsonl").write_text("".join(json.dumps({**r, "seed": 1}) + "\n" for r in rows[:5]))
     with pytest.raises(ValueError, match="proxy_from: the same further proxy seeds are needed for all"):
         sim.Table.load(proxy_from=(tmp_path / "part.jsonl",))
+
+
+def test_a_missing_further_seed_table_is_one_line_and_exit_2(tmp_path, capsys):
+    for flag in ("--proxy-from", "--truth-from"):
+        with pytest.raises(SystemExit) as exc:
+            sim.main(["--method", "default", "--seeds", "1", flag, str(tmp_path / "none.jsonl")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.endswith(f"error: {flag[2:]}: no such file {str(tmp_path / 'none.jsonl')!r}")  # one line, no traceback
