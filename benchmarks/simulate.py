@@ -4,6 +4,7 @@
     python -m benchmarks.simulate --method random --seeds 30
     python -m benchmarks.simulate --method all --seeds 30 --json benchmarks/results/simulate_fashion_mnist.json
     python -m benchmarks.simulate --list                           # the methods and what each one is
+    python -m benchmarks.simulate --from-json F --paired default   # every method against the default, seed by seed
 
 Search methods in this field are compared on recorded tables (NAS-Bench-201, HPOBench, YAHPO, Syne Tune's
 blackbox repository and simulator): every design of a pool is trained once with its full learning curve, and
@@ -23,8 +24,10 @@ What is real and what is simulated:
   ``AccuracyASHA``, Ray's ``AsyncHyperBandScheduler`` with three brackets, Syne Tune's MOASHA
   (:mod:`benchmarks._moasha`, when syne-tune is installed);
 - **training is the table**: a trial of design ``d`` under simulation seed ``s`` reads one of ``d``'s two
-  recorded full-budget runs (chosen at random by ``s``), epoch by epoch, or its recorded 6-epoch proxy run
-  (the 3-epoch one for a method with ``proxy_epochs=3``);
+  recorded full-budget runs (chosen at random by ``s``), epoch by epoch, or one of its recorded 6-epoch proxy
+  runs, drawn per design and ``s`` among the table's seed and the proxy seeds recorded beside it
+  (``TABLE_proxy_seed*.jsonl``; ``--one-proxy-seed`` replays the table's own run alone), as each trial of a
+  real search trains under its own seed (the 3-epoch run, one seed, for a method with ``proxy_epochs=3``);
   it is charged the epochs it ran and their recorded seconds. Trials run one at a time (one worker).
 
 **The truth of a design** is its mean final accuracy over the two recorded full-budget seeds. A method's front
@@ -845,6 +848,7 @@ def simulate(methods: list[str], seeds: int, table: Table, budget: int | None = 
             "about": METHODS[name].about,
             "hv": {f"{p / budget:g}B": _quartiles([hv_at(r, p) for r in runs]) for p in points},
             "final_hv": [hv_at(r, budget) for r in runs],  # per seed, at B
+            "hv_per_seed": {f"{p / budget:g}B": [hv_at(r, p) for r in runs] for p in points},  # for paired tests
             "epochs_to": None,
             "curve": [(e, _quartiles([hv_at(r, e) for r in runs])) for e in range(0, budget + 1, max(1, budget // 40))],
             "trials": statistics.median(r.trials for r in runs),
@@ -917,6 +921,53 @@ def markdown(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def paired(out: dict[str, Any], against: str, level: float = 1e-6) -> dict[str, dict[str, dict[str, float]]]:
+    """Each method of ``out`` against ``against`` seed by seed (both replayed under the same seeds, so seed ``s``
+    of one faces seed ``s`` of the other), at ``B/4``, ``B/2`` and ``B``: the seeds where the method's truth HV is
+    ahead of, level with (within ``level``) and behind ``against``'s; the median and mean of the differences
+    (method minus ``against``); and the two-sided p-value of Wilcoxon's signed-rank test on the differences
+    (``scipy.stats.wilcoxon``, zero differences split between the signs; 1 when every seed is level).
+
+    A median over 30 seeds moves by about a quartile's width divided by 5 between two sets of seeds, so two
+    methods whose medians differ by less are told apart by this test, not by their medians.
+
+    Raises:
+        ValueError: ``against`` is not in ``out``, or a file without per-seed values at those points (written
+            before 2026-12-05 it keeps them at ``B`` only).
+    """
+    from scipy.stats import wilcoxon
+
+    if against not in out["methods"]:
+        raise ValueError(f"paired: {against!r} is not among the file's methods ({', '.join(out['methods'])})")
+    result: dict[str, dict[str, dict[str, float]]] = {}
+    base = out["methods"][against].get("hv_per_seed")
+    for name, m in out["methods"].items():
+        if name == against:
+            continue
+        mine = m.get("hv_per_seed")
+        if not base or not mine:
+            raise ValueError("paired: the file keeps no per-seed truth HV at B/4 and B/2; replay it again")
+        result[name] = {}
+        for point in ("0.25B", "0.5B", "1B"):
+            diffs = [0.0 if abs(a - b) <= level else a - b for a, b in zip(mine[point], base[point])]
+            nonzero = [d for d in diffs if d]
+            p = float(wilcoxon(diffs, zero_method="zsplit").pvalue) if nonzero else 1.0
+            result[name][point] = {"ahead": sum(d > level for d in diffs), "level": len(diffs) - len(nonzero),
+                                   "behind": sum(d < -level for d in diffs), "median": statistics.median(diffs),
+                                   "mean": statistics.fmean(diffs), "p": p}
+    return result
+
+
+def _print_paired(out: dict[str, Any], against: str) -> None:
+    rows = paired(out, against)
+    print(f"paired by seed against {against} ({out['seeds']} seeds): ahead/level/behind, mean difference, "
+          "Wilcoxon signed-rank p")
+    print(f"{'method':<34}" + "".join(f"{k:>34}" for k in ("B/4", "B/2", "B")))
+    for name, r in rows.items():
+        print(f"{name:<34}" + "".join(f"{c['ahead']:>5}/{c['level']}/{c['behind']:<3} {c['mean']:+.4f} p={c['p']:<8.2g}"
+                                     .rjust(34) for c in r.values()))
+
+
 def figure(out: dict[str, Any], methods: list[str] | None = None, stem: str = "simulate_truth_hv_fashion_mnist"):
     """Truth hypervolume against epochs spent (median line, quartile band) for ``methods`` (default: every
     method in ``out``), written by :func:`benchmarks._common.save_figure`. Returns the path written."""
@@ -962,6 +1013,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--proxy-from", type=Path, action="append", default=[],
                    help="a table of further seeds of the short proxy: each replayed design trains under one of the "
                         "recorded seeds, drawn per design and replay seed (repeatable)")
+    p.add_argument("--one-proxy-seed", action="store_true",
+                   help="replay every design under the table's own proxy run alone, not the proxy seeds recorded "
+                        "beside it (TABLE_proxy_seed*.jsonl, which the replay reads by default)")
+    p.add_argument("--paired", default=None, metavar="METHOD",
+                   help="also compare every method with METHOD seed by seed (ahead/level/behind, Wilcoxon p)")
     p.add_argument("--search-bounds", choices=("table", "study"), default="table",
                    help="the bounds samplers and schedulers work with: the table's, or a real search's study's")
     p.add_argument("--list", action="store_true", help="list the methods and exit")
@@ -982,6 +1038,11 @@ def main(argv: list[str] | None = None) -> int:
             print(markdown(out))
         else:
             _print(out)
+        if args.paired:
+            try:
+                _print_paired(out, DEFAULT_METHOD if args.paired == "default" else args.paired)
+            except ValueError as e:
+                p.error(str(e))
         return 0
     if args.seeds < 1:
         p.error(f"seeds: must be >= 1, got {args.seeds}")
@@ -1004,6 +1065,13 @@ def main(argv: list[str] | None = None) -> int:
                     if not path.is_file()), None)
     if missing:
         p.error(missing)
+    if args.one_proxy_seed and args.proxy_from:
+        p.error("one-proxy-seed: not with --proxy-from, which adds proxy seeds")
+    if not args.proxy_from and not args.one_proxy_seed:  # the standard replay: every proxy seed recorded beside it
+        args.proxy_from = sorted(args.table.parent.glob(f"{args.table.stem}_proxy_seed*.jsonl"))
+        if args.proxy_from:
+            print(f"proxy seeds from {', '.join(f.name for f in args.proxy_from)} (--one-proxy-seed: the table's own "
+                  "run alone)", file=sys.stderr)
     try:
         table = Table.load(args.table, tuple(args.truth_from), tuple(args.proxy_from))
         out = simulate(names, args.seeds, table, args.budget, max_params=args.max_params, jobs=args.jobs,
@@ -1020,6 +1088,11 @@ def main(argv: list[str] | None = None) -> int:
         _print(out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
+    if args.paired:
+        try:
+            _print_paired(out, DEFAULT_METHOD if args.paired == "default" else args.paired)
+        except ValueError as e:
+            p.error(str(e))
     return 0
 
 

@@ -122,6 +122,26 @@ def test_command_prints_the_curve_and_writes_json(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         sim.main(["--method", "nope", "--seeds", "1"])
     assert e.value.code == 2 and "method: unknown value 'nope'" in capsys.readouterr().err
+    # the standard replay draws from every proxy seed recorded beside the table
+    beside = sorted(sim.DEFAULT_TABLE.parent.glob(f"{sim.DEFAULT_TABLE.stem}_proxy_seed*.jsonl"))
+    assert data["proxy_seeds"] == 1 + len(beside)
+    # paired by seed: seed s of one method against seed s of the other, at B/4, B/2 and B
+    both = sim.paired(merged, "random")
+    assert set(both) == {"asha", "pareto_asha"}
+    for name, r in both.items():
+        for point, c in r.items():
+            diffs = [a - b for a, b in zip(merged["methods"][name]["hv_per_seed"][point],
+                                           merged["methods"]["random"]["hv_per_seed"][point])]
+            assert c["ahead"] + c["level"] + c["behind"] == 2 and 0 <= c["p"] <= 1
+            assert c["ahead"] == sum(d > 1e-6 for d in diffs) and c["mean"] == pytest.approx(sum(diffs) / 2)
+    assert sim.main(["--from-json", str(out), "--paired", "random"]) == 0
+    assert "paired by seed against random (2 seeds)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        sim.main(["--from-json", str(out), "--paired", "gp"])
+    assert e.value.code == 2 and "paired: 'gp' is not among the file's methods" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        sim.main(["--method", "random", "--one-proxy-seed", "--proxy-from", str(out)])
+    assert e.value.code == 2 and "one-proxy-seed: not with --proxy-from" in capsys.readouterr().err
 
 
 def test_a_params_budget_refuses_designs_at_no_cost_and_the_front_is_within_it(table):
