@@ -906,18 +906,24 @@ def _print(out: dict[str, Any]) -> None:
           "design beat on both costs and on truth; 'refused': median proposals over --max-params (0 epochs)")
 
 
-def markdown(out: dict[str, Any]) -> str:
-    """The comparison as a markdown table (docs/benchmarks.md), methods by their median truth HV at ``B``."""
+def markdown(out: dict[str, Any], against: str | None = None) -> str:
+    """The comparison as a markdown table (docs/benchmarks.md), methods by their median truth HV at ``B``; with
+    ``against``, a last column compares each method with that one seed by seed at B/4, B/2 and B (:func:`paired`:
+    ahead/level/behind, Wilcoxon p)."""
     rows = sorted(out["methods"].items(), key=lambda kv: -kv[1]["hv"]["1B"][1])
+    pairs = paired(out, against) if against else {}
     lines = ["| method | what | truth HV at B/4 | B/2 | B (quartiles) | mean at B | reaches random's final at | "
-             "truly optimal stopped | wasted epochs | trials |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "truly optimal stopped | wasted epochs | trials |" + (f" against {against}: B/4; B/2; B |" if against else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---|" if against else "")]
     for name, m in rows:
         hv = m["hv"]
         to = "—" if m["epochs_to"] is None else f"{m['epochs_to'] / out['budget_epochs']:.2f} B"
         mean = f"{statistics.fmean(m['final_hv']):.3f}" if m.get("final_hv") else "—"
+        vs = "; ".join(f"{c['ahead']}/{c['level']}/{c['behind']} p={c['p']:.2g}" for c in pairs[name].values()) \
+            if name in pairs else ""
         lines.append(f"| {name} | {m['about']} | {hv['0.25B'][1]:.3f} | {hv['0.5B'][1]:.3f} | {hv['1B'][1]:.3f} "
                      f"({hv['1B'][0]:.3f}-{hv['1B'][2]:.3f}) | {mean} | {to} | {m['optimal_stopped']:.0%} "
-                     f"({m['optimal_seen']}) | {m['wasted_epochs']:g} | {m['trials']:g} |")
+                     f"({m['optimal_seen']}) | {m['wasted_epochs']:g} | {m['trials']:g} |" + (f" {vs} |" if against else ""))
     return "\n".join(lines)
 
 
@@ -1035,7 +1041,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.figure:
             print(figure(out, None if args.figure == "all" else args.figure.split(",")))
         elif args.markdown:
-            print(markdown(out))
+            try:
+                print(markdown(out, DEFAULT_METHOD if args.paired == "default" else args.paired))
+            except ValueError as e:
+                p.error(str(e))
+            return 0
         else:
             _print(out)
         if args.paired:

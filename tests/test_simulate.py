@@ -134,6 +134,10 @@ def test_command_prints_the_curve_and_writes_json(tmp_path, capsys):
                                            merged["methods"]["random"]["hv_per_seed"][point])]
             assert c["ahead"] + c["level"] + c["behind"] == 2 and 0 <= c["p"] <= 1
             assert c["ahead"] == sum(d > 1e-6 for d in diffs) and c["mean"] == pytest.approx(sum(diffs) / 2)
+    table_md = sim.markdown(merged, "random").splitlines()
+    assert table_md[0].endswith("| against random: B/4; B/2; B |")
+    c = both["asha"]["1B"]
+    assert any(line.startswith("| asha |") and f"{c['ahead']}/{c['level']}/{c['behind']} p=" in line for line in table_md)
     assert sim.main(["--from-json", str(out), "--paired", "random"]) == 0
     assert "paired by seed against random (2 seeds)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
