@@ -458,7 +458,9 @@ def replay(method: Method, table: Table, space, seed: int, budget: int, bounds, 
 
 def _replay(method: Method, table: Table, space, seed: int, budget: int, bounds, true_front: set[str],
             max_params: float | None = None, search_bounds=None) -> Run:
+    import numpy as np
     import optuna
+    import torch
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
     from ray.tune.schedulers import TrialScheduler
@@ -468,6 +470,10 @@ def _replay(method: Method, table: Table, space, seed: int, budget: int, bounds,
     from nas.engine.settings import make_sampler
 
     rng = random.Random(seed)
+    # Libraries that draw from the global generators are seeded too, so a replay is the same in any process and
+    # after any other replay: Ray's AsyncHyperBandScheduler draws each trial's bracket from numpy's.
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     sb = search_bounds or bounds
     max_t = (method.proxy_epochs or table.proxy_epochs) if method.fidelity == "proxy" else table.epochs
     if method.resume and not (method.promote_at and max_t < table.proxy_epochs):
