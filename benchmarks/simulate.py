@@ -353,7 +353,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
                resume=True, promote_fronts=3, about=f"--sampler {s} with every other setting the default's"))),
 )}
 #: The method vitnas' defaults correspond to (the search's own default settings, replayed).
-DEFAULT_METHOD = "knowncost_promote_gate"
+DEFAULT_METHOD = "knowncost_promote_gate_at33"
 
 
 # ---------------------------------------------------------------------------------------------- replay

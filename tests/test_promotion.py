@@ -135,7 +135,7 @@ def test_a_study_trained_without_promotion_goes_on_without_one():
 
 def test_promotion_settings_and_their_errors():
     default = SearchConfig()
-    assert (default.promote_at, default.promote_fronts, default.promote_gate, default.rung_epochs) == (0.25, 1, 0.999, 3)
+    assert (default.promote_at, default.promote_fronts, default.promote_gate, default.rung_epochs) == (0.33, 1, 0.999, 3)
     assert SearchConfig(epochs=1).rung_epochs is None and SearchConfig(promote_at=0).promote_after is None
     assert SearchConfig(epoch_budget=160).promote_after == 40 and SearchConfig(trials=10).promote_after == 15
     for bad in (1.0, -0.1, float("nan"), "x"):

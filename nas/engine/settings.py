@@ -181,7 +181,7 @@ class SearchConfig:
                                      "predicted final accuracy is dominated by a fully trained trial; none stops "
                                      "before four trials finished), pareto (the objectives at each rung) or asha "
                                      "(Ray Tune's ASHA on accuracy alone, a baseline).")
-    promote_at: float = option(0.25, "Promotion: for this fraction of the epoch budget (--epoch-budget, else --trials x "
+    promote_at: float = option(0.33, "Promotion: for this fraction of the epoch budget (--epoch-budget, else --trials x "
                                      "--epochs) trials train half their epochs and pause; then the best "
                                      "--promote-fronts non-dominated fronts resume to the full proxy, most accurate "
                                      "first (0: off; needs --epochs >= 2).")
