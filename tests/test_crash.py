@@ -57,7 +57,7 @@ def test_sigkill_then_rerun_reaches_the_target(tmp_path):
     trials = _trials(storage)
     complete = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("paused_at")]
     assert len(complete) == 4  # exactly the target (trials paused at the promotion rung are not complete ones)
-    # the kill came while trials paused at the rung (a quarter of 4 x 3 epochs); the rerun promoted them, and
+    # the kill came while trials paused at the rung (a third of 4 x 3 epochs); the rerun promoted them, and
     # each promoted trial resumed once from its state file
     record = optuna.load_study(study_name="crash", storage=storage).user_attrs["promotion"]
     assert record["paused"] and all(trials[n].user_attrs["paused_at"] == 1 for n in record["paused"])

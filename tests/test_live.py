@@ -23,8 +23,8 @@ def test_the_default_and_random_map_to_the_searches_they_replay(table, tmp_path)
     assert (default.sampler, default.scheduler, default.early_stopping) == ("knowncost", "curve", True)
     assert default.epochs == table.proxy_epochs and default.epoch_budget == budget and default.seed == 2
     assert (default.img_size, default.train_subset, default.val_subset) == (16, 2000, 1000)
-    assert default.storage == f"sqlite:///{Path(tmp_path) / 'live-knowncost_promote_gate-s2.db'}"
-    # the replayed promotion is the search's own default: rung at half the proxy, B/4, the front, then the gate
+    assert default.storage == f"sqlite:///{Path(tmp_path) / f'live-{sim.DEFAULT_METHOD}-s2.db'}"
+    # the replayed promotion is the search's own default: rung at half the proxy, B/3, the front, then the gate
     fresh = type(default)()
     assert (default.promote_at, default.promote_fronts, default.promote_gate, default.rung_epochs) == (
         fresh.promote_at, fresh.promote_fronts, fresh.promote_gate, sim.METHODS[sim.DEFAULT_METHOD].proxy_epochs)

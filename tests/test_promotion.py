@@ -137,7 +137,8 @@ def test_promotion_settings_and_their_errors():
     default = SearchConfig()
     assert (default.promote_at, default.promote_fronts, default.promote_gate, default.rung_epochs) == (0.33, 1, 0.999, 3)
     assert SearchConfig(epochs=1).rung_epochs is None and SearchConfig(promote_at=0).promote_after is None
-    assert SearchConfig(epoch_budget=160).promote_after == 40 and SearchConfig(trials=10).promote_after == 15
+    assert SearchConfig(epoch_budget=160).promote_after == pytest.approx(52.8)  # a third (0.33) of the epoch budget
+    assert SearchConfig(trials=10).promote_after == pytest.approx(0.33 * 10 * 6)  # ... else of trials x epochs
     for bad in (1.0, -0.1, float("nan"), "x"):
         with pytest.raises(SearchError, match=r"^promote_at: must be a fraction in \[0, 1\)"):
             SearchConfig(promote_at=bad).validate()
