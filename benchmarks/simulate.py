@@ -940,8 +940,8 @@ def paired(out: dict[str, Any], against: str, level: float = 1e-6) -> dict[str, 
     (method minus ``against``); and the two-sided p-value of Wilcoxon's signed-rank test on the differences
     (``scipy.stats.wilcoxon``, zero differences split between the signs; 1 when every seed is level).
 
-    A median over 30 seeds moves by about a quartile's width divided by 5 between two sets of seeds, so two
-    methods whose medians differ by less are told apart by this test, not by their medians.
+    The truth HV falls in steps, so a median over 30 seeds can jump a step between two sets of seeds; two
+    methods whose medians differ by less than a step are told apart by this test, not by their medians.
 
     Raises:
         ValueError: ``against`` is not in ``out``, or a file without per-seed values at those points (written
